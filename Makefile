@@ -1,0 +1,44 @@
+# dicomflow — every set-up step a newcomer needs, on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export DICOMFLOW_HOME ?= $(CURDIR)/var
+
+.PHONY: install run test sysdeps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# System tools the tests drive as real peers: DCMTK (storescu/storescp), dicom3tools (dciodvfy),
+# Debian's Chromium (browser tests). Installed with apt-get when missing and we are root.
+sysdeps:
+	@missing=""; \
+	command -v storescu >/dev/null || missing="$$missing dcmtk"; \
+	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing system packages:$$missing (tests that need them are skipped)"; fi; \
+	fi
+
+run: install
+	$(BIN)/dicomflow migrate
+	$(BIN)/dicomflow ensure-admin
+	$(BIN)/dicomflow serve
+
+test: install sysdeps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install sysdeps
+	$(BIN)/python benchmarks/import_bench.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,33 @@
+"""The ``dicomflow`` command: every user job as a command, ``--json`` for machines.
+
+Start-up is kept light: heavy modules (Django, pydicom, numpy) are imported inside commands.
+Each command group lives in ``dicomflow.commands.<area>`` and registers itself on ``app``.
+"""
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="dicomflow",
+    help="Move clinical DICOM into research and automatic processing, safely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One module per product area; each has ``register(app)``.
+COMMAND_MODULES = [
+    "dicomflow.commands.server",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Command groups of the ``dicomflow`` CLI, one module per product area."""

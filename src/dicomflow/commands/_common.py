@@ -1,0 +1,58 @@
+"""Shared plumbing for commands: Django set-up on demand, the JSON/exit-status contract.
+
+Contract (see ARCHITECTURE.md): with ``--json`` a command prints exactly one JSON document on
+stdout; progress and logs go to stderr; exit 0 on success, non-zero with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, NoReturn
+
+import typer
+
+_django_ready = False
+
+
+def setup_django(migrate: bool = True) -> None:
+    """Configure Django once; bring the database schema up to date if it is behind."""
+    global _django_ready
+    if _django_ready:
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dicomflow.settings")
+    import django
+
+    django.setup()
+    if migrate:
+        from django.db import connection
+        from django.db.migrations.executor import MigrationExecutor
+
+        executor = MigrationExecutor(connection)
+        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+            from django.core.management import call_command
+
+            call_command("migrate", verbosity=0, interactive=False)
+    _django_ready = True
+
+
+def emit(document: Any, as_json: bool, human: str | None = None) -> None:
+    """Print the result: one JSON document with --json, else a human summary."""
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    elif human is not None:
+        typer.echo(human)
+    else:
+        typer.echo(json.dumps(document, indent=2, default=str))
+
+
+def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:
+    """Stop with a clear message on stderr (and a JSON error document with --json)."""
+    if as_json:
+        sys.stdout.write(json.dumps({"error": message}) + "\n")
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+JSON_OPTION = typer.Option(False, "--json", help="Print exactly one JSON document on stdout.")

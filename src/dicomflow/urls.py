@@ -1,0 +1,10 @@
+"""URL map: admin, REST API (with OpenAPI) and the web UI."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include("dicomflow.api.urls")),
+    path("", include("dicomflow.web.urls")),
+]
