@@ -67,3 +67,11 @@ class LeakDetectedError(DeidentificationError):
 
 class ProcessingError(DicomflowError):
     """A processing stage failed."""
+
+
+class RuleDefinitionError(InputError):
+    """A rule, ruleset or template definition is malformed (unknown attribute, operator, value)."""
+
+
+class SegmentationError(ProcessingError):
+    """A segmentation processor cannot work on its input (not a usable CT stack, nothing found)."""
