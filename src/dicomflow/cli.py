@@ -18,6 +18,7 @@ app = typer.Typer(
 
 # One module per product area; each has ``register(app)``.
 COMMAND_MODULES = [
+    "dicomflow.commands.intake",
     "dicomflow.commands.server",
 ]
 

@@ -1,0 +1,1 @@
+"""DICOM file handling without Django: header reading (stop before pixels), SOP class names."""

@@ -1,0 +1,291 @@
+"""Writes to the catalog. Batched: one transaction and a handful of queries per few hundred files.
+
+``record_stored_files`` decides for each stored file whether it is new, a duplicate (same SOP
+Instance UID, same sha256) or a conflict (same UID, different bytes: recorded, stored copy kept),
+and writes Patient/Study/Series/Instance plus image and RT detail rows for the new ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from django.db import IntegrityError, transaction
+
+from dicomflow.catalog.models import (
+    ROI,
+    ImageInformation,
+    Instance,
+    InstanceConflict,
+    Patient,
+    RTDose,
+    RTImage,
+    RTPlan,
+    RTStructureSet,
+    Series,
+    Study,
+)
+from dicomflow.core.dicom.header import InstanceHeader
+from dicomflow.core.ingest import StoredFile
+from dicomflow.core.store import FileStore, sha256_of
+
+
+def parse_da(value: str) -> dt.date | None:
+    """DICOM DA (YYYYMMDD; old YYYY.MM.DD accepted) → date, None if empty or invalid."""
+    digits = value.replace(".", "").strip()[:8]
+    if len(digits) != 8 or not digits.isdigit():
+        return None
+    try:
+        return dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+    except ValueError:
+        return None
+
+
+@dataclass
+class BatchOutcome:
+    new: list[StoredFile] = field(default_factory=list)
+    duplicates: list[StoredFile] = field(default_factory=list)
+    conflicts: list[tuple[StoredFile, str]] = field(default_factory=list)
+    patient_ids: set[int] = field(default_factory=set)
+    study_ids: set[int] = field(default_factory=set)
+    series_ids: set[int] = field(default_factory=set)
+
+
+class CatalogWriter:
+    """Keeps UID → primary-key caches across batches of one import."""
+
+    def __init__(self, store: FileStore, received_from: str):
+        self.store = store
+        self.received_from = received_from[:512]
+        self._patients: dict[tuple[str, str], int] = {}
+        self._studies: dict[str, int] = {}
+        self._series: dict[str, int] = {}
+
+    # --- parents ---------------------------------------------------------------------------------
+    def _ensure_patients(self, headers: list[InstanceHeader]) -> None:
+        wanted = {(h.patient_id, h.issuer_of_patient_id): h for h in headers}
+        missing = [k for k in wanted if k not in self._patients]
+        if not missing:
+            return
+        ids = {k[0] for k in missing}
+        for p in Patient.objects.filter(patient_id__in=ids).only("id", "patient_id", "issuer_of_patient_id"):
+            self._patients[(p.patient_id, p.issuer_of_patient_id)] = p.id
+        to_create = [
+            Patient(
+                patient_id=h.patient_id,
+                issuer_of_patient_id=h.issuer_of_patient_id,
+                patient_name=h.patient_name[:324],
+                birth_date=parse_da(h.patient_birth_date),
+                sex=h.patient_sex[:16],
+            )
+            for k, h in wanted.items()
+            if k not in self._patients
+        ]
+        if to_create:
+            Patient.objects.bulk_create(to_create, ignore_conflicts=True)
+            for p in Patient.objects.filter(patient_id__in=ids).only("id", "patient_id", "issuer_of_patient_id"):
+                self._patients[(p.patient_id, p.issuer_of_patient_id)] = p.id
+
+    def _ensure_studies(self, headers: list[InstanceHeader]) -> None:
+        wanted = {h.study_instance_uid: h for h in headers if h.study_instance_uid not in self._studies}
+        if not wanted:
+            return
+        self._studies.update(Study.objects.filter(study_instance_uid__in=wanted).values_list("study_instance_uid", "id"))
+        to_create = [
+            Study(
+                patient_id=self._patients[(h.patient_id, h.issuer_of_patient_id)],
+                study_instance_uid=uid,
+                study_date=parse_da(h.study_date),
+                study_time=h.study_time[:16],
+                study_id=h.study_id[:16],
+                accession_number=h.accession_number[:64],
+                description=h.study_description[:256],
+            )
+            for uid, h in wanted.items()
+            if uid not in self._studies
+        ]
+        if to_create:
+            Study.objects.bulk_create(to_create, ignore_conflicts=True)
+            self._studies.update(
+                Study.objects.filter(study_instance_uid__in=wanted).values_list("study_instance_uid", "id")
+            )
+
+    def _ensure_series(self, headers: list[InstanceHeader]) -> None:
+        wanted = {h.series_instance_uid: h for h in headers if h.series_instance_uid not in self._series}
+        if not wanted:
+            return
+        self._series.update(Series.objects.filter(series_instance_uid__in=wanted).values_list("series_instance_uid", "id"))
+        to_create = [
+            Series(
+                study_id=self._studies[h.study_instance_uid],
+                series_instance_uid=uid,
+                modality=h.modality[:16],
+                series_number=h.series_number,
+                description=h.series_description[:256],
+                series_date=parse_da(h.series_date),
+                body_part_examined=h.body_part_examined[:64],
+                frame_of_reference_uid=h.frame_of_reference_uid[:64],
+            )
+            for uid, h in wanted.items()
+            if uid not in self._series
+        ]
+        if to_create:
+            Series.objects.bulk_create(to_create, ignore_conflicts=True)
+            self._series.update(
+                Series.objects.filter(series_instance_uid__in=wanted).values_list("series_instance_uid", "id")
+            )
+
+    # --- instances -------------------------------------------------------------------------------
+    def record(self, items: list[StoredFile]) -> BatchOutcome:
+        """Catalogue one batch. Files this batch created but that turn out not to be new are removed."""
+        outcome = BatchOutcome()
+        if not items:
+            return outcome
+        self.store.flush()
+        with transaction.atomic():
+            existing = {
+                row["sop_instance_uid"]: row
+                for row in Instance.objects.filter(sop_instance_uid__in={i.header.sop_instance_uid for i in items})
+                .values("id", "sop_instance_uid", "sha256", "stored_path")
+            }
+            fresh: dict[str, StoredFile] = {}
+            for item in items:
+                uid = item.header.sop_instance_uid
+                known = existing.get(uid)
+                if known is None and uid in fresh:
+                    known = {"id": None, "sha256": fresh[uid].stored.sha256, "stored_path": fresh[uid].stored.relpath}
+                if known is not None:
+                    self._classify_known(item, known, outcome)
+                    continue
+                if not item.stored.created and not self._adopt_existing_file(item):
+                    outcome.conflicts.append((item, "a different file occupies this instance's store path"))
+                    continue
+                fresh[uid] = item
+            self._insert(list(fresh.values()), outcome)
+            self.touched([i for i in outcome.duplicates] + [i for i, _ in outcome.conflicts], outcome)
+            conflict_uids = {i.header.sop_instance_uid for i, _ in outcome.conflicts}
+            instance_ids = dict(
+                Instance.objects.filter(sop_instance_uid__in=conflict_uids).values_list("sop_instance_uid", "id")
+            )
+            InstanceConflict.objects.bulk_create(
+                [
+                    InstanceConflict(
+                        instance_id=instance_ids[i.header.sop_instance_uid],
+                        sha256=i.stored.sha256,
+                        size=i.stored.size,
+                        source=f"{self.received_from}:{i.display_name}"[:1024],
+                    )
+                    for i, _ in outcome.conflicts
+                    if i.header.sop_instance_uid in instance_ids
+                ]
+            )
+        return outcome
+
+    def _classify_known(self, item: StoredFile, known: dict, outcome: BatchOutcome) -> None:
+        same = item.stored.sha256 == known["sha256"]
+        if item.stored.created and item.stored.relpath != known["stored_path"]:
+            self.store.remove(item.stored.relpath)  # our copy is surplus: the catalogued one stays
+        if same:
+            outcome.duplicates.append(item)
+        else:
+            if item.stored.created and item.stored.relpath == known["stored_path"]:
+                self.store.remove(item.stored.relpath)  # the catalogued file had vanished; not ours to replace
+            outcome.conflicts.append((item, "same SOP Instance UID with different content; stored copy kept"))
+
+    def _adopt_existing_file(self, item: StoredFile) -> bool:
+        """A file sits at the path but no row names it (a crash between store and commit)."""
+        on_disk = self.store.path_of(item.stored.relpath)
+        try:
+            sha, _ = sha256_of(on_disk)
+        except FileNotFoundError:
+            return False
+        return sha == item.stored.sha256
+
+    def _insert(self, items: list[StoredFile], outcome: BatchOutcome) -> None:
+        if not items:
+            return
+        headers = [i.header for i in items]
+        self._ensure_patients(headers)
+        self._ensure_studies(headers)
+        self._ensure_series(headers)
+        rows = [
+            Instance(
+                series_id=self._series[i.header.series_instance_uid],
+                sop_class_uid=i.header.sop_class_uid[:64],
+                sop_instance_uid=i.header.sop_instance_uid,
+                instance_number=i.header.instance_number,
+                transfer_syntax_uid=i.header.transfer_syntax_uid[:64],
+                sha256=i.stored.sha256,
+                size=i.stored.size,
+                stored_path=i.stored.relpath,
+                received_from=self.received_from,
+            )
+            for i in items
+        ]
+        try:
+            with transaction.atomic():
+                Instance.objects.bulk_create(rows)
+        except IntegrityError:
+            # Another writer catalogued some of these UIDs between our read and write
+            # (possible on PostgreSQL): fall back to one row at a time.
+            created = []
+            for row, item in zip(rows, items):
+                try:
+                    with transaction.atomic():
+                        row.save(force_insert=True)
+                    created.append((row, item))
+                except IntegrityError:
+                    outcome.duplicates.append(item)
+            rows, items = [r for r, _ in created], [i for _, i in created]
+        self._insert_details(rows, items)
+        outcome.new.extend(items)
+        for item in items:
+            h = item.header
+            outcome.patient_ids.add(self._patients[(h.patient_id, h.issuer_of_patient_id)])
+            outcome.study_ids.add(self._studies[h.study_instance_uid])
+            outcome.series_ids.add(self._series[h.series_instance_uid])
+
+    def touched(self, items: list[StoredFile], outcome: BatchOutcome) -> None:
+        """Count the patients/studies/series of duplicates and conflicts as touched too."""
+        for item in items:
+            h = item.header
+            key = (h.patient_id, h.issuer_of_patient_id)
+            if key not in self._patients or h.study_instance_uid not in self._studies:
+                self._ensure_patients([h])
+                self._ensure_studies([h])
+                self._ensure_series([h])
+            outcome.patient_ids.add(self._patients[key])
+            outcome.study_ids.add(self._studies[h.study_instance_uid])
+            outcome.series_ids.add(self._series[h.series_instance_uid])
+
+    @staticmethod
+    def _insert_details(rows: list[Instance], items: list[StoredFile]) -> None:
+        images, structure_sets, plans, doses, rt_images = [], [], [], [], []
+        rois_by_ss: list[tuple[RTStructureSet, list[dict]]] = []
+        for row, item in zip(rows, items):
+            h = item.header
+            if h.image:
+                images.append(ImageInformation(instance_id=row.id, **h.image))
+            if h.structure_set:
+                info = dict(h.structure_set)
+                rois = info.pop("rois")
+                info["structure_set_date"] = parse_da(info["structure_set_date"])
+                ss = RTStructureSet(instance_id=row.id, **{k: v[:64] if isinstance(v, str) else v for k, v in info.items()})
+                structure_sets.append(ss)
+                rois_by_ss.append((ss, rois))
+            if h.plan:
+                info = dict(h.plan)
+                info["review_date"] = parse_da(info["review_date"])
+                plans.append(RTPlan(instance_id=row.id, **info))
+            if h.dose:
+                doses.append(RTDose(instance_id=row.id, **h.dose))
+            if h.rt_image:
+                rt_images.append(RTImage(instance_id=row.id, **h.rt_image))
+        ImageInformation.objects.bulk_create(images)
+        RTStructureSet.objects.bulk_create(structure_sets)
+        ROI.objects.bulk_create(
+            [ROI(structure_set_id=ss.id, **{**r, "name": r["name"][:64]}) for ss, rois in rois_by_ss for r in rois]
+        )
+        RTPlan.objects.bulk_create(plans)
+        RTDose.objects.bulk_create(doses)
+        RTImage.objects.bulk_create(rt_images)

@@ -1,0 +1,71 @@
+"""Intake commands: import files/folders/ZIPs, catalog statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dicomflow.commands._common import JSON_OPTION, emit, fail, setup_django
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import", help="Import files, folders and ZIPs into the catalog.")(import_command)
+    app.command("stats", help="Counts of the catalog.")(stats_command)
+
+
+def import_command(
+    paths: list[Path] = typer.Argument(..., help="Files, folders or archives (ZIP/TAR)."),
+    as_json: bool = JSON_OPTION,
+    workers: int = typer.Option(0, help="Worker processes (default: one per core)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    for p in paths:
+        if not p.exists():
+            fail(f"no such file or folder: {p}", as_json)
+    setup_django()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dicomflow.errors import DicomflowError
+    from dicomflow.intake.models import SourceKind
+    from dicomflow.intake.services import import_paths
+
+    console = Console(stderr=True)
+    show = not quiet and console.is_terminal
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=None)
+        try:
+            report = import_paths(
+                paths,
+                source_kind=SourceKind.CLI,
+                received_from="cli",
+                workers=workers or None,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except DicomflowError as exc:
+            fail(str(exc), as_json)
+    doc = report.as_dict()
+    human = (
+        f"{doc['files_seen']} files: {doc['instances_new']} new, {doc['instances_duplicate']} duplicate, "
+        f"{len(doc['conflicts'])} conflicts, {len(doc['ignored'])} ignored; "
+        f"{doc['patients']} patients, {doc['studies']} studies, {doc['series']} series"
+    )
+    emit(doc, as_json, human)
+
+
+def stats_command(as_json: bool = JSON_OPTION) -> None:
+    setup_django()
+    from dicomflow.catalog.selectors import catalog_counts
+
+    counts = catalog_counts()
+    emit(counts, as_json, ", ".join(f"{v} {k}" for k, v in counts.items()))
