@@ -1,0 +1,133 @@
+"""Command line for the synthetic data generator; prints one JSON summary on stdout.
+
+    python -m dicomflow.testing ct OUT_DIR --slices 1000 --size 512      # benchmark CT (~500 MB)
+    python -m dicomflow.testing rt-study OUT_DIR [--orphan] [--plan-without-structure-set]
+    python -m dicomflow.testing zip OUT.zip --patients N [--rt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from dicomflow.testing import synth
+
+
+def _series_summary(info: synth.SeriesInfo) -> dict:
+    return {
+        "modality": info.modality, "study_uid": info.study_uid, "series_uid": info.series_uid,
+        "frame_of_reference_uid": info.frame_of_reference_uid,
+        "sop_class_uid": info.sop_class_uid, "files": len(info.paths),
+        "instances": len(info.sop_instance_uids),
+        "skipped_locations": info.skipped_locations,
+    }
+
+
+def _rt_summary(obj: synth.RTInfo) -> dict:
+    return {"modality": obj.modality, "series_uid": obj.series_uid,
+            "sop_instance_uid": obj.sop_instance_uid, "path": str(obj.path) if obj.path else None,
+            "references": obj.referenced_sop_instance_uids, "label": obj.label,
+            "approval_status": obj.approval_status}
+
+
+def _study_summary(info: synth.StudyInfo) -> dict:
+    return {
+        "patient_id": info.patient.patient_id, "study_uid": info.study_uid,
+        "ct": _series_summary(info.ct), "mr": _series_summary(info.mr) if info.mr else None,
+        "rt": [_rt_summary(o) for o in info.rt_objects],
+        "absent_ct_series_uid": info.absent_ct.series_uid if info.absent_ct else None,
+        "files": len(info.paths),
+    }
+
+
+def _orientation(text: str | None) -> tuple[float, ...]:
+    if not text:
+        return synth.AXIAL
+    named = {"axial": synth.AXIAL, "coronal": synth.CORONAL, "sagittal": synth.SAGITTAL}
+    if text.lower() in named:
+        return named[text.lower()]
+    if text.lower().startswith("oblique"):
+        _, _, deg = text.partition(":")
+        return synth.oblique_orientation(float(deg or 20))
+    values = tuple(float(x) for x in text.replace("\\", ",").split(","))
+    if len(values) != 6:
+        raise argparse.ArgumentTypeError("orientation needs 6 numbers, or axial/coronal/"
+                                          "sagittal/oblique[:DEG]")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dicomflow.testing",
+                                     description="Write synthetic DICOM test data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--seed", type=int, default=None, help="reproducible UIDs and values")
+        p.add_argument("--implicit", action="store_true", help="Implicit VR Little Endian")
+        p.add_argument("--slices", type=int, default=None)
+        p.add_argument("--size", type=int, default=None, help="rows = columns")
+
+    ct = sub.add_parser("ct", help="an image series (CT by default)")
+    ct.add_argument("out_dir")
+    common(ct)
+    ct.add_argument("--modality", default="CT", choices=["CT", "MR", "ct", "mr"])
+    ct.add_argument("--thickness", type=float, default=2.5)
+    ct.add_argument("--orientation", default=None, help="axial|coronal|sagittal|oblique[:DEG]|6 numbers")
+    ct.add_argument("--skip", type=int, nargs="*", default=(), help="slice indices to leave out")
+    ct.add_argument("--noise", type=float, default=5.0)
+    ct.add_argument("--multiframe", action="store_true")
+    ct.add_argument("--patient-id", default=None)
+    ct.add_argument("--patient-name", default=None)
+
+    rt = sub.add_parser("rt-study", help="CT + RTSTRUCT + 2 plans + doses + RT image (+ MR)")
+    rt.add_argument("out_dir")
+    common(rt)
+    rt.add_argument("--no-mr", action="store_true")
+    rt.add_argument("--orphan", action="store_true", help="add a structure set whose CT is absent")
+    rt.add_argument("--plan-without-structure-set", action="store_true")
+
+    zp = sub.add_parser("zip", help="a multi-patient ZIP")
+    zp.add_argument("zip_path")
+    common(zp)
+    zp.add_argument("--patients", type=int, default=3)
+    zp.add_argument("--rt", action="store_true", help="whole RT studies instead of CTs")
+
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if args.command == "ct":
+        patient = synth.PatientSpec()
+        if args.patient_id or args.patient_name:
+            patient = synth.PatientSpec(args.patient_id or patient.patient_id,
+                                        args.patient_name or patient.name)
+        size = args.size or 64
+        info = synth.write_image_series(
+            args.out_dir, patient, args.modality.upper(), args.slices or 20, size, size,
+            slice_thickness=args.thickness, orientation=_orientation(args.orientation),
+            skip_slices=args.skip, multiframe=args.multiframe, noise=args.noise,
+            implicit_vr=args.implicit, seed=args.seed)
+        summary = _series_summary(info)
+        summary["bytes"] = sum(p.stat().st_size for p in info.paths)
+    elif args.command == "rt-study":
+        size = args.size or 64
+        info = synth.write_rt_study(
+            args.out_dir, n_slices=args.slices or 12, rows=size, cols=size,
+            with_mr=not args.no_mr, absent_ct_structure_set=args.orphan,
+            plan_without_structure_set=args.plan_without_structure_set,
+            implicit_vr=args.implicit, seed=args.seed)
+        summary = _study_summary(info)
+    else:
+        size = args.size or 32
+        zinfo = synth.write_multi_patient_zip(args.zip_path, args.patients, args.slices or 5,
+                                              size, size, rt=args.rt, seed=args.seed)
+        summary = {"zip": str(zinfo.path), "patients": [p.patient_id for p in zinfo.patients],
+                   "members": len(zinfo.members)}
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    json.dump(summary, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The synthetic data generator: geometry, references, ground truth, validity (dciodvfy), CLI."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicomflow.testing import synth
+from tests.conftest import require_tool
+
+
+def _read(path, **kw):
+    return pydicom.dcmread(path, **kw)
+
+
+def _dciodvfy_errors(path) -> list[str]:
+    tool = require_tool("dciodvfy")
+    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    return [line for line in out.splitlines() if "error" in line.lower()]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    return synth.write_rt_study(out, n_slices=10, rows=48, cols=48, seed=7,
+                                absent_ct_structure_set=True, plan_without_structure_set=True)
+
+
+# ---------------------------------------------------------------- geometry
+@pytest.mark.parametrize("orientation", [synth.AXIAL, synth.oblique_orientation(25.0),
+                                         synth.SAGITTAL])
+def test_positions_lie_along_the_normal_with_the_spacing(tmp_path, orientation):
+    info = synth.write_image_series(tmp_path, n_slices=6, rows=16, cols=20, slice_thickness=3.0,
+                                    orientation=orientation, seed=1)
+    dss = sorted((_read(p, stop_before_pixels=True) for p in info.paths),
+                 key=lambda d: int(d.InstanceNumber))
+    iop = np.array([float(x) for x in dss[0].ImageOrientationPatient])
+    assert np.allclose(iop, orientation, atol=1e-6)
+    normal = np.cross(iop[:3], iop[3:])
+    pos = np.array([[float(x) for x in d.ImagePositionPatient] for d in dss])
+    steps = np.diff(pos, axis=0)
+    # each step is exactly spacing * normal: no in-plane drift
+    assert np.allclose(steps, 3.0 * normal, atol=1e-3)
+    assert all(float(d.SpacingBetweenSlices) == 3.0 and float(d.SliceThickness) == 3.0 for d in dss)
+    assert np.allclose([float(d.SliceLocation) for d in dss], pos @ normal, atol=1e-3)
+    assert len({d.FrameOfReferenceUID for d in dss}) == 1
+    assert [d.SOPInstanceUID for d in dss] == info.sop_instance_uids
+    assert (dss[0].Rows, dss[0].Columns) == (16, 20)
+
+
+def test_skip_slices_leaves_a_gap_at_the_reported_position(tmp_path):
+    info = synth.write_image_series(tmp_path, n_slices=8, rows=16, cols=16, skip_slices=[3],
+                                    seed=2)
+    assert len(info.paths) == 7
+    locs = sorted(float(_read(p, stop_before_pixels=True).SliceLocation) for p in info.paths)
+    gaps = np.diff(locs)
+    assert np.isclose(gaps.max(), 2 * info.geometry.slice_spacing)
+    missing = (locs[int(np.argmax(gaps))] + locs[int(np.argmax(gaps)) + 1]) / 2
+    assert info.skipped_locations == pytest.approx([missing])
+
+
+def test_file_format_and_transfer_syntaxes(tmp_path):
+    explicit = synth.write_image_series(tmp_path / "e", n_slices=2, rows=8, cols=8, seed=3)
+    implicit = synth.write_image_series(tmp_path / "i", n_slices=2, rows=8, cols=8, seed=3,
+                                        implicit_vr=True)
+    for info, ts in ((explicit, pydicom.uid.ExplicitVRLittleEndian),
+                     (implicit, pydicom.uid.ImplicitVRLittleEndian)):
+        raw = info.paths[0].read_bytes()
+        assert raw[128:132] == b"DICM"
+        ds = _read(info.paths[0])
+        assert ds.file_meta.TransferSyntaxUID == ts
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert ds.pixel_array.shape == (8, 8)
+
+
+# ---------------------------------------------------------------- phantom
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_masks_agree_with_pixel_values(tmp_path, modality):
+    info = synth.write_image_series(tmp_path, modality=modality, n_slices=9, rows=40, cols=48,
+                                    noise=5.0, seed=4, skip_slices=[0])
+    masks = synth.phantom_masks(info)
+    dss = sorted((_read(p) for p in info.paths), key=lambda d: int(d.InstanceNumber))
+    vol = np.stack([d.pixel_array * float(d.get("RescaleSlope", 1)) + float(d.get("RescaleIntercept", 0))
+                    for d in dss])
+    assert masks.body.shape == vol.shape == (8, 40, 48)
+    assert masks.lungs.any() and not masks.lungs.all(axis=(1, 2)).any()
+    assert not (masks.lungs & ~masks.body).any()  # lungs are inside the body
+    soft = masks.body & ~masks.lungs
+    if modality == "CT":
+        assert abs(np.median(vol[~masks.body]) - synth.AIR_HU) < 20
+        assert abs(np.median(vol[masks.lungs]) - synth.LUNG_HU) < 20
+        assert abs(np.median(vol[soft]) - synth.BODY_HU) < 20
+        # a threshold recovers the truth exactly (noise is small)
+        assert ((vol > -500) == (masks.body & ~masks.lungs)).all()
+    else:
+        assert vol[soft].min() > vol[masks.lungs].max() > vol[~masks.body].min() - 1
+
+
+def test_lungs_only_in_the_middle_of_the_stack():
+    geo = synth.make_geometry(n_slices=20, rows=32, cols=32)
+    masks = synth.phantom_masks(geo)
+    per_slice = masks.lungs.any(axis=(1, 2))
+    assert not per_slice[0] and not per_slice[-1] and per_slice[10]
+    assert masks.body.all(axis=0).any()
+
+
+# ---------------------------------------------------------------- RT references
+def test_rtstruct_references_resolve_to_ct(study):
+    rs = _read(study.rtstruct.path)
+    ct = {_read(p, stop_before_pixels=True).SOPInstanceUID: p for p in study.ct.paths}
+    ref_for = rs.ReferencedFrameOfReferenceSequence[0]
+    assert ref_for.FrameOfReferenceUID == study.ct.frame_of_reference_uid == rs.FrameOfReferenceUID
+    rt_study = ref_for.RTReferencedStudySequence[0]
+    assert rt_study.ReferencedSOPInstanceUID == study.study_uid
+    rt_series = rt_study.RTReferencedSeriesSequence[0]
+    assert rt_series.SeriesInstanceUID == study.ct.series_uid
+    assert {i.ReferencedSOPInstanceUID for i in rt_series.ContourImageSequence} == set(ct)
+    names = [r.ROIName for r in rs.StructureSetROISequence]
+    assert names == ["BODY", "Lung_L", "Lung_R", "PTV"]
+    types = {o.ReferencedROINumber: o.RTROIInterpretedType for o in rs.RTROIObservationsSequence}
+    assert types[1] == "EXTERNAL" and types[4] == "PTV"
+    for roi in rs.ROIContourSequence:
+        assert len(roi.ROIDisplayColor) == 3
+        for contour in roi.ContourSequence:
+            assert contour.ContourGeometricType == "CLOSED_PLANAR"
+            pts = np.array(contour.ContourData, float).reshape(-1, 3)
+            assert len(pts) == contour.NumberOfContourPoints
+            image = _read(ct[contour.ContourImageSequence[0].ReferencedSOPInstanceUID],
+                          stop_before_pixels=True)
+            # every point lies in the plane of the referenced slice
+            normal = np.cross(*np.array(image.ImageOrientationPatient, float).reshape(2, 3))
+            ipp = np.array(image.ImagePositionPatient, float)
+            assert np.allclose((pts - ipp) @ normal, 0, atol=1e-2)
+    body = rs.ROIContourSequence[0].ContourSequence
+    assert len(body) == len(study.ct.paths)
+
+
+def test_contours_enclose_the_mask(study):
+    """The BODY contour, rasterised on its slice, matches the ground-truth body mask."""
+    from skimage.draw import polygon
+
+    rs = _read(study.rtstruct.path)
+    geo = study.ct.geometry
+    masks = synth.phantom_masks(study.ct)
+    contour = rs.ROIContourSequence[0].ContourSequence[0]
+    sop = contour.ContourImageSequence[0].ReferencedSOPInstanceUID
+    i = study.ct.sop_instance_uids.index(sop)
+    pts = np.array(contour.ContourData, float).reshape(-1, 3) - geo.position(study.ct.slice_indices[i])
+    cols = pts @ geo.row_dir / geo.pixel_spacing[1]
+    rows = pts @ geo.col_dir / geo.pixel_spacing[0]
+    raster = np.zeros((geo.rows, geo.cols), bool)
+    rr, cc = polygon(rows, cols, raster.shape)
+    raster[rr, cc] = True
+    truth = masks.body[i]
+    dice = 2 * (raster & truth).sum() / (raster.sum() + truth.sum())
+    assert dice > 0.97
+
+
+def test_plans_doses_and_rtimage_reference_each_other(study):
+    approved, unapproved = study.approved_plan, study.unapproved_plan
+    for plan in (approved, unapproved):
+        ds = _read(plan.path)
+        assert ds.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == \
+            study.rtstruct.sop_instance_uid
+        assert ds.FrameOfReferenceUID == study.ct.frame_of_reference_uid
+        assert ds.FractionGroupSequence[0].NumberOfFractionsPlanned > 0
+        beams = {b.BeamNumber for b in ds.BeamSequence}
+        assert {r.ReferencedBeamNumber for r in ds.FractionGroupSequence[0].ReferencedBeamSequence} == beams
+        assert len(beams) >= 2 and all(b.NumberOfControlPoints == len(b.ControlPointSequence)
+                                       for b in ds.BeamSequence)
+        assert ds.PatientSetupSequence[0].PatientPosition == "HFS"
+        dose = _read(study.dose_for(plan).path)
+        assert dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+        assert (dose.DoseType, dose.DoseSummationType, dose.DoseUnits) == ("PHYSICAL", "PLAN", "GY")
+        assert dose.FrameOfReferenceUID == study.ct.frame_of_reference_uid
+        assert len(dose.GridFrameOffsetVector) == dose.NumberOfFrames == dose.pixel_array.shape[0]
+        gy = dose.pixel_array * float(dose.DoseGridScaling)
+        assert 55 < gy.max() <= 60.01
+    a, u = _read(approved.path), _read(unapproved.path)
+    assert a.ApprovalStatus == "APPROVED" and a.ReviewDate and a.ReviewerName
+    assert u.ApprovalStatus == "UNAPPROVED" and "ReviewDate" not in u
+    rtimage = _read(study.rtimage.path)
+    assert rtimage.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == a.SOPInstanceUID
+    assert rtimage.ReferencedBeamNumber in {b.BeamNumber for b in a.BeamSequence}
+    assert rtimage.RTImagePlane == "NORMAL" and rtimage.RTImageLabel
+
+
+def test_orphan_structure_set_and_plan_without_structure_set(study):
+    present = {_read(p, stop_before_pixels=True).SOPInstanceUID for p in study.paths}
+    orphan = _read(study.orphan_rtstruct.path)
+    refs = {i.ReferencedSOPInstanceUID for i in orphan.ReferencedFrameOfReferenceSequence[0]
+            .RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].ContourImageSequence}
+    assert refs and not refs & present
+    assert refs == set(study.absent_ct.sop_instance_uids)
+    assert not study.absent_ct.paths
+    plan3 = _read(study.plans[2].path)
+    assert "ReferencedStructureSetSequence" not in plan3
+    assert plan3.FrameOfReferenceUID == study.ct.frame_of_reference_uid
+    mr = _read(study.mr.paths[0], stop_before_pixels=True)
+    assert mr.FrameOfReferenceUID != study.ct.frame_of_reference_uid
+    assert mr.StudyInstanceUID != study.study_uid and mr.PatientID == study.patient.patient_id
+
+
+def test_all_uids_unique_and_well_formed(study):
+    uids = [study.ct.series_uid, study.mr.series_uid, *study.ct.sop_instance_uids,
+            *[o.sop_instance_uid for o in study.rt_objects], *[o.series_uid for o in study.rt_objects]]
+    assert len(uids) == len(set(uids))
+    assert all(u.startswith("2.25.") and len(u) <= 64 for u in uids)
+
+
+# ---------------------------------------------------------------- determinism and hooks
+def test_seed_is_deterministic_and_default_is_unique(tmp_path):
+    a = synth.write_rt_study(tmp_path / "a", n_slices=3, rows=8, cols=8, seed=11, with_mr=False)
+    b = synth.write_rt_study(tmp_path / "b", n_slices=3, rows=8, cols=8, seed=11, with_mr=False)
+    c = synth.write_rt_study(tmp_path / "c", n_slices=3, rows=8, cols=8, with_mr=False)
+    assert a.series_uids == b.series_uids
+    assert a.ct.paths[0].read_bytes() == b.ct.paths[0].read_bytes()
+    assert not set(a.series_uids) & set(c.series_uids)
+
+
+def test_extra_and_decorate_reach_every_dataset(tmp_path):
+    seen = []
+
+    def decorate(ds):
+        ds.PatientComments = "MARKER-XYZ"
+        seen.append(ds.Modality)
+
+    info = synth.write_rt_study(tmp_path, n_slices=3, rows=8, cols=8, seed=5,
+                                extra={"InstitutionName": "Marker Clinic"}, decorate=decorate)
+    for path in info.paths:
+        ds = _read(path, stop_before_pixels=True)
+        assert ds.PatientComments == "MARKER-XYZ" and ds.InstitutionName == "Marker Clinic"
+        assert ds.PatientName == "Doe^Jane" and ds.ReferringPhysicianName
+    assert len(seen) == len(info.paths)
+
+
+# ---------------------------------------------------------------- validity
+def test_dciodvfy_reports_no_errors(study, tmp_path):
+    mr_implicit = synth.write_image_series(tmp_path, modality="MR", n_slices=2, rows=8, cols=8,
+                                           implicit_vr=True, orientation=synth.CORONAL)
+    paths = [study.ct.paths[0], study.mr.paths[0], mr_implicit.paths[0], study.rtstruct.path,
+             study.orphan_rtstruct.path, *[p.path for p in study.plans],
+             *[d.path for d in study.doses], study.rtimage.path]
+    problems = {str(p): errs for p in paths if (errs := _dciodvfy_errors(p))}
+    assert not problems
+
+
+# ---------------------------------------------------------------- archives and CLI
+def test_multi_patient_zip(tmp_path):
+    zinfo = synth.write_multi_patient_zip(tmp_path / "m.zip", n_patients=3, n_slices=2, rows=8,
+                                          cols=8, seed=9)
+    with zipfile.ZipFile(zinfo.path) as zf:
+        names = zf.namelist()
+        assert names == zinfo.members and len(names) == 6
+        ids = set()
+        for name in names:
+            patient_folder, series_folder, filename = name.split("/")
+            ds = pydicom.dcmread(zf.open(name), stop_before_pixels=True)
+            assert ds.PatientID == patient_folder
+            ids.add(ds.PatientID)
+    assert ids == {p.patient_id for p in zinfo.patients} and len(ids) == 3
+
+
+def test_cli_writes_and_prints_json(tmp_path):
+    out = tmp_path / "ct"
+    proc = subprocess.run([sys.executable, "-m", "dicomflow.testing", "ct", str(out), "--slices",
+                           "4", "--size", "16", "--seed", "1", "--skip", "2"],
+                          capture_output=True, text=True, check=True, timeout=120)
+    summary = json.loads(proc.stdout)
+    assert summary["files"] == 3 == len(list(out.glob("*.dcm")))
+    assert len(summary["skipped_locations"]) == 1
+    proc = subprocess.run([sys.executable, "-m", "dicomflow.testing", "zip",
+                           str(tmp_path / "p.zip"), "--patients", "2", "--slices", "2",
+                           "--size", "8"], capture_output=True, text=True, check=True, timeout=120)
+    assert json.loads(proc.stdout)["members"] == 4
