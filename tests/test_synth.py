@@ -278,3 +278,54 @@ def test_cli_writes_and_prints_json(tmp_path):
                            str(tmp_path / "p.zip"), "--patients", "2", "--slices", "2",
                            "--size", "8"], capture_output=True, text=True, check=True, timeout=120)
     assert json.loads(proc.stdout)["members"] == 4
+
+
+# ---------------------------------------------------------------- enhanced multi-frame, irregular
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_enhanced_multiframe_geometry_masks_and_validity(tmp_path, modality):
+    orientation = synth.oblique_orientation(15.0)
+    info = synth.write_image_series(tmp_path, modality=modality, n_slices=6, rows=24, cols=24,
+                                    multiframe=True, skip_slices=[2], orientation=orientation,
+                                    seed=12)
+    assert len(info.paths) == 1 and len(info.sop_instance_uids) == 1
+    ds = _read(info.paths[0])
+    assert ds.SOPClassUID == info.sop_class_uid == (synth.ENHANCED_CT_IMAGE_STORAGE if modality == "CT"
+                                                     else synth.ENHANCED_MR_IMAGE_STORAGE)
+    assert int(ds.NumberOfFrames) == 5
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    iop = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    assert np.allclose(iop, orientation, atol=1e-6)
+    normal = np.cross(iop[:3], iop[3:])
+    spacing = float(shared.PixelMeasuresSequence[0].SpacingBetweenSlices)
+    pos = np.array([f.PlanePositionSequence[0].ImagePositionPatient
+                    for f in ds.PerFrameFunctionalGroupsSequence], float)
+    steps = np.diff(pos @ normal)
+    assert sorted(np.round(steps / spacing, 3)) == [1, 1, 1, 2]  # the skipped slice is a gap
+    masks = synth.phantom_masks(info)
+    assert masks.body.shape == ds.pixel_array.shape == (5, 24, 24)
+    if modality == "CT":
+        hu = ds.pixel_array.astype(float) - 1024
+        assert ((hu > -500) == (masks.body & ~masks.lungs)).all()
+    rs = synth.write_rtstruct(tmp_path / "rs", info, seed=12)
+    rsds = _read(rs.path)
+    frames = {c.ContourImageSequence[0].ReferencedFrameNumber
+              for c in rsds.ROIContourSequence[0].ContourSequence}
+    assert frames == {1, 2, 3, 4, 5}
+    assert not _dciodvfy_errors(info.paths[0])
+    assert not _dciodvfy_errors(rs.path)
+
+
+def test_slice_offsets_make_irregular_and_duplicate_positions(tmp_path):
+    info = synth.write_image_series(tmp_path, n_slices=99, rows=8, cols=8,
+                                    slice_offsets=[0, 2.5, 5, 5, 9], seed=13)
+    assert len(info.paths) == 5
+    locs = sorted(float(_read(p, stop_before_pixels=True).SliceLocation) for p in info.paths)
+    assert np.allclose(np.diff(locs), [2.5, 2.5, 0, 4])
+    rs = synth.write_rtstruct(tmp_path / "rs", info, seed=13)
+    ipp_by_sop = {_read(p, stop_before_pixels=True).SOPInstanceUID:
+                  np.array(_read(p, stop_before_pixels=True).ImagePositionPatient, float)
+                  for p in info.paths}
+    for contour in _read(rs.path).ROIContourSequence[0].ContourSequence:
+        z = np.array(contour.ContourData, float).reshape(-1, 3)[:, 2]
+        ipp = ipp_by_sop[contour.ContourImageSequence[0].ReferencedSOPInstanceUID]
+        assert np.allclose(z, ipp[2], atol=1e-3)

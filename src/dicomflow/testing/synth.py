@@ -501,7 +501,7 @@ def _image_header(geo: Geometry, modality: str, patient: PatientSpec, study_uid:
     ds.AcquisitionTime = STUDY_TIME
     ds.AcquisitionNumber = 1
     ds.PatientOrientation = ""
-    ds.ImageOrientationPatient = _ds_list(geo.orientation, 6)
+    ds.ImageOrientationPatient = _ds_list(geo.orientation, 10)
     ds.PixelSpacing = _ds_list(geo.pixel_spacing, 6)
     ds.SliceThickness = _ds(slice_thickness)
     ds.SpacingBetweenSlices = _ds(geo.slice_spacing)
@@ -557,13 +557,19 @@ def write_image_series(out_dir, patient: PatientSpec | None = None, modality: st
                        seed=None, extra: dict | None = None,
                        decorate: Callable[[Dataset], None] | None = None, series_number: int = 1,
                        series_description: str | None = None,
-                       study_description: str = "RT planning thorax") -> SeriesInfo:
+                       study_description: str = "RT planning thorax",
+                       slice_offsets: Sequence[float] | None = None) -> SeriesInfo:
     """Write a CT or MR phantom series; ``out_dir=None`` only describes it (nothing written).
 
     Files are named like a TPS export: ``CT.<SOPInstanceUID>.dcm``. ``skip_slices`` are slice
     indices (0-based) left out; ``multiframe`` writes one Enhanced CT/MR instance instead.
+    ``slice_offsets`` (mm along the normal from ``origin``, one per slice; sets ``n_slices``)
+    replaces the regular spacing, for irregular or duplicate positions.
     """
     modality = modality.upper()
+    if slice_offsets is not None:
+        slice_offsets = [float(x) for x in slice_offsets]
+        n_slices = len(slice_offsets)
     if modality not in ("CT", "MR"):
         raise ValueError("modality must be CT or MR")
     patient = patient or PatientSpec()
@@ -576,7 +582,11 @@ def write_image_series(out_dir, patient: PatientSpec | None = None, modality: st
     skip = set(int(k) for k in skip_slices)
     indices = [k for k in range(geo.n_slices) if k not in skip]
     sop_uids = [uid() for _ in range(geo.n_slices)]
-    positions = [tuple(float(round(x, 4)) for x in geo.position(k)) for k in range(geo.n_slices)]
+    if slice_offsets is None:
+        raw_positions = [geo.position(k) for k in range(geo.n_slices)]
+    else:
+        raw_positions = [np.asarray(geo.origin) + off * geo.normal for off in slice_offsets]
+    positions = [tuple(float(round(x, 4)) for x in p) for p in raw_positions]
     info = SeriesInfo(
         patient=patient, modality=modality, study_uid=study_uid, series_uid=series_uid,
         frame_of_reference_uid=for_uid,
@@ -594,7 +604,13 @@ def write_image_series(out_dir, patient: PatientSpec | None = None, modality: st
         return info
     out = _out(out_dir)
     if multiframe:
-        raise NotImplementedError("enhanced multi-frame series are not written yet")
+        sop = uid()
+        info.sop_class_uid = ENHANCED_CT_IMAGE_STORAGE if modality == "CT" else ENHANCED_MR_IMAGE_STORAGE
+        info.sop_instance_uids = [sop]
+        path = out / f"{modality}.{sop}.dcm"
+        _write_enhanced(path, ds, info, pixels, sop, uid, implicit_vr, extra, decorate)
+        info.paths = [path]
+        return info
     for k, sop in zip(indices, info.sop_instance_uids):
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = _ds_list(positions[k])
@@ -605,6 +621,100 @@ def write_image_series(out_dir, patient: PatientSpec | None = None, modality: st
         _write(ds, path)
         info.paths.append(path)
     return info
+
+
+_PER_SLICE = ("ImageType", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+              "SliceThickness", "SpacingBetweenSlices", "SliceLocation", "RescaleIntercept",
+              "RescaleSlope", "RescaleType", "WindowCenter", "WindowWidth",
+              "WindowCenterWidthExplanation", "PatientOrientation", "KVP", "DataCollectionDiameter",
+              "ReconstructionDiameter", "ConvolutionKernel", "ExposureTime", "XRayTubeCurrent",
+              "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
+              "RepetitionTime", "EchoTime", "EchoTrainLength", "MagneticFieldStrength",
+              "ImagedNucleus", "ImagingFrequency", "AcquisitionDate", "AcquisitionTime")
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    return _item(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
+
+
+def _write_enhanced(path: Path, header: Dataset, info: SeriesInfo, pixels: _PixelSource, sop: str,
+                    uid: UIDGenerator, implicit_vr: bool, extra, decorate) -> None:
+    """One Enhanced CT/MR instance: geometry in shared (orientation, pixel measures) and
+    per-frame (plane position, frame content) functional groups, a stack dimension."""
+    geo, modality = info.geometry, info.modality
+    ds = Dataset()
+    for elem in header:
+        if elem.keyword not in _PER_SLICE:
+            ds.add(elem)
+    ds.SOPClassUID = info.sop_class_uid
+    frame_type = ["DERIVED", "PRIMARY", "VOLUME", "NONE"]
+    ds.ImageType = frame_type
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = len(info.slice_indices)
+    ds.AcquisitionDateTime = STUDY_DATE + STUDY_TIME
+    ds.AcquisitionDuration = 1.0
+    ds.PixelPresentation = "MONOCHROME"
+    ds.VolumetricProperties = "VOLUME"
+    ds.VolumeBasedCalculationTechnique = "NONE"
+    ds.ContentQualification = "PRODUCT"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.AcquisitionContextSequence = DicomSequence()
+    if modality == "MR":
+        ds.ComplexImageComponent = "MAGNITUDE"
+        ds.AcquisitionContrast = "T1"
+        ds.ApplicableSafetyStandardAgency = "IEC"
+    dim_uid = uid()
+    ds.DimensionOrganizationSequence = DicomSequence([_item(DimensionOrganizationUID=dim_uid)])
+    ds.DimensionOrganizationType = "3D"
+    ds.DimensionIndexSequence = DicomSequence([
+        _item(DimensionOrganizationUID=dim_uid, DimensionIndexPointer=0x00209056,
+              FunctionalGroupPointer=0x00209111, DimensionDescriptionLabel="Stack ID"),
+        _item(DimensionOrganizationUID=dim_uid, DimensionIndexPointer=0x00209057,
+              FunctionalGroupPointer=0x00209111, DimensionDescriptionLabel="In-Stack Position")])
+    shared = _item(
+        PixelMeasuresSequence=DicomSequence([_item(
+            PixelSpacing=_ds_list(geo.pixel_spacing, 6), SliceThickness=header.SliceThickness,
+            SpacingBetweenSlices=header.SpacingBetweenSlices)]),
+        PlaneOrientationSequence=DicomSequence([_item(
+            ImageOrientationPatient=_ds_list(geo.orientation, 10))]),
+        FrameAnatomySequence=DicomSequence([_item(
+            AnatomicRegionSequence=DicomSequence([_code("51185008", "SCT", "Thorax")]),
+            FrameLaterality="U")]),
+        FrameVOILUTSequence=DicomSequence([_item(WindowCenter=header.WindowCenter,
+                                                 WindowWidth=header.WindowWidth)]),
+    )
+    if modality == "CT":
+        shared.PixelValueTransformationSequence = DicomSequence([_item(
+            RescaleIntercept="-1024", RescaleSlope="1", RescaleType="HU")])
+        shared.CTImageFrameTypeSequence = DicomSequence([_item(
+            FrameType=frame_type, PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
+            VolumeBasedCalculationTechnique="NONE")])
+        shared.IrradiationEventIdentificationSequence = DicomSequence([_item(
+            IrradiationEventUID=uid())])
+    else:
+        shared.PixelValueTransformationSequence = DicomSequence([_item(
+            RescaleIntercept="0", RescaleSlope="1", RescaleType="US")])
+        shared.MRImageFrameTypeSequence = DicomSequence([_item(
+            FrameType=frame_type, PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
+            VolumeBasedCalculationTechnique="NONE", ComplexImageComponent="MAGNITUDE",
+            AcquisitionContrast="T1")])
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    per_frame, chunks = [], []
+    for n, k in enumerate(info.slice_indices):
+        per_frame.append(_item(
+            FrameContentSequence=DicomSequence([_item(
+                StackID="1", InStackPositionNumber=k + 1, DimensionIndexValues=[1, k + 1],
+                FrameAcquisitionDateTime=STUDY_DATE + STUDY_TIME,
+                FrameReferenceDateTime=STUDY_DATE + STUDY_TIME, FrameAcquisitionDuration=1.0)]),
+            PlanePositionSequence=DicomSequence([_item(
+                ImagePositionPatient=_ds_list(info.positions[n]))])))
+        chunks.append(pixels.bytes(k))
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
+    ds.PixelData = b"".join(chunks)
+    _finish(ds, sop, implicit_vr, extra, decorate)
+    _write(ds, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,14 +739,15 @@ _SHAPES = {"body": (_BODY, None), "lung_left": (_LUNG_L, LUNG_RANGE),
            "lung_right": (_LUNG_R, LUNG_RANGE), "ptv": (_PTV, PTV_RANGE)}
 
 
-def _ellipse_contour(geo: Geometry, k: int, shape, n_points: int = 64) -> list[str]:
-    """CLOSED_PLANAR contour (patient mm) of a phantom ellipse on slice k, as DS strings."""
+def _ellipse_contour(geo: Geometry, ipp, shape, n_points: int = 64) -> list[str]:
+    """CLOSED_PLANAR contour (patient mm) of a phantom ellipse on the slice at ``ipp``."""
     cu, cv, au, av = shape
     t = np.linspace(0, 2 * np.pi, n_points, endpoint=False)
     u, v = cu + au * np.cos(t), cv + av * np.sin(t)
     c = u * geo.cols / 2 + (geo.cols - 1) / 2
     r = v * geo.rows / 2 + (geo.rows - 1) / 2
-    pts = geo.to_patient(k, r, c)
+    pts = (np.asarray(ipp, float) + c[:, None] * geo.pixel_spacing[1] * geo.row_dir
+           + r[:, None] * geo.pixel_spacing[0] * geo.col_dir)
     return _ds_list(pts.ravel(), 3)
 
 
@@ -696,7 +807,7 @@ def write_rtstruct(out_dir, image_series: SeriesInfo, rois: Sequence[ROISpec] = 
                             ReferencedSOPInstanceUID=img.sop_instance_uids[0 if multiframe_ref else i])
                 if multiframe_ref:
                     ref.ReferencedFrameNumber = i + 1
-                data = _ellipse_contour(geo, k, shape)
+                data = _ellipse_contour(geo, img.positions[i], shape)
                 seq.append(_item(ContourImageSequence=DicomSequence([ref]),
                                  ContourGeometricType="CLOSED_PLANAR",
                                  NumberOfContourPoints=len(data) // 3, ContourNumber=len(seq) + 1,
@@ -848,7 +959,7 @@ def write_rtdose(out_dir, plan: RTInfo, image_series: SeriesInfo | None = None,
     frames = list(range(0, geo.n_slices, kstep))
     ipp = geo.to_patient(0, r0, c0)
     ds.ImagePositionPatient = _ds_list(ipp)
-    ds.ImageOrientationPatient = _ds_list(geo.orientation, 6)
+    ds.ImageOrientationPatient = _ds_list(geo.orientation, 10)
     ds.PixelSpacing = _ds_list((step_r * geo.pixel_spacing[0], step_c * geo.pixel_spacing[1]))
     ds.SliceThickness = _ds(kstep * geo.slice_spacing)
     ds.GridFrameOffsetVector = _ds_list([k * geo.slice_spacing for k in frames])
