@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -240,13 +241,30 @@ def check_pixel_data_complete(fp: BinaryIO, ds: Dataset, file_size: int) -> None
         )
 
 
+def _check_elements_complete(ds: Dataset, file_size: int) -> None:
+    """pydicom accepts a short read of an element's value silently; we do not."""
+    meta = getattr(ds, "file_meta", None)
+    group_length = meta.get("FileMetaInformationGroupLength") if meta is not None else None
+    if group_length is not None and getattr(ds, "preamble", None) is not None:
+        if 128 + 4 + 12 + int(group_length) > file_size:
+            raise DicomReadError("file is truncated (inside the file meta information)")
+    for elem in ds._dict.values():
+        tell = getattr(elem, "value_tell", None)
+        length = getattr(elem, "length", None)
+        if tell is None or length in (None, 0xFFFFFFFF):
+            continue
+        if tell + length > file_size:
+            raise DicomReadError(f"file is truncated (element {elem.tag} is cut off)")
+
+
 def read_header(path: str | os.PathLike) -> InstanceHeader:
     """Read one file's header. Raises NotDicomError, DicomdirError, DicomReadError, MissingAttributeError."""
     try:
         file_size = os.path.getsize(path)
         if file_size == 0:
             raise NotDicomError("empty file")
-        with open(path, "rb") as fp:
+        with open(path, "rb") as fp, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True)
             except InvalidDicomError:
@@ -255,6 +273,9 @@ def read_header(path: str | os.PathLike) -> InstanceHeader:
                     raise NotDicomError("not a DICOM file (no DICM preamble and no dataset start)") from None
                 fp.seek(0)
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+            if any("End of file" in str(w.message) for w in caught):
+                raise DicomReadError("file is truncated (ends inside a sequence)")
+            _check_elements_complete(ds, file_size)
             check_pixel_data_complete(fp, ds, file_size)
             return header_from_dataset(ds)
     except (NotDicomError, DicomReadError, MissingAttributeError):
