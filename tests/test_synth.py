@@ -329,3 +329,48 @@ def test_slice_offsets_make_irregular_and_duplicate_positions(tmp_path):
         z = np.array(contour.ContourData, float).reshape(-1, 3)[:, 2]
         ipp = ipp_by_sop[contour.ContourImageSequence[0].ReferencedSOPInstanceUID]
         assert np.allclose(z, ipp[2], atol=1e-3)
+
+
+def test_study_edges_match_the_files(study):
+    """StudyInfo.edges (what tests of the RT tree compare to) agrees with the written refs."""
+    by_sop = {}
+    for path in study.paths:
+        ds = _read(path, stop_before_pixels=True)
+        by_sop[ds.SOPInstanceUID] = ds.SeriesInstanceUID
+    sop_to_series = dict(by_sop)
+    sop_to_series.update({s: study.absent_ct.series_uid for s in study.absent_ct.sop_instance_uids})
+    found = set()
+    for obj in study.rt_objects:
+        ds = _read(obj.path, stop_before_pixels=True)
+        refs = []
+        if "ReferencedFrameOfReferenceSequence" in ds:
+            refs += [s.SeriesInstanceUID for f in ds.ReferencedFrameOfReferenceSequence
+                     for st in f.RTReferencedStudySequence for s in st.RTReferencedSeriesSequence]
+        for key in ("ReferencedStructureSetSequence", "ReferencedRTPlanSequence"):
+            refs += [sop_to_series[i.ReferencedSOPInstanceUID] for i in ds.get(key, [])]
+        if ds.Modality == "RTPLAN" and not refs:  # linked by frame of reference only
+            refs = [study.ct.series_uid] if ds.FrameOfReferenceUID == study.ct.frame_of_reference_uid else []
+        found |= {(ds.SeriesInstanceUID, r) for r in refs}
+    assert found == study.edges
+    assert len(study.edges) == 1 + 3 + 3 + 1 + 1
+
+
+def test_custom_rois_empty_roi_and_shifted_dose(tmp_path):
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=5, rows=16, cols=16, seed=21)
+    rois = [synth.ROISpec("Empty", "ORGAN", (1, 2, 3), None),
+            synth.ROISpec("Outside", "ORGAN", (4, 5, 6), (0.0, 0.0, 0.1, 0.1),
+                          offset_mm=(0.0, 0.0, 1000.0))]
+    rs = synth.write_rtstruct(tmp_path / "rs", ct, rois=rois, seed=21)
+    ds = _read(rs.path)
+    assert "ContourSequence" not in ds.ROIContourSequence[0]
+    outside = ds.ROIContourSequence[1].ContourSequence
+    assert len(outside) == 5
+    z_max = max(p[2] for p in ct.positions)
+    assert all(np.array(c.ContourData, float).reshape(-1, 3)[:, 2].min() > z_max + 900 for c in outside)
+    assert not _dciodvfy_errors(rs.path)
+    plan = synth.write_rtplan(tmp_path / "rp", None, image_series=ct, seed=21)
+    d0 = _read(synth.write_rtdose(tmp_path / "d0", plan, seed=21).path)
+    d1 = _read(synth.write_rtdose(tmp_path / "d1", plan, seed=22, shift_mm=(0, 0, 500)).path)
+    assert np.allclose(np.array(d1.ImagePositionPatient, float) - np.array(d0.ImagePositionPatient, float),
+                       [0, 0, 500], atol=1e-3)
+    assert d1.pixel_array.max() * float(d1.DoseGridScaling) < 15  # far from the PTV: low dose

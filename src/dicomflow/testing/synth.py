@@ -370,6 +370,20 @@ class StudyInfo:
         return out + (list(self.mr.paths) if self.mr else [])
 
     @property
+    def edges(self) -> set[tuple[str, str]]:
+        """Series-level reference edges (from, to) as written, including the plan without a
+        structure set (-> CT through its frame of reference) and the orphan (-> absent CT)."""
+        out = {(self.rtstruct.series_uid, self.ct.series_uid)}
+        for plan in self.plans:
+            out.add((plan.series_uid, plan.referenced_series_uids[0] if plan.referenced_series_uids
+                     else self.ct.series_uid))
+        for obj in (*self.doses, self.rtimage):
+            out.add((obj.series_uid, obj.referenced_series_uids[0]))
+        if self.orphan_rtstruct and self.absent_ct:
+            out.add((self.orphan_rtstruct.series_uid, self.absent_ct.series_uid))
+        return out
+
+    @property
     def series_uids(self) -> list[str]:
         uids = [self.ct.series_uid] + [o.series_uid for o in self.rt_objects]
         return uids + ([self.mr.series_uid] if self.mr else [])
@@ -721,12 +735,21 @@ def _write_enhanced(path: Path, header: Dataset, info: SeriesInfo, pixels: _Pixe
 # RT objects
 @dataclass(frozen=True)
 class ROISpec:
-    """One ROI: ``shape`` is "body", "lung_left", "lung_right", "ptv" or None (an empty ROI)."""
+    """One ROI.
+
+    ``shape``: "body", "lung_left", "lung_right", "ptv", None (an ROI with no contours) or an
+    ellipse ``(centre_u, centre_v, semi_u, semi_v)`` in normalized in-plane coordinates
+    ([-1, 1] across the image). ``slice_range``: fraction of the stack holding it (None: the
+    shape's own; a custom ellipse defaults to every slice). ``offset_mm``: a shift of every
+    contour point in patient coordinates (e.g. to put an ROI outside the image volume).
+    """
 
     name: str
     interpreted_type: str
     color: tuple[int, int, int]
-    shape: str | None
+    shape: str | tuple[float, float, float, float] | None
+    slice_range: tuple[float, float] | None = None
+    offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 DEFAULT_ROIS = (
@@ -798,7 +821,9 @@ def write_rtstruct(out_dir, image_series: SeriesInfo, rois: Sequence[ROISpec] = 
                            ROIName=roi.name, ROIGenerationAlgorithm="MANUAL"))
         item = _item(ROIDisplayColor=list(roi.color), ReferencedROINumber=number)
         if roi.shape is not None:
-            shape, zrange = _SHAPES[roi.shape]
+            shape, zrange = (_SHAPES[roi.shape] if isinstance(roi.shape, str)
+                              else (tuple(roi.shape), None))
+            zrange = roi.slice_range or zrange
             seq = []
             for i, k in enumerate(img.slice_indices):
                 if zrange and not _in_range(k, geo.n_slices, zrange):
@@ -807,7 +832,7 @@ def write_rtstruct(out_dir, image_series: SeriesInfo, rois: Sequence[ROISpec] = 
                             ReferencedSOPInstanceUID=img.sop_instance_uids[0 if multiframe_ref else i])
                 if multiframe_ref:
                     ref.ReferencedFrameNumber = i + 1
-                data = _ellipse_contour(geo, img.positions[i], shape)
+                data = _ellipse_contour(geo, np.add(img.positions[i], roi.offset_mm), shape)
                 seq.append(_item(ContourImageSequence=DicomSequence([ref]),
                                  ContourGeometricType="CLOSED_PLANAR",
                                  NumberOfContourPoints=len(data) // 3, ContourNumber=len(seq) + 1,
@@ -933,8 +958,13 @@ def write_rtplan(out_dir, structure_set: RTInfo | None = None, approved: bool = 
 def write_rtdose(out_dir, plan: RTInfo, image_series: SeriesInfo | None = None,
                  grid_spacing: float | None = None, implicit_vr: bool = False, seed=None,
                  extra: dict | None = None, decorate: Callable[[Dataset], None] | None = None,
-                 series_number: int = 4) -> RTInfo:
-    """Write a small PHYSICAL / PLAN dose grid in Gy covering the body, peaked on the PTV."""
+                 series_number: int = 4, shift_mm: Sequence[float] = (0.0, 0.0, 0.0),
+                 summation_type: str = "PLAN") -> RTInfo:
+    """Write a small PHYSICAL dose grid in Gy covering the body, peaked on the PTV.
+
+    ``shift_mm`` moves the whole grid (patient coordinates), e.g. so that it no longer covers
+    the structures.
+    """
     img = image_series or plan.image_series
     geo = img.geometry
     uid = _uids(seed, f"rtdose-{plan.sop_instance_uid}")
@@ -957,7 +987,7 @@ def write_rtdose(out_dir, plan: RTInfo, image_series: SeriesInfo | None = None,
     nrows = int(np.floor(2 * av * geo.rows / 2 / step_r)) + 1
     kstep = max(1, int(np.ceil(geo.n_slices / 16)))
     frames = list(range(0, geo.n_slices, kstep))
-    ipp = geo.to_patient(0, r0, c0)
+    ipp = geo.to_patient(0, r0, c0) + np.asarray(shift_mm, float)
     ds.ImagePositionPatient = _ds_list(ipp)
     ds.ImageOrientationPatient = _ds_list(geo.orientation, 10)
     ds.PixelSpacing = _ds_list((step_r * geo.pixel_spacing[0], step_c * geo.pixel_spacing[1]))
@@ -973,7 +1003,7 @@ def write_rtdose(out_dir, plan: RTInfo, image_series: SeriesInfo | None = None,
     ds.PixelRepresentation = 0
     ds.DoseUnits = "GY"
     ds.DoseType = "PHYSICAL"
-    ds.DoseSummationType = "PLAN"
+    ds.DoseSummationType = summation_type
     ds.DoseComment = "Synthetic dose"
     ds.ReferencedRTPlanSequence = DicomSequence([_item(
         ReferencedSOPClassUID=RT_PLAN_STORAGE, ReferencedSOPInstanceUID=plan.sop_instance_uid)])
@@ -983,7 +1013,7 @@ def write_rtdose(out_dir, plan: RTInfo, image_series: SeriesInfo | None = None,
     centre = _ptv_centre(geo)
     dose = np.empty((len(frames), nrows, ncols))
     for i, k in enumerate(frames):
-        d2 = ((geo.to_patient(k, rr, cc) - centre) ** 2).sum(-1)
+        d2 = ((geo.to_patient(k, rr, cc) + np.asarray(shift_mm, float) - centre) ** 2).sum(-1)
         dose[i] = 10.0 + 50.0 * np.exp(-d2 / (2 * 40.0**2))
     scaling = float(dose.max()) / 65000
     scaling = float(f"{scaling:.6e}")
