@@ -20,6 +20,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "dicomflow.commands.intake",
     "dicomflow.commands.server",
+    "dicomflow.commands.rules",
 ]
 
 for _name in COMMAND_MODULES:

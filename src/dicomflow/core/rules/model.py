@@ -1,0 +1,252 @@
+"""Rules, rulesets and templates as plain data: dataclasses that load from and dump to JSON dicts.
+
+The Django side stores these dicts (JSON fields) and calls :func:`Ruleset.from_dict` to evaluate;
+nothing here knows about a database. Formats::
+
+    rule      {"attribute": "Modality", "operator": "equals", "value": "CT", "ignore_case": false}
+    group     {"and": [rule | group, ...]}   or   {"or": [rule | group, ...]}
+    ruleset   {"name": "ct-images", "template": "ct-body-lungs", "description": "...",
+               "enabled": true, "match": rule | group}
+    template  {"name", "description", "processor", "parameters": {...},
+               "requires": {"modalities": [...], "sop_class_uids": [...], "min_images": N},
+               "rois": [{"key", "name", "color": [r, g, b], "type": "ORGAN", "label": 1}],
+               "destinations": [{...}, ...]}
+
+Definitions are validated when loaded (unknown keyword, operator or a value of the wrong kind
+raise :class:`~dicomflow.errors.RuleDefinitionError`), so evaluation itself never fails.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union
+
+from dicomflow.core.rules.attributes import AttributePath, parse_path
+from dicomflow.core.rules.operators import ORDERING, PRESENCE, Operator, is_number
+from dicomflow.errors import RuleDefinitionError
+
+
+class GroupOperator(str, Enum):
+    AND = "and"
+    OR = "or"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Rule:
+    attribute: str
+    operator: Operator
+    value: Any = None
+    ignore_case: bool = False
+    path: AttributePath = field(init=False, repr=False, compare=False)
+    pattern: re.Pattern | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        try:
+            op = Operator(self.operator)
+        except ValueError:
+            names = ", ".join(o.value for o in Operator)
+            raise RuleDefinitionError(f"unknown operator '{self.operator}' (use one of: {names})") from None
+        object.__setattr__(self, "operator", op)
+        object.__setattr__(self, "path", parse_path(self.attribute))
+        where = f"rule on '{self.attribute}' ({op})"
+        if op in PRESENCE:
+            if self.value is not None:
+                raise RuleDefinitionError(f"{where} takes no value")
+        elif op in ORDERING:
+            if not is_number(self.value):
+                raise RuleDefinitionError(f"{where} needs a number as its value")
+        elif op is Operator.IN:
+            if not isinstance(self.value, (list, tuple)) or not self.value:
+                raise RuleDefinitionError(f"{where} needs a non-empty list as its value")
+            if not all(isinstance(v, str) or is_number(v) for v in self.value):
+                raise RuleDefinitionError(f"{where}: list items must be strings or numbers")
+            object.__setattr__(self, "value", list(self.value))
+        elif op is Operator.REGEX:
+            if not isinstance(self.value, str):
+                raise RuleDefinitionError(f"{where} needs a regular expression string")
+            try:
+                pattern = re.compile(self.value, re.IGNORECASE if self.ignore_case else 0)
+            except re.error as exc:
+                raise RuleDefinitionError(f"{where}: invalid regular expression ({exc})") from None
+            object.__setattr__(self, "pattern", pattern)
+        elif op in (Operator.EQUALS, Operator.NOT_EQUALS):
+            if not (isinstance(self.value, str) or is_number(self.value)):
+                raise RuleDefinitionError(f"{where} needs a string or a number")
+        elif not isinstance(self.value, str):
+            raise RuleDefinitionError(f"{where} needs a string")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rule:
+        unknown = set(data) - {"attribute", "operator", "value", "ignore_case"}
+        if unknown:
+            raise RuleDefinitionError(f"rule has unknown keys: {', '.join(sorted(unknown))}")
+        if "attribute" not in data or "operator" not in data:
+            raise RuleDefinitionError("a rule needs 'attribute' and 'operator'")
+        return cls(data["attribute"], data["operator"], data.get("value"), bool(data.get("ignore_case", False)))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"attribute": self.attribute, "operator": self.operator.value}
+        if self.operator not in PRESENCE:
+            out["value"] = self.value
+        if self.ignore_case:
+            out["ignore_case"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    operator: GroupOperator
+    clauses: tuple[Union[Rule, RuleGroup], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "operator", GroupOperator(self.operator))
+        object.__setattr__(self, "clauses", tuple(self.clauses))
+        if not self.clauses:
+            raise RuleDefinitionError(f"an '{self.operator}' group needs at least one clause")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self.operator.value: [c.to_dict() for c in self.clauses]}
+
+
+Clause = Union[Rule, RuleGroup]
+
+
+def clause_from_dict(data: Any) -> Clause:
+    """A rule or an AND/OR group from its dict form."""
+    if not isinstance(data, dict):
+        raise RuleDefinitionError("a clause must be an object: a rule or {\"and\": [...]} / {\"or\": [...]}")
+    groups = [k for k in ("and", "or") if k in data]
+    if groups:
+        if len(data) != 1:
+            raise RuleDefinitionError("a group is exactly one key, 'and' or 'or', holding a list of clauses")
+        items = data[groups[0]]
+        if not isinstance(items, list):
+            raise RuleDefinitionError(f"'{groups[0]}' must hold a list of clauses")
+        return RuleGroup(GroupOperator(groups[0]), tuple(clause_from_dict(i) for i in items))
+    return Rule.from_dict(data)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    name: str
+    match: Clause
+    template: str | None = None
+    description: str = ""
+    enabled: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Ruleset:
+        if not isinstance(data, dict) or not data.get("name"):
+            raise RuleDefinitionError("a ruleset needs a 'name'")
+        if "match" not in data:
+            raise RuleDefinitionError(f"ruleset '{data['name']}' needs a 'match' clause")
+        return cls(
+            name=str(data["name"]),
+            match=clause_from_dict(data["match"]),
+            template=data.get("template") or None,
+            description=str(data.get("description", "")),
+            enabled=bool(data.get("enabled", True)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "template": self.template,
+            "description": self.description,
+            "enabled": self.enabled,
+            "match": self.match.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class RoiStyle:
+    """How one structure a processor produces is named and drawn in the result."""
+
+    key: str  # the processor's own name for the structure, e.g. "body", "lung_left"
+    name: str  # ROI Name written into the RTSTRUCT
+    color: tuple[int, int, int]
+    type: str = "ORGAN"  # RT ROI Interpreted Type (EXTERNAL, ORGAN, PTV, ...)
+    label: int | None = None  # value in a label map (NIfTI bridge), when the processor uses one
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoiStyle:
+        try:
+            color = tuple(int(c) for c in data["color"])
+            if len(color) != 3 or not all(0 <= c <= 255 for c in color):
+                raise ValueError
+            return cls(str(data["key"]), str(data["name"]), color, str(data.get("type", "ORGAN")), data.get("label"))
+        except (KeyError, TypeError, ValueError):
+            raise RuleDefinitionError("an ROI style needs 'key', 'name' and 'color' as three integers 0-255") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"key": self.key, "name": self.name, "color": list(self.color), "type": self.type}
+        if self.label is not None:
+            out["label"] = self.label
+        return out
+
+
+@dataclass(frozen=True)
+class SeriesRequirement:
+    """What a series must be for a template to apply (checked when a user picks one by hand)."""
+
+    modalities: tuple[str, ...] = ()
+    sop_class_uids: tuple[str, ...] = ()
+    min_images: int = 1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> SeriesRequirement:
+        data = data or {}
+        return cls(
+            tuple(data.get("modalities", ())), tuple(data.get("sop_class_uids", ())), int(data.get("min_images", 1))
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modalities": list(self.modalities),
+            "sop_class_uids": list(self.sop_class_uids),
+            "min_images": self.min_images,
+        }
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    processor: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    requires: SeriesRequirement = field(default_factory=SeriesRequirement)
+    rois: tuple[RoiStyle, ...] = ()
+    destinations: tuple[dict[str, Any], ...] = ()
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Template:
+        if not isinstance(data, dict) or not data.get("name") or not data.get("processor"):
+            raise RuleDefinitionError("a template needs a 'name' and a 'processor'")
+        return cls(
+            name=str(data["name"]),
+            processor=str(data["processor"]),
+            parameters=dict(data.get("parameters", {})),
+            requires=SeriesRequirement.from_dict(data.get("requires")),
+            rois=tuple(RoiStyle.from_dict(r) for r in data.get("rois", ())),
+            destinations=tuple(dict(d) for d in data.get("destinations", ())),
+            description=str(data.get("description", "")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "processor": self.processor,
+            "parameters": dict(self.parameters),
+            "requires": self.requires.to_dict(),
+            "rois": [r.to_dict() for r in self.rois],
+            "destinations": [dict(d) for d in self.destinations],
+        }
+
+    def roi(self, key: str) -> RoiStyle | None:
+        return next((r for r in self.rois if r.key == key), None)
