@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "dicomflow.commands.intake",
     "dicomflow.commands.server",
     "dicomflow.commands.rules",
+    "dicomflow.commands.rt",
+    "dicomflow.commands.check",
 ]
 
 for _name in COMMAND_MODULES:
