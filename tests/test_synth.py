@@ -28,7 +28,8 @@ def _dciodvfy_errors(path) -> list[str]:
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     return synth.write_rt_study(out, n_slices=10, rows=48, cols=48, seed=7,
-                                absent_ct_structure_set=True, plan_without_structure_set=True)
+                                absent_ct_structure_set=True, plan_without_structure_set=True,
+                                with_registration=True)
 
 
 # ---------------------------------------------------------------- geometry
@@ -245,7 +246,7 @@ def test_dciodvfy_reports_no_errors(study, tmp_path):
                                            implicit_vr=True, orientation=synth.CORONAL)
     paths = [study.ct.paths[0], study.mr.paths[0], mr_implicit.paths[0], study.rtstruct.path,
              study.orphan_rtstruct.path, *[p.path for p in study.plans],
-             *[d.path for d in study.doses], study.rtimage.path]
+             *[d.path for d in study.doses], study.rtimage.path, study.registration.path]
     problems = {str(p): errs for p in paths if (errs := _dciodvfy_errors(p))}
     assert not problems
 
@@ -348,11 +349,17 @@ def test_study_edges_match_the_files(study):
                      for st in f.RTReferencedStudySequence for s in st.RTReferencedSeriesSequence]
         for key in ("ReferencedStructureSetSequence", "ReferencedRTPlanSequence"):
             refs += [sop_to_series[i.ReferencedSOPInstanceUID] for i in ds.get(key, [])]
+        if ds.Modality == "REG":
+            refs = [s.SeriesInstanceUID for s in ds.ReferencedSeriesSequence] + [
+                s.SeriesInstanceUID for st in ds.StudiesContainingOtherReferencedInstancesSequence
+                for s in st.ReferencedSeriesSequence]
+            fors = {r.FrameOfReferenceUID for r in ds.RegistrationSequence}
+            assert fors == {study.ct.frame_of_reference_uid, study.mr.frame_of_reference_uid}
         if ds.Modality == "RTPLAN" and not refs:  # linked by frame of reference only
             refs = [study.ct.series_uid] if ds.FrameOfReferenceUID == study.ct.frame_of_reference_uid else []
         found |= {(ds.SeriesInstanceUID, r) for r in refs}
     assert found == study.edges
-    assert len(study.edges) == 1 + 3 + 3 + 1 + 1
+    assert len(study.edges) == 1 + 3 + 3 + 1 + 1 + 2
 
 
 def test_custom_rois_empty_roi_and_shifted_dose(tmp_path):
@@ -374,3 +381,18 @@ def test_custom_rois_empty_roi_and_shifted_dose(tmp_path):
     assert np.allclose(np.array(d1.ImagePositionPatient, float) - np.array(d0.ImagePositionPatient, float),
                        [0, 0, 500], atol=1e-3)
     assert d1.pixel_array.max() * float(d1.DoseGridScaling) < 15  # far from the PTV: low dose
+
+
+def test_cli_rt_study(tmp_path):
+    out = tmp_path / "rt"
+    proc = subprocess.run([sys.executable, "-m", "dicomflow.testing", "rt-study", str(out),
+                           "--slices", "4", "--size", "16", "--orphan", "--registration"],
+                          capture_output=True, text=True, check=True, timeout=120)
+    summary = json.loads(proc.stdout)
+    files = list(out.rglob("*.dcm"))
+    assert summary["files"] == len(files) == 4 + 4 + 1 + 2 + 2 + 1 + 1 + 1  # CT MR RS RP RD RI RS' REG
+    modalities = sorted(o["modality"] for o in summary["rt"])
+    assert modalities == ["REG", "RTDOSE", "RTDOSE", "RTIMAGE", "RTPLAN", "RTPLAN", "RTSTRUCT",
+                          "RTSTRUCT"]
+    assert summary["absent_ct_series_uid"] not in {
+        pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID for f in files}

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.add_argument("--no-mr", action="store_true")
     rt.add_argument("--orphan", action="store_true", help="add a structure set whose CT is absent")
     rt.add_argument("--plan-without-structure-set", action="store_true")
+    rt.add_argument("--registration", action="store_true", help="add a REG linking MR to CT")
 
     zp = sub.add_parser("zip", help="a multi-patient ZIP")
     zp.add_argument("zip_path")
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out_dir, n_slices=args.slices or 12, rows=size, cols=size,
             with_mr=not args.no_mr, absent_ct_structure_set=args.orphan,
             plan_without_structure_set=args.plan_without_structure_set,
+            with_registration=args.registration,
             implicit_vr=args.implicit, seed=args.seed)
         summary = _study_summary(info)
     else:

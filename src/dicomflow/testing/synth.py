@@ -54,6 +54,7 @@ RT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.1"
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
+SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # what TPSs put in RT Referenced Study
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -347,6 +348,7 @@ class StudyInfo:
     orphan_rtstruct: RTInfo | None = None  # references ``absent_ct``, which is not written
     absent_ct: SeriesInfo | None = None
     out_dir: Path | None = None
+    registration: RTInfo | None = None  # REG linking the MR's frame of reference to the CT's
 
     @property
     def approved_plan(self) -> RTInfo:
@@ -362,7 +364,8 @@ class StudyInfo:
     @property
     def rt_objects(self) -> list[RTInfo]:
         objs = [self.rtstruct, *self.plans, *self.doses, self.rtimage]
-        return objs + ([self.orphan_rtstruct] if self.orphan_rtstruct else [])
+        objs += [self.orphan_rtstruct] if self.orphan_rtstruct else []
+        return objs + ([self.registration] if self.registration else [])
 
     @property
     def paths(self) -> list[Path]:
@@ -381,6 +384,9 @@ class StudyInfo:
             out.add((obj.series_uid, obj.referenced_series_uids[0]))
         if self.orphan_rtstruct and self.absent_ct:
             out.add((self.orphan_rtstruct.series_uid, self.absent_ct.series_uid))
+        if self.registration:
+            out |= {(self.registration.series_uid, s)
+                    for s in self.registration.referenced_series_uids}
         return out
 
     @property
@@ -1080,6 +1086,64 @@ def write_rtimage(out_dir, plan: RTInfo, beam_number: int = 1, size: int = 64,
                   label=ds.RTImageLabel, beam_numbers=[beam_number], image_series=img)
 
 
+def write_registration(out_dir, fixed: SeriesInfo, moving: SeriesInfo,
+                       matrix: Sequence[float] | None = None, implicit_vr: bool = False,
+                       seed=None, extra: dict | None = None,
+                       decorate: Callable[[Dataset], None] | None = None,
+                       series_number: int = 40) -> RTInfo:
+    """Write a rigid Spatial Registration (REG) linking ``moving``'s frame of reference to
+    ``fixed``'s (4x4 row-major ``matrix``; default a 10 mm shift), in ``fixed``'s study."""
+    uid = _uids(seed, f"reg-{fixed.series_uid}-{moving.series_uid}")
+    series_uid, sop_uid = uid(), uid()
+    m = list(matrix) if matrix is not None else [1, 0, 0, 10, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]
+    if len(m) != 16:
+        raise ValueError("matrix needs 16 numbers (4x4, row-major)")
+    ds = _rt_common("REG", fixed.patient, fixed.study_uid, series_uid, SPATIAL_REGISTRATION_STORAGE,
+                    series_number, "Rigid registration")
+    ds.Laterality = ""  # General Series 2C: dciodvfy wants it present in REG
+    ds.FrameOfReferenceUID = fixed.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    ds.ContentDate, ds.ContentTime = STUDY_DATE, "123000"
+    ds.InstanceNumber = 1
+    ds.ContentLabel = "REG1"
+    ds.ContentDescription = "CT to MR rigid registration"
+    ds.ContentCreatorName = "Planner^Paul"
+
+    def reg_item(series: SeriesInfo, values) -> Dataset:
+        return _item(
+            FrameOfReferenceUID=series.frame_of_reference_uid,
+            ReferencedImageSequence=DicomSequence([
+                _item(ReferencedSOPClassUID=series.sop_class_uid, ReferencedSOPInstanceUID=s)
+                for s in series.sop_instance_uids]),
+            MatrixRegistrationSequence=DicomSequence([_item(
+                RegistrationTypeCodeSequence=DicomSequence(),
+                MatrixSequence=DicomSequence([_item(
+                    FrameOfReferenceTransformationMatrix=_ds_list(values, 6),
+                    FrameOfReferenceTransformationMatrixType="RIGID")]))]))
+
+    identity = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]
+    ds.RegistrationSequence = DicomSequence([reg_item(fixed, identity), reg_item(moving, m)])
+
+    def series_ref(series: SeriesInfo) -> Dataset:
+        return _item(SeriesInstanceUID=series.series_uid, ReferencedInstanceSequence=DicomSequence([
+            _item(ReferencedSOPClassUID=series.sop_class_uid, ReferencedSOPInstanceUID=s)
+            for s in series.sop_instance_uids]))
+
+    ds.ReferencedSeriesSequence = DicomSequence([series_ref(fixed)] + (
+        [series_ref(moving)] if moving.study_uid == fixed.study_uid else []))
+    if moving.study_uid != fixed.study_uid:
+        ds.StudiesContainingOtherReferencedInstancesSequence = DicomSequence([_item(
+            StudyInstanceUID=moving.study_uid,
+            ReferencedSeriesSequence=DicomSequence([series_ref(moving)]))])
+    _finish(ds, sop_uid, implicit_vr, extra, decorate)
+    path = _write(ds, _out(out_dir) / f"REG.{sop_uid}.dcm")
+    return RTInfo("REG", fixed.patient, fixed.study_uid, series_uid, SPATIAL_REGISTRATION_STORAGE,
+                  sop_uid, path, fixed.frame_of_reference_uid,
+                  [fixed.series_uid, moving.series_uid],
+                  [*fixed.sop_instance_uids, *moving.sop_instance_uids], label="REG1",
+                  image_series=fixed)
+
+
 # --------------------------------------------------------------------------------------------
 # Whole studies and archives
 def write_rt_study(out_dir, patient: PatientSpec | None = None, n_slices: int = 12,
@@ -1088,12 +1152,13 @@ def write_rt_study(out_dir, patient: PatientSpec | None = None, n_slices: int = 
                    skip_slices: Iterable[int] = (), orientation: Sequence[float] = AXIAL,
                    implicit_vr: bool = False, seed=None, extra: dict | None = None,
                    decorate: Callable[[Dataset], None] | None = None,
-                   subfolders: bool = True) -> StudyInfo:
+                   subfolders: bool = True, with_registration: bool = False) -> StudyInfo:
     """Write a planning study: CT, RTSTRUCT, an APPROVED and an UNAPPROVED plan, a dose for
     each, an RT image on the approved plan and (``with_mr``) an unrelated MR in its own study.
 
     ``absent_ct_structure_set`` adds a second structure set whose CT is not written;
-    ``plan_without_structure_set`` adds a third (approved) plan that references no structure set.
+    ``plan_without_structure_set`` adds a third (approved) plan that references no structure set;
+    ``with_registration`` (needs ``with_mr``) adds a REG linking the MR to the CT.
     With ``subfolders`` each series goes to ``out_dir/<MODALITY>_<n>/``.
     """
     patient = patient or PatientSpec()
@@ -1122,6 +1187,9 @@ def write_rt_study(out_dir, patient: PatientSpec | None = None, n_slices: int = 
         info.mr = write_image_series(sub("MR"), patient, "MR", max(4, n_slices // 2), rows, cols,
                                      seed=_child(seed, "mr"), series_number=1,
                                      study_description="MR brain", **common)
+    if with_registration and info.mr is not None:
+        info.registration = write_registration(sub("REG"), ct, info.mr, seed=_child(seed, "reg"),
+                                               **common)
     if absent_ct_structure_set:
         info.absent_ct = write_image_series(None, patient, "CT", n_slices, rows, cols,
                                             study_uid=study_uid, seed=_child(seed, "absent"),
@@ -1215,6 +1283,6 @@ __all__ = [
     "AXIAL", "CORONAL", "SAGITTAL", "DEFAULT_ROIS", "Geometry", "PatientSpec", "PhantomMasks",
     "ROISpec", "RTInfo", "SeriesInfo", "StudyInfo", "UIDGenerator", "ZipInfo", "make_geometry",
     "oblique_orientation", "phantom_masks", "write_image_series", "write_multi_patient_zip",
-    "write_rt_study", "write_rtdose", "write_rtimage", "write_rtplan", "write_rtstruct",
+    "write_registration", "write_rt_study", "write_rtdose", "write_rtimage", "write_rtplan", "write_rtstruct",
     "write_zip",
 ]
