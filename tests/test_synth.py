@@ -396,3 +396,16 @@ def test_cli_rt_study(tmp_path):
                           "RTSTRUCT"]
     assert summary["absent_ct_series_uid"] not in {
         pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID for f in files}
+
+
+def test_decorate_on_one_slice_does_not_leak_into_the_next(tmp_path):
+    def decorate(ds):
+        if ds.InstanceNumber == 2:
+            ds.SliceThickness = "9"
+            del ds.PatientID
+
+    info = synth.write_image_series(tmp_path, n_slices=4, rows=8, cols=8, decorate=decorate, seed=3)
+    dss = sorted((_read(p, stop_before_pixels=True) for p in info.paths),
+                 key=lambda d: int(d.InstanceNumber))
+    assert [float(d.SliceThickness) for d in dss] == [2.5, 9.0, 2.5, 2.5]
+    assert ["PatientID" in d for d in dss] == [True, False, True, True]

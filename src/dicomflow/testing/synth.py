@@ -24,6 +24,7 @@ de-identification tests have something to remove; ``extra`` (keyword -> value) a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import random
@@ -240,8 +241,9 @@ class _PixelSource:
         self.geo = geo
         self.templates = _slice_templates(geo, modality)
         self.max_value = max_value
-        rng = np.random.default_rng(None if seed is None or isinstance(seed, UIDGenerator)
-                                    else [abs(hash_int(seed)), 7])
+        if isinstance(seed, UIDGenerator):
+            seed = seed()
+        rng = np.random.default_rng(None if seed is None else [hash_int(seed), 7])
         self.noise = []
         if noise > 0:
             shape = (geo.rows, geo.cols)
@@ -632,13 +634,16 @@ def write_image_series(out_dir, patient: PatientSpec | None = None, modality: st
         info.paths = [path]
         return info
     for k, sop in zip(indices, info.sop_instance_uids):
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = _ds_list(positions[k])
-        ds.SliceLocation = _ds(float(np.dot(positions[k], geo.normal)))
-        ds.PixelData = pixels.bytes(k)
-        _finish(ds, sop, implicit_vr, extra, decorate)
+        # The header is reused across slices (fast); a decorate hook gets its own copy so that
+        # what it does to one slice does not leak into the next.
+        sds = copy.deepcopy(ds) if decorate else ds
+        sds.InstanceNumber = k + 1
+        sds.ImagePositionPatient = _ds_list(positions[k])
+        sds.SliceLocation = _ds(float(np.dot(positions[k], geo.normal)))
+        sds.PixelData = pixels.bytes(k)
+        _finish(sds, sop, implicit_vr, extra, decorate)
         path = out / f"{modality}.{sop}.dcm"
-        _write(ds, path)
+        _write(sds, path)
         info.paths.append(path)
     return info
 
