@@ -129,7 +129,8 @@ def _registration_refs(ds: Any, refs: _Refs) -> None:
     for item in _seq(ds, "DeformableRegistrationSequence"):
         refs.add(RefKind.FRAME_OF_REFERENCE, getattr(item, "SourceFrameOfReferenceUID", None))
         refs.add_images(_seq(item, "ReferencedImageSequence"))
-    for study in _seq(ds, "StudiesContainingOtherReferencedInstancesSequence"):
+    studies = [ds, *_seq(ds, "StudiesContainingOtherReferencedInstancesSequence")]
+    for study in studies:
         for series in _seq(study, "ReferencedSeriesSequence"):
             series_uid = getattr(series, "SeriesInstanceUID", None)
             refs.add(RefKind.SERIES, series_uid)
