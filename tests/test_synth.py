@@ -409,3 +409,25 @@ def test_decorate_on_one_slice_does_not_leak_into_the_next(tmp_path):
                  key=lambda d: int(d.InstanceNumber))
     assert [float(d.SliceThickness) for d in dss] == [2.5, 9.0, 2.5, 2.5]
     assert ["PatientID" in d for d in dss] == [True, False, True, True]
+
+
+@pytest.mark.parametrize("n_slices", [5, 18, 40])
+def test_default_dose_grid_covers_every_structure(tmp_path, n_slices):
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=n_slices, rows=24, cols=20,
+                                  orientation=synth.oblique_orientation(10), seed=30)
+    rs = synth.write_rtstruct(tmp_path / "rs", ct, seed=30)
+    plan = synth.write_rtplan(tmp_path / "rp", rs, seed=30)
+    dose = _read(synth.write_rtdose(tmp_path / "rd", plan, seed=30).path)
+    iop = np.array(dose.ImageOrientationPatient, float)
+    row_dir, col_dir = iop[:3], iop[3:]
+    normal = np.cross(row_dir, col_dir)
+    ps_r, ps_c = (float(x) for x in dose.PixelSpacing)
+    offsets = np.array(dose.GridFrameOffsetVector, float)
+    assert offsets[0] == 0 and len(offsets) == dose.NumberOfFrames <= 16
+    pts = np.concatenate([np.array(c.ContourData, float).reshape(-1, 3)
+                          for roi in _read(rs.path).ROIContourSequence for c in roi.ContourSequence])
+    d = pts - np.array(dose.ImagePositionPatient, float)
+    eps = 1e-2
+    assert (d @ row_dir / ps_c >= -eps).all() and (d @ row_dir / ps_c <= dose.Columns - 1 + eps).all()
+    assert (d @ col_dir / ps_r >= -eps).all() and (d @ col_dir / ps_r <= dose.Rows - 1 + eps).all()
+    assert (d @ normal >= -eps).all() and (d @ normal <= offsets[-1] + eps).all()

@@ -988,21 +988,25 @@ def write_rtdose(out_dir, plan: RTInfo, image_series: SeriesInfo | None = None,
     ds.ContentTime = "121500"
     ds.InstanceNumber = 1
     ds.PatientOrientation = ""
-    # Grid: body bounding box in plane, every slice (at most 16 frames) along the normal.
+    # Grid: the body's bounding box in plane (round mm spacing), the whole stack along the
+    # normal in at most 16 evenly spaced frames, so the default grid covers every structure.
     cu, cv, au, av = _BODY
-    step_c = grid_spacing / geo.pixel_spacing[1] if grid_spacing else max(1.0, geo.cols / 24)
-    step_r = grid_spacing / geo.pixel_spacing[0] if grid_spacing else max(1.0, geo.rows / 24)
+    gs_r, gs_c = (grid_spacing, grid_spacing) if grid_spacing else (
+        max(geo.pixel_spacing[0], round(geo.rows * geo.pixel_spacing[0] / 24, 1)),
+        max(geo.pixel_spacing[1], round(geo.cols * geo.pixel_spacing[1] / 24, 1)))
+    step_r, step_c = gs_r / geo.pixel_spacing[0], gs_c / geo.pixel_spacing[1]
     c0 = (cu - au) * geo.cols / 2 + (geo.cols - 1) / 2
     r0 = (cv - av) * geo.rows / 2 + (geo.rows - 1) / 2
-    ncols = int(np.floor(2 * au * geo.cols / 2 / step_c)) + 1
-    nrows = int(np.floor(2 * av * geo.rows / 2 / step_r)) + 1
-    kstep = max(1, int(np.ceil(geo.n_slices / 16)))
-    frames = list(range(0, geo.n_slices, kstep))
+    ncols = int(np.ceil(au * geo.cols / step_c)) + 1
+    nrows = int(np.ceil(av * geo.rows / step_r)) + 1
+    n_frames = min(geo.n_slices, 16)
+    frames = list(np.linspace(0, geo.n_slices - 1, n_frames)) if n_frames > 1 else [0.0]
+    frame_step = frames[1] - frames[0] if n_frames > 1 else 1.0
     ipp = geo.to_patient(0, r0, c0) + np.asarray(shift_mm, float)
     ds.ImagePositionPatient = _ds_list(ipp)
     ds.ImageOrientationPatient = _ds_list(geo.orientation, 10)
-    ds.PixelSpacing = _ds_list((step_r * geo.pixel_spacing[0], step_c * geo.pixel_spacing[1]))
-    ds.SliceThickness = _ds(kstep * geo.slice_spacing)
+    ds.PixelSpacing = _ds_list((gs_r, gs_c))
+    ds.SliceThickness = _ds(frame_step * geo.slice_spacing)
     ds.GridFrameOffsetVector = _ds_list([k * geo.slice_spacing for k in frames])
     ds.NumberOfFrames = len(frames)
     ds.FrameIncrementPointer = 0x3004000C
