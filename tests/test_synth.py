@@ -431,3 +431,13 @@ def test_default_dose_grid_covers_every_structure(tmp_path, n_slices):
     assert (d @ row_dir / ps_c >= -eps).all() and (d @ row_dir / ps_c <= dose.Columns - 1 + eps).all()
     assert (d @ col_dir / ps_r >= -eps).all() and (d @ col_dir / ps_r <= dose.Rows - 1 + eps).all()
     assert (d @ normal >= -eps).all() and (d @ normal <= offsets[-1] + eps).all()
+
+
+def test_dicomdir_media_folder(tmp_path):
+    info = synth.write_image_series(tmp_path / "src", n_slices=3, rows=8, cols=8, seed=40)
+    dicomdir = synth.write_dicomdir(tmp_path / "media", info.paths)
+    ds = pydicom.dcmread(dicomdir)
+    assert ds.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"  # Media Storage Directory
+    images = [r for r in ds.DirectoryRecordSequence if r.DirectoryRecordType == "IMAGE"]
+    assert {r.ReferencedSOPInstanceUIDInFile for r in images} == set(info.sop_instance_uids)
+    assert len([p for p in (tmp_path / "media").rglob("IM*")]) == 3

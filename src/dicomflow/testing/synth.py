@@ -1214,6 +1214,19 @@ def _child(seed, name: str):
     return None if seed is None else f"{seed}/{name}"
 
 
+def write_dicomdir(out_dir, files: Iterable[os.PathLike | str]) -> Path:
+    """Write a media folder (``DICOMDIR`` + ``PT*/ST*/SE*/IM*`` copies of ``files``) as CDs and
+    PACS exports have it; returns the DICOMDIR's path."""
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    for f in files:
+        fs.add(f)
+    out = _out(out_dir)
+    fs.write(out)
+    return out / "DICOMDIR"
+
+
 def write_zip(zip_path, files: Sequence[os.PathLike | str], arcnames: Sequence[str] | None = None,
               compression: int = zipfile.ZIP_DEFLATED) -> Path:
     """Write ``files`` into a ZIP (member names: ``arcnames`` or the bare file names)."""
@@ -1292,6 +1305,6 @@ __all__ = [
     "AXIAL", "CORONAL", "SAGITTAL", "DEFAULT_ROIS", "Geometry", "PatientSpec", "PhantomMasks",
     "ROISpec", "RTInfo", "SeriesInfo", "StudyInfo", "UIDGenerator", "ZipInfo", "make_geometry",
     "oblique_orientation", "phantom_masks", "write_image_series", "write_multi_patient_zip",
-    "write_registration", "write_rt_study", "write_rtdose", "write_rtimage", "write_rtplan", "write_rtstruct",
+    "write_dicomdir", "write_registration", "write_rt_study", "write_rtdose", "write_rtimage", "write_rtplan", "write_rtstruct",
     "write_zip",
 ]
