@@ -441,3 +441,13 @@ def test_dicomdir_media_folder(tmp_path):
     images = [r for r in ds.DirectoryRecordSequence if r.DirectoryRecordType == "IMAGE"]
     assert {r.ReferencedSOPInstanceUIDInFile for r in images} == set(info.sop_instance_uids)
     assert len([p for p in (tmp_path / "media").rglob("IM*")]) == 3
+
+
+def test_secondary_capture_with_burned_in_annotation(tmp_path):
+    info = synth.write_secondary_capture(tmp_path, seed=41)
+    ds = _read(info.paths[0])
+    assert ds.SOPClassUID == synth.SECONDARY_CAPTURE_IMAGE_STORAGE
+    assert ds.BurnedInAnnotation == "YES" and ds.pixel_array[2:8].max() == 255
+    clean = _read(synth.write_secondary_capture(tmp_path / "clean", burned_in=False, seed=42).paths[0])
+    assert clean.BurnedInAnnotation == "NO" and clean.pixel_array[2:8].max() < 255
+    assert not _dciodvfy_errors(info.paths[0])

@@ -55,6 +55,7 @@ RT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.1"
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
+SECONDARY_CAPTURE_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 SPATIAL_REGISTRATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.1"
 DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # what TPSs put in RT Referenced Study
 
@@ -1214,6 +1215,44 @@ def _child(seed, name: str):
     return None if seed is None else f"{seed}/{name}"
 
 
+def write_secondary_capture(out_dir, patient: PatientSpec | None = None,
+                            study_uid: str | None = None, burned_in: bool = True, size: int = 64,
+                            implicit_vr: bool = False, seed=None, extra: dict | None = None,
+                            decorate: Callable[[Dataset], None] | None = None,
+                            series_number: int = 50) -> SeriesInfo:
+    """Write a Secondary Capture screenshot (``BurnedInAnnotation`` YES by default, with a bright
+    text-like band in the pixels): the kind of image de-identification must quarantine."""
+    patient = patient or PatientSpec()
+    uid = _uids(seed, f"sc-{series_number}")
+    study_uid = study_uid or uid()
+    series_uid, sop_uid = uid(), uid()
+    ds = Dataset()
+    _common(ds, patient, study_uid, "OT", series_uid, series_number,
+            SECONDARY_CAPTURE_IMAGE_STORAGE)
+    ds.SeriesDescription = "Screenshot"
+    ds.Laterality = ""  # General Series 2C: dciodvfy wants it present here
+    ds.ConversionType = "WSD"
+    ds.InstanceNumber = 1
+    ds.PatientOrientation = ""
+    ds.ContentDate, ds.ContentTime = STUDY_DATE, "124500"
+    ds.BurnedInAnnotation = "YES" if burned_in else "NO"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    pixels = np.zeros((size, size), np.uint8)
+    pixels[_ellipse_mask(size, size, _BODY)] = 120
+    if burned_in:  # a band of "characters" along the top, like an overlay of the patient's name
+        pixels[2:8, 2:size - 2:3] = 255
+    ds.PixelData = pixels.tobytes()
+    _finish(ds, sop_uid, implicit_vr, extra, decorate)
+    path = _write(ds, _out(out_dir) / f"SC.{sop_uid}.dcm")
+    geo = make_geometry(1, size, size)
+    return SeriesInfo(patient, "OT", study_uid, series_uid, "", SECONDARY_CAPTURE_IMAGE_STORAGE,
+                      [sop_uid], [path], [], geo, [0],
+                      transfer_syntax_uid=ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian)
+
+
 def write_dicomdir(out_dir, files: Iterable[os.PathLike | str]) -> Path:
     """Write a media folder (``DICOMDIR`` + ``PT*/ST*/SE*/IM*`` copies of ``files``) as CDs and
     PACS exports have it; returns the DICOMDIR's path."""
@@ -1305,6 +1344,6 @@ __all__ = [
     "AXIAL", "CORONAL", "SAGITTAL", "DEFAULT_ROIS", "Geometry", "PatientSpec", "PhantomMasks",
     "ROISpec", "RTInfo", "SeriesInfo", "StudyInfo", "UIDGenerator", "ZipInfo", "make_geometry",
     "oblique_orientation", "phantom_masks", "write_image_series", "write_multi_patient_zip",
-    "write_dicomdir", "write_registration", "write_rt_study", "write_rtdose", "write_rtimage", "write_rtplan", "write_rtstruct",
+    "write_dicomdir", "write_registration", "write_secondary_capture", "write_rt_study", "write_rtdose", "write_rtimage", "write_rtplan", "write_rtstruct",
     "write_zip",
 ]
