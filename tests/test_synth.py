@@ -451,3 +451,16 @@ def test_secondary_capture_with_burned_in_annotation(tmp_path):
     clean = _read(synth.write_secondary_capture(tmp_path / "clean", burned_in=False, seed=42).paths[0])
     assert clean.BurnedInAnnotation == "NO" and clean.pixel_array[2:8].max() < 255
     assert not _dciodvfy_errors(info.paths[0])
+
+
+def test_multi_patient_zip_with_given_patients_and_rt(tmp_path):
+    patients = [synth.PatientSpec("../evil", "Roe^Richard", "M", "19500101"),
+                synth.PatientSpec("ID 2", "Poe^Edgar", "M", "19600101")]
+    zinfo = synth.write_multi_patient_zip(tmp_path / "p.zip", patients=patients, rt=True,
+                                          n_slices=2, rows=8, cols=8, seed=10)
+    with zipfile.ZipFile(zinfo.path) as zf:
+        names = zf.namelist()
+    assert {n.split("/")[0] for n in names} == {"___evil", "ID_2"}
+    assert all(".." not in n.split("/") for n in names)
+    per_study = len(zinfo.series[0].paths)
+    assert len(names) == 2 * per_study and per_study == 2 + 1 + 2 + 2 + 1

@@ -1297,18 +1297,22 @@ class ZipInfo:
 def write_multi_patient_zip(zip_path, n_patients: int = 3, n_slices: int = 5, rows: int = 32,
                             cols: int = 32, rt: bool = False, seed=None, extra: dict | None = None,
                             decorate: Callable[[Dataset], None] | None = None,
-                            compression: int = zipfile.ZIP_DEFLATED) -> ZipInfo:
-    """Write a ZIP holding ``n_patients`` patients, members ``<PatientID>/<series folder>/<file>``.
+                            compression: int = zipfile.ZIP_DEFLATED,
+                            patients: Sequence[PatientSpec] | None = None) -> ZipInfo:
+    """Write a ZIP holding ``n_patients`` patients, members ``<folder>/<series folder>/<file>``
+    (folder: the PatientID with characters other than letters, digits, "-" and "_" replaced).
 
     Each patient gets a CT (``rt=False``) or a whole RT study without MR (``rt=True``).
+    ``patients`` overrides the random ones (then ``n_patients`` is ignored).
     """
     rng = random.Random(seed)
-    patients = [PatientSpec.random(rng, i) for i in range(n_patients)]
+    patients = list(patients) if patients else [PatientSpec.random(rng, i)
+                                                for i in range(n_patients)]
     written: list[SeriesInfo | StudyInfo] = []
     files, names = [], []
     with tempfile.TemporaryDirectory(prefix="dicomflow-synth-") as tmp:
         for i, patient in enumerate(patients):
-            pdir = Path(tmp) / patient.patient_id
+            pdir = Path(tmp) / _safe_folder(patient.patient_id)
             child = _child(seed, f"patient{i}")
             if rt:
                 info = write_rt_study(pdir, patient, n_slices, rows, cols, with_mr=False,
@@ -1324,6 +1328,11 @@ def write_multi_patient_zip(zip_path, n_patients: int = 3, n_slices: int = 5, ro
         for info in written:  # the temp files are gone: keep member names, drop paths
             _relocate(info, Path(tmp))
     return ZipInfo(Path(zip_path), patients, written, names)
+
+
+def _safe_folder(text: str) -> str:
+    """A folder name from an identifier: letters, digits, '-' and '_' only."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text) or "_"
 
 
 def _relocate(info, tmp: Path) -> None:
