@@ -464,3 +464,22 @@ def test_multi_patient_zip_with_given_patients_and_rt(tmp_path):
     assert all(".." not in n.split("/") for n in names)
     per_study = len(zinfo.series[0].paths)
     assert len(names) == 2 * per_study and per_study == 2 + 1 + 2 + 2 + 1
+
+
+def test_ras_affine_maps_voxels_like_the_headers():
+    geo = synth.make_geometry(n_slices=4, rows=6, cols=5, orientation=synth.oblique_orientation(30))
+    ijk = np.array([3, 2, 1, 1.0])  # (col, row, slice)
+    lps = geo.to_patient(1, 2, 3)
+    assert np.allclose(geo.affine() @ ijk, [*lps, 1])
+    assert np.allclose(geo.affine(ras=True) @ ijk, [-lps[0], -lps[1], lps[2], 1])
+
+
+def test_rejected_plan_and_approved_structure_set(tmp_path):
+    study = synth.write_rt_study(tmp_path, n_slices=3, rows=8, cols=8, with_mr=False, seed=50,
+                                 structure_set_approval="APPROVED")
+    rs = _read(study.rtstruct.path)
+    assert rs.ApprovalStatus == "APPROVED" and rs.ReviewerName and study.rtstruct.approval_status == "APPROVED"
+    rejected = synth.write_rtplan(tmp_path / "rej", study.rtstruct, approval_status="REJECTED", seed=50)
+    ds = _read(rejected.path)
+    assert ds.ApprovalStatus == "REJECTED" and ds.ReviewDate
+    assert not _dciodvfy_errors(rejected.path) and not _dciodvfy_errors(study.rtstruct.path)

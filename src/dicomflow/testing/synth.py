@@ -158,14 +158,15 @@ class Geometry:
         return (self.position(k) + c * self.pixel_spacing[1] * self.row_dir
                 + r * self.pixel_spacing[0] * self.col_dir)
 
-    def affine(self) -> np.ndarray:
-        """4x4 matrix from (col, row, slice) indices to patient mm (LPS)."""
+    def affine(self, ras: bool = False) -> np.ndarray:
+        """4x4 matrix from (col, row, slice) indices to patient mm: DICOM LPS, or the RAS that
+        NIfTI (nibabel) uses with ``ras=True`` (x and y negated)."""
         a = np.eye(4)
         a[:3, 0] = self.row_dir * self.pixel_spacing[1]
         a[:3, 1] = self.col_dir * self.pixel_spacing[0]
         a[:3, 2] = self.normal * self.slice_spacing
         a[:3, 3] = self.origin
-        return a
+        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ a if ras else a
 
 
 # Phantom shapes as ellipses in normalized in-plane coordinates u (columns), v (rows) in [-1, 1]:
@@ -886,8 +887,10 @@ def write_rtplan(out_dir, structure_set: RTInfo | None = None, approved: bool = 
                  image_series: SeriesInfo | None = None, label: str | None = None,
                  n_beams: int = 2, n_fractions: int = 30, implicit_vr: bool = False, seed=None,
                  extra: dict | None = None, decorate: Callable[[Dataset], None] | None = None,
-                 series_number: int = 3) -> RTInfo:
+                 series_number: int = 3, approval_status: str | None = None) -> RTInfo:
     """Write a static photon plan (``n_beams`` beams, 2 control points each).
+
+    ``approved`` gives APPROVED or UNAPPROVED; ``approval_status`` overrides it (e.g. REJECTED).
 
     With ``structure_set=None`` give ``image_series``: the plan then has no Referenced Structure
     Set Sequence (RTPlanGeometry TREATMENT_DEVICE) and links to the images only through its frame
@@ -896,7 +899,7 @@ def write_rtplan(out_dir, structure_set: RTInfo | None = None, approved: bool = 
     img = structure_set.image_series if structure_set else image_series
     if img is None:
         raise ValueError("write_rtplan needs a structure_set or an image_series")
-    status = "APPROVED" if approved else "UNAPPROVED"
+    status = approval_status or ("APPROVED" if approved else "UNAPPROVED")
     label = label or ("Plan1" if approved else "Plan2")
     key = structure_set.sop_instance_uid if structure_set else img.series_uid
     uid = _uids(seed, f"rtplan-{key}-{label}")
@@ -1162,13 +1165,15 @@ def write_rt_study(out_dir, patient: PatientSpec | None = None, n_slices: int = 
                    skip_slices: Iterable[int] = (), orientation: Sequence[float] = AXIAL,
                    implicit_vr: bool = False, seed=None, extra: dict | None = None,
                    decorate: Callable[[Dataset], None] | None = None,
-                   subfolders: bool = True, with_registration: bool = False) -> StudyInfo:
+                   subfolders: bool = True, with_registration: bool = False,
+                   structure_set_approval: str | None = None) -> StudyInfo:
     """Write a planning study: CT, RTSTRUCT, an APPROVED and an UNAPPROVED plan, a dose for
     each, an RT image on the approved plan and (``with_mr``) an unrelated MR in its own study.
 
     ``absent_ct_structure_set`` adds a second structure set whose CT is not written;
     ``plan_without_structure_set`` adds a third (approved) plan that references no structure set;
-    ``with_registration`` (needs ``with_mr``) adds a REG linking the MR to the CT.
+    ``with_registration`` (needs ``with_mr``) adds a REG linking the MR to the CT;
+    ``structure_set_approval`` (e.g. "APPROVED") gives the structure set an Approval module.
     With ``subfolders`` each series goes to ``out_dir/<MODALITY>_<n>/``.
     """
     patient = patient or PatientSpec()
@@ -1180,7 +1185,8 @@ def write_rt_study(out_dir, patient: PatientSpec | None = None, n_slices: int = 
     ct = write_image_series(sub("CT"), patient, "CT", n_slices, rows, cols, study_uid=study_uid,
                             orientation=orientation, skip_slices=skip_slices,
                             seed=_child(seed, "ct"), series_number=1, **common)
-    rs = write_rtstruct(sub("RTSTRUCT"), ct, seed=_child(seed, "rs"), series_number=2, **common)
+    rs = write_rtstruct(sub("RTSTRUCT"), ct, seed=_child(seed, "rs"), series_number=2,
+                        approval_status=structure_set_approval, **common)
     plans = [write_rtplan(sub("RTPLAN_1"), rs, approved=True, label="Plan1",
                           seed=_child(seed, "p1"), series_number=3, **common),
              write_rtplan(sub("RTPLAN_2"), rs, approved=False, label="Plan2",
