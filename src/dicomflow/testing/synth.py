@@ -2,24 +2,42 @@
 
 Why: every test of dicomflow needs DICOM files whose truth is known (geometry, references, the
 organs in the pixels) and nothing may be downloaded. This module writes proper Part 10 files with
-pydicom 3 that pass ``dciodvfy`` without errors:
+pydicom 3 (Explicit VR Little Endian, or Implicit with ``implicit_vr=True``) that pass
+``dciodvfy`` without errors.
 
-- image series (CT or MR, classic single-frame or enhanced multi-frame) of a phantom: a body ellipse
-  (0 HU) holding two lungs (-800 HU) in air (-1000 HU); :func:`phantom_masks` is the ground truth;
-- RTSTRUCT / RTPLAN / RTDOSE / RTIMAGE that reference each other with real UIDs;
-- a whole planning study (:func:`write_rt_study`) and multi-patient ZIPs.
+API (every writer takes ``seed``, ``implicit_vr``, ``extra`` and ``decorate``):
+
+- ``write_image_series(out_dir, patient, modality="CT"|"MR", n_slices, rows, cols, ...)`` ->
+  :class:`SeriesInfo`: a phantom series, classic or enhanced (``multiframe=True``), any
+  orientation (``oblique_orientation(deg)``), ``skip_slices``, ``slice_offsets`` (irregular or
+  duplicate positions). ``out_dir=None`` only describes a series (an "absent CT").
+- ``phantom_masks(series_or_geometry)`` -> (body, lungs) boolean masks, (slice, row, col): the
+  ground truth (body ellipse 0 HU holding two lungs -800 HU, air -1000 HU outside; the lungs
+  occupy the middle 70 % of the stack).
+- ``write_rtstruct(out_dir, series, rois=DEFAULT_ROIS)``, ``write_rtplan(out_dir, rs | None,
+  approved, image_series=...)``, ``write_rtdose(out_dir, plan)``, ``write_rtimage(out_dir, plan)``,
+  ``write_registration(out_dir, fixed, moving)`` -> :class:`RTInfo` (UIDs, path, references).
+- ``write_rt_study(out_dir, patient, ...)`` -> :class:`StudyInfo`: CT, RTSTRUCT, an APPROVED and
+  an UNAPPROVED plan, a dose for each, an RT image on the approved plan, an unrelated MR (own
+  study and frame of reference); optional orphan structure set (CT absent), plan without
+  structure set, REG. ``StudyInfo.edges`` lists the series-level references written.
+- ``write_secondary_capture`` (burned-in annotation), ``write_dicomdir`` (media folder),
+  ``write_zip``, ``write_multi_patient_zip`` (members ``<PatientID>/<series>/<file>``).
+- CLI: ``python -m dicomflow.testing ct|rt-study|zip ...`` prints a JSON summary.
 
 Determinism: give ``seed`` (an int) and every UID, value and noise sample is reproducible; without
 it every call yields fresh UIDs (``2.25.<uuid4>``). UIDs are drawn per object kind
-(``Random(f"{seed}:{kind}")``) so two writers called with the same seed do not collide.
+(``Random(f"{seed}:{kind}")``) so different writers called with the same seed do not collide,
+while the same writer with the same seed repeats its UIDs (handy for duplicate/conflict tests).
 
 Speed: the per-slice dataset is built once and only the changing attributes are set per slice;
 pixel bytes come from two precomputed slice templates plus a few cycled noise fields, so a
-1000-slice 512x512 CT is written in seconds.
+1000-slice 512x512 CT (~500 MB) is written in a few seconds.
 
 Identifying values look real (names, IDs, dates, institution, physicians) so that
 de-identification tests have something to remove; ``extra`` (keyword -> value) and ``decorate``
-(a callable on every dataset before it is written) let callers plant more.
+(a callable on every dataset just before it is written; image slices get their own copy) let
+callers plant more.
 """
 
 from __future__ import annotations
