@@ -1,0 +1,226 @@
+"""Masks on an image series → an RT Structure Set (pydicom), and back (for verification).
+
+The structure set is a new object (new Study-level links kept, new Series and SOP Instance UIDs)
+on the image series' patient and study: the Patient, Patient Study and General Study attributes
+are copied from the series, including de-identification markers, so a structure set made on
+de-identified images is exactly as de-identified as they are. The reference chain is the one
+treatment planning systems read: Referenced Frame of Reference → RT Referenced Study → RT
+Referenced Series → Contour Image (every image of the series), and every contour references the
+image (and frame, for multi-frame images) it lies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+import dicomflow
+from dicomflow.core.dicom.sop import RT_STRUCTURE_SET
+from dicomflow.core.rules.model import RoiStyle
+from dicomflow.core.segmentation.contours import fill_polygon, mask_to_contours
+from dicomflow.core.segmentation.volume import ImageSeries
+from dicomflow.errors import InputError
+
+DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"  # what RT Referenced Study items name
+
+# Patient, Clinical Trial Subject, Patient Study and General Study attributes copied from the images.
+_COPIED = (
+    "SpecificCharacterSet",
+    "PatientName", "PatientID", "IssuerOfPatientID", "TypeOfPatientID", "OtherPatientIDsSequence",
+    "PatientBirthDate", "PatientBirthTime", "PatientSex", "PatientComments", "PatientSpeciesDescription",
+    "PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence",
+    "ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName",
+    "ClinicalTrialSiteID", "ClinicalTrialSiteName", "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID",
+    "PatientAge", "PatientSize", "PatientWeight",
+    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID",
+    "AccessionNumber", "StudyDescription",
+    "FrameOfReferenceUID", "PositionReferenceIndicator",
+)
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber", "PositionReferenceIndicator")
+
+
+def _item(**values) -> Dataset:
+    item = Dataset()
+    for key, value in values.items():
+        setattr(item, key, value)
+    return item
+
+
+def _contour_data(points: np.ndarray) -> RawDataElement:
+    """Contour Data (3006,0050) as DS text with 0.001 mm resolution, encoded once.
+
+    Building it raw avoids creating one pydicom DS object per coordinate (seconds for a body
+    outline on a full CT); pydicom writes raw elements as they are and decodes them on access.
+    """
+    texts = []
+    for value in points.ravel():
+        text = f"{value:.3f}".rstrip("0").rstrip(".")
+        texts.append("0" if text in ("", "-0") else text)
+    data = "\\".join(texts).encode("ascii")
+    if len(data) % 2:
+        data += b" "
+    return RawDataElement(Tag(0x30060050), "DS", len(data), data, 0, False, True, True, False)
+
+
+def _image_ref(series: ImageSeries, k: int) -> Dataset:
+    ref = _item(ReferencedSOPClassUID=series.sop_class_uid, ReferencedSOPInstanceUID=series.sop_instance_uids[k])
+    if series.frame_numbers is not None:
+        ref.ReferencedFrameNumber = series.frame_numbers[k]
+    return ref
+
+
+def build_rtstruct(
+    series: ImageSeries,
+    rois: Sequence[tuple[RoiStyle, np.ndarray]],
+    label: str = "AUTO",
+    description: str = "",
+    algorithm: str = "dicomflow",
+    tolerance_px: float = 0.0,
+    series_number: int = 901,
+    series_description: str = "Autosegmentation",
+) -> Dataset:
+    """A complete RTSTRUCT dataset (with file meta) for masks on ``series``' grid."""
+    for style, mask in rois:
+        if mask.shape != series.geometry.shape:
+            raise InputError(f"mask of ROI '{style.name}' has shape {mask.shape}, the images {series.geometry.shape}")
+    now = datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    source = series.header
+    ds = Dataset()
+    for keyword in _COPIED:
+        if keyword in source:
+            ds[keyword] = source[keyword]
+    for keyword in _TYPE2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    if not ds.get("FrameOfReferenceUID"):
+        raise InputError(f"{series.paths[0]}: the images have no FrameOfReferenceUID; contours cannot be placed")
+    sop_uid = generate_uid()
+    ds.SOPClassUID = RT_STRUCTURE_SET
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = series_description
+    ds.SeriesDate, ds.SeriesTime = date, time
+    ds.OperatorsName = ""
+    ds.Manufacturer = "dicomflow"
+    ds.ManufacturerModelName = algorithm
+    ds.SoftwareVersions = getattr(dicomflow, "__version__", "0")
+    ds.InstanceNumber = 1
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetName = label[:64]
+    if description:
+        ds.StructureSetDescription = description
+    ds.StructureSetDate, ds.StructureSetTime = date, time
+    for_uid = str(ds.FrameOfReferenceUID)
+    all_refs = [_image_ref(series, k) for k in range(series.geometry.n_slices)]
+    if series.frame_numbers is not None:  # one reference per multi-frame instance is enough here
+        all_refs = [_item(ReferencedSOPClassUID=series.sop_class_uid, ReferencedSOPInstanceUID=u)
+                    for u in dict.fromkeys(series.sop_instance_uids)]
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([_item(
+        FrameOfReferenceUID=for_uid,
+        RTReferencedStudySequence=DicomSequence([_item(
+            ReferencedSOPClassUID=DETACHED_STUDY_MANAGEMENT,
+            ReferencedSOPInstanceUID=str(ds.StudyInstanceUID),
+            RTReferencedSeriesSequence=DicomSequence([_item(
+                SeriesInstanceUID=series.series_uid, ContourImageSequence=DicomSequence(all_refs))]),
+        )]),
+    )])
+    structure_rois, roi_contours, observations = [], [], []
+    for number, (style, mask) in enumerate(rois, start=1):
+        structure_rois.append(_item(
+            ROINumber=number, ReferencedFrameOfReferenceUID=for_uid, ROIName=style.name,
+            ROIGenerationAlgorithm="AUTOMATIC", ROIGenerationDescription=algorithm[:64],
+        ))
+        contour_items = []
+        for k, points in mask_to_contours(mask, series.geometry, tolerance_px):
+            contour_items.append(_item(
+                ContourImageSequence=DicomSequence([_image_ref(series, k)]),
+                ContourGeometricType="CLOSED_PLANAR",
+                NumberOfContourPoints=len(points),
+                ContourNumber=len(contour_items) + 1,
+            ))
+            contour_items[-1][0x30060050] = _contour_data(points)
+        roi_contour = _item(ROIDisplayColor=[int(c) for c in style.color], ReferencedROINumber=number)
+        if contour_items:
+            roi_contour.ContourSequence = DicomSequence(contour_items)
+        roi_contours.append(roi_contour)
+        observations.append(_item(
+            ObservationNumber=number, ReferencedROINumber=number, ROIObservationLabel=style.name[:16],
+            RTROIInterpretedType=style.type, ROIInterpreter="",
+        ))
+    ds.StructureSetROISequence = DicomSequence(structure_rois)
+    ds.ROIContourSequence = DicomSequence(roi_contours)
+    ds.RTROIObservationsSequence = DicomSequence(observations)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    return ds
+
+
+def write_dataset(ds: Dataset, out_dir: str | Path) -> Path:
+    """Write ``ds`` as ``RS.<SOPInstanceUID>.dcm`` (a name made of UIDs only) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"RS.{ds.SOPInstanceUID}.dcm"
+    tmp = path.with_suffix(".dcm.part")
+    ds.save_as(tmp, enforce_file_format=True)
+    tmp.replace(path)
+    return path
+
+
+def _points(contour: Dataset) -> np.ndarray:
+    """Contour Data as an (m, 3) array, parsed straight from the raw text when still raw (fast)."""
+    element = contour.get_item(0x30060050)
+    if isinstance(element, RawDataElement) and element.VR in (None, "DS") and element.value:
+        values = np.asarray(element.value.split(b"\\")).astype(float)
+    else:
+        values = np.asarray([float(v) for v in contour.ContourData], float)
+    return values.reshape(-1, 3)
+
+
+def read_rtstruct_masks(rtstruct: Dataset | str | Path, series: ImageSeries) -> dict[str, np.ndarray]:
+    """ROI name → mask on ``series``' grid, from the CLOSED_PLANAR contours of a structure set."""
+    ds = rtstruct if isinstance(rtstruct, Dataset) else pydicom.dcmread(rtstruct)
+    names = {int(r.ROINumber): str(r.ROIName) for r in ds.get("StructureSetROISequence", [])}
+    slice_of = series.slice_of_reference()
+    geometry = series.geometry
+    masks: dict[str, np.ndarray] = {}
+    for roi in ds.get("ROIContourSequence", []):
+        name = names.get(int(roi.ReferencedROINumber), f"ROI {roi.ReferencedROINumber}")
+        mask = np.zeros(geometry.shape, bool)
+        for contour in roi.get("ContourSequence", []):
+            if contour.get("ContourGeometricType") != "CLOSED_PLANAR":
+                continue
+            points = _points(contour)
+            refs = contour.get("ContourImageSequence")
+            if refs:
+                ref = refs[0]
+                frame = int(ref.ReferencedFrameNumber) if "ReferencedFrameNumber" in ref else None
+                key = (str(ref.ReferencedSOPInstanceUID), frame)
+                if key not in slice_of:
+                    raise InputError(f"ROI '{name}': a contour references an image that is not in the series")
+                k = slice_of[key]
+            else:
+                k, distance = geometry.nearest_slice(points)
+                if distance > max(geometry.slice_spacing / 2, 0.01):
+                    continue  # between slices: not on this grid
+            rows, cols = geometry.to_pixel(k, points)
+            fill_polygon(mask[k], rows, cols)
+        masks[name] = mask
+    return masks
