@@ -20,6 +20,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "dicomflow.commands.intake",
     "dicomflow.commands.server",
+    "dicomflow.commands.deid",
     "dicomflow.commands.rules",
     "dicomflow.commands.rt",
     "dicomflow.commands.check",

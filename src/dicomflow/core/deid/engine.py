@@ -1,0 +1,455 @@
+"""The PS3.15 de-identification engine for one dataset (pure: no files, no database).
+
+``Deidentifier(key, options).deidentify(ds)`` changes ``ds`` in place and returns what a caller
+needs around it: the reverse map entries (new UID → original, pseudonym → identity), the
+de-identification record (tag, keyword, action, option — never values), the identifying values
+collected for the leak scan, or a quarantine reason (burned-in annotation).
+
+Decisions per attribute, in order:
+1. control attributes dicomflow sets itself (Patient Identity Removed...) are reset;
+2. Patient's Name / Patient ID become the subject's pseudonym;
+3. group lengths are dropped; private attributes are removed unless on the safe-private list
+   (Retain Safe Private Option);
+4. a row of Table E.1-1 decides (options applied, combined actions resolved by Type, see
+   ``iodtypes``);
+5. attributes the table does not list are handled by VR: UIDs are replaced (unless registered),
+   dates follow the temporal option, person names get a dummy, the rest is kept; public tags
+   unknown to the data dictionary follow ``Options.unknown_public``.
+Sequences are walked at any depth. Large deferred values (Pixel Data) are never read here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from dicomflow.core.deid.clean import DescriptorCleaner
+from dicomflow.core.deid.iodtypes import resolve
+from dicomflow.core.deid.keys import ProjectKey
+from dicomflow.core.deid.options import Options
+from dicomflow.core.deid.pseudonyms import Pseudonymizer, is_well_known_uid, shift_da, shift_dt
+from dicomflow.core.deid.table import rule_for
+from dicomflow.core.deid.values import IdentifyingValues
+
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
+PIXEL_DATA = 0x7FE00010
+CONTROL_TAGS = frozenset(
+    {
+        0x00120062,  # Patient Identity Removed
+        0x00120063,  # De-identification Method
+        0x00120064,  # De-identification Method Code Sequence
+        0x00280303,  # Longitudinal Temporal Information Modified
+    }
+)
+# Secondary capture and ultrasound SOP classes: burned-in text is common, quarantine when unstated.
+BURNED_IN_SUSPECT_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "1.2.840.10008.5.1.4.1.1.6.1",
+        "1.2.840.10008.5.1.4.1.1.6.2",
+        "1.2.840.10008.5.1.4.1.1.3.1",
+    }
+)
+# A few attributes of PS3.15 Table E.3.10-1 (safe private), as (creator, group, element byte).
+# Extend per project with Options.safe_private.
+SAFE_PRIVATE = frozenset(
+    {
+        ("SIEMENS MR HEADER", 0x0019, 0x0C),  # B value
+        ("SIEMENS MR HEADER", 0x0019, 0x0D),  # diffusion directionality
+        ("SIEMENS MR HEADER", 0x0019, 0x0E),  # diffusion gradient direction
+        ("SIEMENS MR HEADER", 0x0019, 0x27),  # B matrix
+        ("GEMS_PARM_01", 0x0043, 0x39),  # b value (slop_int_6..9)
+        ("Philips Imaging DD 001", 0x2001, 0x03),  # diffusion b-factor
+    }
+)
+STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+FREE_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN"})
+BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "OB or OW", "US or OW"})
+# In sequences replaced by dummies (D) or cleaned (C) these keep their value: they are codes.
+CODE_KEYWORDS = frozenset(
+    {
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "ContextIdentifier",
+        "MappingResource",
+        "MappingResourceName",
+        "ValueType",
+        "RelationshipType",
+        "GraphicType",
+    }
+)
+DUMMY_TEXT = "ANONYMIZED"
+DUMMIES = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D", "DS": "0", "IS": "0", "UR": ""}
+
+
+@dataclass
+class DeidOutcome:
+    """Everything the engine learnt about one dataset, as plain picklable data."""
+
+    quarantine_reason: str | None = None
+    uid_map: dict[str, str] = field(default_factory=dict)  # new UID -> original UID
+    patient: dict | None = None  # reverse record of the patient
+    study: dict | None = None  # reverse record of the study (accession number, study ID)
+    record: set[tuple[str, str, str, str]] = field(default_factory=set)  # tag, keyword, action, option
+    values: IdentifyingValues = field(default_factory=IdentifyingValues)
+
+
+def tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _keyword(tag: int) -> str:
+    return keyword_for_tag(tag) or ""
+
+
+def _vr_of(tag: int, raw) -> str:
+    vr = getattr(raw, "VR", None)
+    if vr:
+        return vr
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+
+
+def _is_deferred(raw) -> bool:
+    """A large value left on disk by ``defer_size`` (sequences are still read and walked)."""
+    if not (isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, 0xFFFFFFFF)):
+        return False
+    return _vr_of(raw.tag, raw) != "SQ"
+
+
+def _values(value) -> list:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, MultiValue)):
+        return list(value)
+    return [value]
+
+
+class Deidentifier:
+    """One project's engine: key, options and (optionally) supplied study subject IDs."""
+
+    def __init__(self, key: ProjectKey, options: Options, subject_ids: dict[str, str] | None = None):
+        self.options = options
+        self.columns = options.active_columns
+        self.pseudo = Pseudonymizer(key.secret, options, subject_ids)
+        self.safe_private = SAFE_PRIVATE | frozenset(options.safe_private)
+        self._decisions: dict[tuple[int, str, str], tuple[str, str]] = {}
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def decide(self, tag: int, vr: str, mode: str, sop_class: str) -> tuple[str, str]:
+        """(action, deciding option) for a public tag; ``mode`` is normal, dummy or clean."""
+        cache_key = (tag, mode, sop_class)
+        found = self._decisions.get(cache_key)
+        if found is None:
+            found = self._decide(tag, vr, mode, sop_class)
+            self._decisions[cache_key] = found
+        return found
+
+    def _decide(self, tag: int, vr: str, mode: str, sop_class: str) -> tuple[str, str]:
+        if tag in CONTROL_TAGS:
+            return "X", "dicomflow"
+        if tag in (PATIENT_NAME, PATIENT_ID):
+            return "P", "basic"
+        if tag & 0xFFFF == 0:
+            return "X", "group-length"
+        rule = rule_for(tag)
+        if rule is not None:
+            action, column = rule.action(self.columns)
+            return resolve(action, _keyword(tag), sop_class), column
+        column = "unlisted"
+        if not dictionary_has_tag(tag) and not keyword_for_tag(tag):
+            if self.options.unknown_public == "remove":
+                return "X", "unknown-public"
+            column = "unknown-public"
+        if vr == "UI":
+            return ("K", "rtnUIDsOpt") if self.options.retain_uids else ("U", column)
+        if vr in ("DA", "DT"):
+            if self.options.retain_long_full_dates:
+                return "K", "rtnLongFullDatesOpt"
+            if self.options.retain_long_modified_dates:
+                return "C", "rtnLongModifDatesOpt"
+            return "X", column
+        if vr == "PN":
+            return "D", column
+        if vr in FREE_TEXT_VRS and _keyword(tag) not in CODE_KEYWORDS:
+            if mode == "dummy":
+                return "D", column
+            if mode == "clean":
+                return "C", column
+        return "K", column
+
+    # -- the walk --------------------------------------------------------------------------
+
+    def deidentify(self, ds: Dataset) -> DeidOutcome:
+        """De-identify ``ds`` in place (file meta included)."""
+        out = DeidOutcome()
+        burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        if not self.options.allow_burned_in:
+            if burned == "YES":
+                out.quarantine_reason = "Burned In Annotation is YES (pixel data may show identity)"
+                return out
+            if not burned and (sop_class in BURNED_IN_SUSPECT_CLASSES or ds.get("Modality") == "US"):
+                out.quarantine_reason = (
+                    "secondary capture or ultrasound without Burned In Annotation (pixel data may show identity)"
+                )
+                return out
+
+        patient_id = str(ds.get("PatientID", "") or "")
+        pseudonym = self.pseudo.patient_pseudonym(patient_id)
+        offset = self.pseudo.date_offset(patient_id) if self.options.retain_long_modified_dates else 0
+        out.patient = {
+            "kind": "patient",
+            "pseudonym": pseudonym,
+            "patient_id": patient_id,
+            "patient_name": str(ds.get("PatientName", "") or ""),
+            "birth_date": str(ds.get("PatientBirthDate", "") or ""),
+            "sex": str(ds.get("PatientSex", "") or ""),
+            "date_offset_days": offset,
+        }
+        study = {
+            "accession_number": str(ds.get("AccessionNumber", "") or ""),
+            "study_id": str(ds.get("StudyID", "") or ""),
+        }
+        original_study_uid = str(ds.get("StudyInstanceUID", "") or "")
+
+        self._collect_words(ds, out.values, sop_class)
+        cleaner = DescriptorCleaner(out.values.tokens)
+        state = _State(out, sop_class, offset, pseudonym, cleaner)
+        self._walk(ds, state, "normal")
+        self._finish(ds, state)
+        self._rewrite_meta(ds, state)
+        if original_study_uid:
+            out.study = {"kind": "study", "uid": self._map_uid(original_study_uid, out), **study}
+        return out
+
+    def _collect_words(self, ds: Dataset, values: IdentifyingValues, sop_class: str) -> None:
+        """Pass 1: name parts and IDs anywhere (the cleaner needs them before the walk)."""
+        for tag in list(ds.keys()):
+            raw = ds.get_item(tag, keep_deferred=True)
+            if _is_deferred(raw):
+                continue
+            vr = _vr_of(tag, raw)
+            if vr == "SQ":
+                for item in ds[tag].value or []:
+                    self._collect_words(item, values, sop_class)
+                continue
+            if vr not in ("PN", "LO", "SH", "UC", "LT", "ST") or tag & 0xFFFF == 0:
+                continue
+            if tag >> 16 & 1:
+                if vr == "PN":
+                    for v in _values(ds[tag].value):
+                        values.add_name(str(v))
+                continue
+            action, _ = self.decide(tag, vr, "normal", sop_class)
+            if action == "K":
+                continue
+            keyword = _keyword(tag)
+            for v in _values(ds[tag].value):
+                if vr == "PN":
+                    values.add_name(str(v))
+                elif keyword.endswith(("ID", "IDs", "Number", "Numbers", "Identifier")):
+                    values.add_id(str(v))
+
+    def _walk(self, ds: Dataset, st: _State, mode: str) -> None:
+        self._private(ds, st)
+        for tag in list(ds.keys()):
+            if tag >> 16 & 1:
+                continue
+            raw = ds.get_item(tag, keep_deferred=True)
+            vr = _vr_of(tag, raw)
+            action, column = self.decide(tag, vr, mode, st.sop_class)
+            if _is_deferred(raw) and action in ("K", "X"):
+                if action == "X":
+                    del ds[tag]
+                    st.note(tag, action, column)
+                continue
+            self._apply(ds, tag, vr, action, column, st, mode)
+
+    def _apply(self, ds: Dataset, tag: int, vr: str, action: str, column: str, st: _State, mode: str) -> None:
+        elem = ds[tag]
+        vr = elem.VR
+        keyword = elem.keyword
+        if vr == "SQ":
+            if action == "X":
+                del ds[tag]
+            elif action == "Z":
+                elem.value = Sequence([])
+            else:
+                sub = {"D": "dummy", "C": "clean"}.get(action, mode)
+                for item in elem.value or []:
+                    self._walk(item, st, sub)
+            if action != "K":
+                st.note(tag, action, column)
+            return
+        if action == "K":
+            return
+        st.note(tag, action, column)
+        value = elem.value
+        if action != "C" or vr in ("DA", "DT"):
+            if vr in STRING_VRS or vr == "PN":
+                for v in _values(value):
+                    if not (vr == "UI" and (action == "U" or action == "D") and is_well_known_uid(str(v))):
+                        st.out.values.collect(keyword, vr, str(v))
+        if action == "X":
+            del ds[tag]
+        elif action == "P":
+            ds[tag] = DataElement(tag, vr, st.pseudonym)
+        elif action == "Z":
+            elem.value = "" if vr in STRING_VRS or vr == "PN" else (b"" if vr in BINARY_VRS else None)
+        elif action == "U" or (action == "D" and vr == "UI"):
+            if vr != "UI":
+                del ds[tag]
+                return
+            new = [v if is_well_known_uid(str(v)) else self._map_uid(str(v), st.out) for v in _values(value)]
+            elem.value = new if len(new) != 1 else new[0]
+        elif action == "D":
+            self._dummy(ds, tag, vr, elem)
+        elif action == "C":
+            self._clean(ds, tag, vr, elem, st)
+
+    def _dummy(self, ds: Dataset, tag: int, vr: str, elem: DataElement) -> None:
+        if vr in DUMMIES:
+            elem.value = DUMMIES[vr]
+        elif vr in STRING_VRS or vr == "PN":
+            elem.value = DUMMY_TEXT
+        elif vr in BINARY_VRS:
+            elem.value = b"\x00\x00"
+        else:
+            elem.value = 0
+
+    def _clean(self, ds: Dataset, tag: int, vr: str, elem: DataElement, st: _State) -> None:
+        if vr == "DA" or vr == "DT":
+            shift = shift_da if vr == "DA" else shift_dt
+            new = [shift(str(v), st.offset) for v in _values(elem.value)]
+            new = [v for v in new if v]
+            elem.value = (new if len(new) != 1 else new[0]) if new else ""
+        elif vr == "TM":
+            return  # times are kept when dates are shifted
+        elif vr in FREE_TEXT_VRS or vr in ("CS", "AE", "UR"):
+            if vr == "PN":
+                elem.value = DUMMY_TEXT
+                return
+            new = [st.cleaner.clean(str(v)) for v in _values(elem.value)]
+            elem.value = new if len(new) != 1 else new[0] if new else ""
+        else:
+            del ds[tag]  # binary content cannot be cleaned safely: remove it
+
+    def _private(self, ds: Dataset, st: _State) -> None:
+        private = [t for t in ds.keys() if t >> 16 & 1]
+        if not private:
+            return
+        keep: set[int] = set()
+        if self.options.retain_safe_private:
+            creators = {}
+            for t in private:
+                if 0x10 <= t & 0xFFFF <= 0xFF:
+                    creators[(t >> 16, t & 0xFF)] = str(ds[t].value or "").strip()
+            for t in private:
+                element = t & 0xFFFF
+                if element > 0xFF:
+                    creator = creators.get((t >> 16, element >> 8))
+                    if creator and (creator, t >> 16, element & 0xFF) in self.safe_private:
+                        keep.add(t)
+                        keep.add((t & 0xFFFF0000) | (element >> 8))
+        for t in private:
+            if t in keep:
+                if t & 0xFFFF > 0xFF:
+                    st.note(t, "K", "rtnSafePrivOpt")
+                continue
+            raw = ds.get_item(t, keep_deferred=True)
+            if not _is_deferred(raw) and _vr_of(t, raw) == "PN":
+                for v in _values(ds[t].value):
+                    st.out.values.add_name(str(v))
+            del ds[t]
+            st.note(t, "X", "basic", private=True)
+
+    def _finish(self, ds: Dataset, st: _State) -> None:
+        """Set the attributes that say what was done (PS3.15 E.1.1 and C.7.1.1)."""
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = self.options.method_description()
+        codes = []
+        for value, meaning in self.options.method_codes():
+            item = Dataset()
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            codes.append(item)
+        ds.DeidentificationMethodCodeSequence = codes
+        if self.options.retain_long_full_dates:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        elif self.options.retain_long_modified_dates:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+        if "PatientName" not in ds:
+            ds.PatientName = st.pseudonym
+        if "PatientID" not in ds:
+            ds.PatientID = st.pseudonym
+
+    def _rewrite_meta(self, ds: Dataset, st: _State) -> None:
+        from pydicom.dataset import FileMetaDataset
+
+        old = getattr(ds, "file_meta", None) or FileMetaDataset()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", old.get("MediaStorageSOPClassUID", ""))
+        meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
+        old_sop = str(old.get("MediaStorageSOPInstanceUID", "") or "")
+        if old_sop and not is_well_known_uid(old_sop):
+            if not self.options.retain_uids:
+                st.out.values.uids.add(old_sop)
+        meta.TransferSyntaxUID = old.get("TransferSyntaxUID", "1.2.840.10008.1.2")
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        for t in old.keys():
+            if t not in (0x00020001, 0x00020002, 0x00020010, 0x00020000):
+                st.note(t, "U" if t == 0x00020003 else "X", "basic")
+        ds.file_meta = meta
+
+    def _map_uid(self, uid: str, out: DeidOutcome) -> str:
+        new = self.pseudo.uid(uid)
+        out.uid_map[new] = uid
+        return new
+
+
+class _State:
+    """Per-dataset working state of one walk."""
+
+    __slots__ = ("out", "sop_class", "offset", "pseudonym", "cleaner")
+
+    def __init__(self, out: DeidOutcome, sop_class: str, offset: int, pseudonym: str, cleaner):
+        self.out = out
+        self.sop_class = sop_class
+        self.offset = offset
+        self.pseudonym = pseudonym
+        self.cleaner = cleaner
+
+    def note(self, tag: int, action: str, column: str, private: bool = False) -> None:
+        if private:
+            text = f"({tag >> 16:04X},xx{tag & 0xFF:02X})" if tag & 0xFFFF > 0xFF else tag_text(tag)
+            self.out.record.add((text, "", action, column))
+        else:
+            self.out.record.add((tag_text(tag), _keyword(tag), action, column))
+
+
+# A fixed UUID-derived UID (PS3.5 B.2) naming dicomflow as the writer of the file.
+IMPLEMENTATION_CLASS_UID = "2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "https://dicomflow/implementation").int)
+IMPLEMENTATION_VERSION = "DICOMFLOW_01"

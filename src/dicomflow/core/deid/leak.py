@@ -1,0 +1,102 @@
+"""Leak scan: search every element of an output object, then its raw bytes, for identifying values.
+
+Any finding fails the job. Findings name the tag, keyword and the class of value (name, id, date,
+uid, text) — never the value. The element pass looks at every element (private, binary and file
+meta included; Pixel Data is left to the byte pass); the byte pass reads the written file and
+searches the longer values (>= 5 characters: shorter ones would match random pixel bytes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from dicomflow.core.deid.engine import _is_deferred, tag_text
+from dicomflow.core.deid.values import IdentifyingValues
+
+_WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+")
+_UIDISH = re.compile(r"[0-9]+(?:\.[0-9]+)+")
+_DATE_FORMS = re.compile(r"(\d{4})[-./](\d{2})[-./](\d{2})|(\d{2})[-./](\d{2})[-./](\d{4})")
+RAW_MIN = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    tag: str
+    keyword: str
+    kind: str
+
+    def describe(self) -> str:
+        return f"identifying {self.kind} found in {self.tag} {self.keyword}".rstrip()
+
+
+def _text_kinds(text: str, values: IdentifyingValues) -> list[str]:
+    kinds = []
+    upper = text.upper()
+    words = set(_WORD.findall(upper))
+    if words & values.tokens:
+        kinds.append("name/id")
+    if values.dates:
+        digits = {w[:8] for w in words if len(w) >= 8 and w.isdigit()}
+        for m in _DATE_FORMS.finditer(text):
+            digits.add(m.group(1) + m.group(2) + m.group(3) if m.group(1) else m.group(6) + m.group(5) + m.group(4))
+        if digits & values.dates:
+            kinds.append("date")
+    if values.uids and set(_UIDISH.findall(text)) & values.uids:
+        kinds.append("uid")
+    if any(p in upper for p in values.phrases):
+        kinds.append("text")
+    return kinds
+
+
+def scan_dataset(ds: Dataset, values: IdentifyingValues) -> list[Finding]:
+    """Every element at any depth, file meta included."""
+    findings: list[Finding] = []
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        _scan(meta, values, findings)
+    _scan(ds, values, findings)
+    return findings
+
+
+def _scan(ds: Dataset, values: IdentifyingValues, findings: list[Finding]) -> None:
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag, keep_deferred=True)
+        if _is_deferred(raw):
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                _scan(item, values, findings)
+            continue
+        value = elem.value
+        if value is None:
+            continue
+        if isinstance(value, bytes):
+            text = value.decode("latin-1")
+        elif isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str):
+            text = "\\".join(str(v) for v in value)
+        else:
+            text = str(value)
+        for kind in _text_kinds(text, values):
+            findings.append(Finding(tag_text(tag), elem.keyword, kind))
+
+
+def raw_needles(values: IdentifyingValues) -> list[tuple[bytes, str]]:
+    needles = [(u.encode("ascii", "ignore"), "uid") for u in values.uids if len(u) >= RAW_MIN]
+    needles += [(d.encode("ascii"), "date") for d in values.dates]
+    needles += [(t.encode("utf-8"), "name/id") for t in values.tokens if len(t) >= RAW_MIN]
+    needles += [(p.encode("utf-8"), "text") for p in values.phrases]
+    return needles
+
+
+def scan_file_bytes(path: Path, values: IdentifyingValues) -> list[Finding]:
+    """Final pass over the raw bytes of a written file (case-insensitive for text)."""
+    needles = raw_needles(values)
+    if not needles:
+        return []
+    data = Path(path).read_bytes().upper()
+    return [Finding("file", "raw bytes", kind) for needle, kind in needles if needle and needle in data]
