@@ -9,10 +9,13 @@ import os
 import shutil
 import tempfile
 
-os.environ["DICOMFLOW_HOME"] = tempfile.mkdtemp(prefix="dicomflow-test-")
+# Normally already set by the -p dicomflow.testing.pytest_home plugin (before Django reads settings).
+os.environ["DICOMFLOW_HOME"] = os.environ.get("DICOMFLOW_TEST_SESSION_HOME") or tempfile.mkdtemp(prefix="dicomflow-test-")
 os.environ.setdefault("DICOMFLOW_FSYNC", "never")
 
 import pytest  # noqa: E402
+
+pytest_plugins = ["fixtures_celery"]  # the real Celery worker fixture (celery_worker_process)
 
 
 def require_tool(name: str) -> str:
