@@ -48,3 +48,136 @@ class DicomNode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
+
+
+from django.conf import settings  # noqa: E402  (used by the models below)
+
+
+# --- ZIP uploads (admin) ----------------------------------------------------------------------------
+class UploadStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class UploadStage(models.TextChoices):
+    """The stages a ZIP upload goes through, in order; ``percent`` is overall progress."""
+
+    WAITING = "waiting", "Waiting"
+    INITIALISE = "initialise", "Initialise"
+    EXTRACT = "extract", "Extract"
+    IMPORT = "import", "Import"
+    CLEAN_UP = "clean_up", "Clean up"
+    FINALISE = "finalise", "Finalise"
+    DONE = "done", "Done"
+
+
+class ZipUpload(models.Model):
+    """A ZIP uploaded through the admin and imported by a Celery task (``dicomflow.intake.uploads``).
+
+    Status moves Pending → In progress → Completed | Failed; only the task that wins the
+    conditional update Pending → In progress processes it, so a re-delivered task does no harm.
+    """
+
+    file = models.FileField(upload_to="zip_uploads/%Y/%m/%d/", help_text="A ZIP of DICOM files (many patients allowed).")
+    original_name = models.CharField(max_length=255, blank=True, default="")
+    size = models.BigIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="zip_uploads"
+    )
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=16, choices=UploadStatus.choices, default=UploadStatus.PENDING, db_index=True)
+    stage = models.CharField(max_length=16, choices=UploadStage.choices, default=UploadStage.WAITING)
+    percent = models.PositiveSmallIntegerField(default=0)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    import_run = models.ForeignKey(ImportRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    files_seen = models.IntegerField(default=0)
+    instances_new = models.IntegerField(default=0)
+    instances_duplicate = models.IntegerField(default=0)
+    conflicts_count = models.IntegerField(default=0)
+    ignored_count = models.IntegerField(default=0)
+    patients = models.IntegerField(default=0)
+    studies = models.IntegerField(default=0)
+    series = models.IntegerField(default=0)
+    error_message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-uploaded_at", "-id"]
+        verbose_name = "ZIP upload"
+
+    def __str__(self) -> str:
+        return f"{self.original_name or self.file.name} ({self.get_status_display()})"
+
+
+# --- watched datastore folders ---------------------------------------------------------------------
+def default_stable_minutes() -> float:
+    return settings.DICOMFLOW_WATCH_STABLE_MINUTES
+
+
+class WatchedFolder(models.Model):
+    """A configured source path; every new sub-folder of it is copied and imported once it is quiet."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    path = models.CharField(max_length=1024, help_text="Absolute path of the folder to watch.")
+    enabled = models.BooleanField(default=True)
+    stable_minutes = models.FloatField(
+        default=default_stable_minutes,
+        help_text="A sub-folder is taken once nothing in it has changed for this many minutes.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_scan_at = models.DateTimeField(null=True, blank=True)
+    last_scan_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FolderIntakeStatus(models.TextChoices):
+    WAITING = "waiting", "Waiting until stable"
+    COPYING = "copying", "Copying"
+    COPIED = "copied", "Copied, import queued"
+    IMPORTING = "importing", "Importing"
+    IMPORTED = "imported", "Imported"
+    FAILED = "failed", "Failed"
+
+
+class FolderIntake(models.Model):
+    """One sub-folder of a watched folder: seen → (stable) → copied → imported. Never taken twice.
+
+    The unique (watched folder, folder name) pair means a folder has one row for ever; the claim
+    is a conditional update ``WAITING → COPYING`` that exactly one worker can win.
+    """
+
+    watched_folder = models.ForeignKey(WatchedFolder, on_delete=models.CASCADE, related_name="intakes")
+    folder_name = models.CharField(max_length=255)
+    source_path = models.CharField(max_length=1024)
+    status = models.CharField(
+        max_length=16, choices=FolderIntakeStatus.choices, default=FolderIntakeStatus.WAITING, db_index=True
+    )
+    signature = models.CharField(max_length=128, blank=True, default="", help_text="files:bytes:newest mtime")
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    signature_since = models.DateTimeField(null=True, blank=True, help_text="When the current signature was first seen.")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=128, blank=True, default="")
+    copy_path = models.CharField(max_length=1024, blank=True, default="")
+    copied_at = models.DateTimeField(null=True, blank=True)
+    files_copied = models.IntegerField(default=0)
+    bytes_copied = models.BigIntegerField(default=0)
+    import_run = models.ForeignKey(ImportRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    imported_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-first_seen_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["watched_folder", "folder_name"], name="uniq_watched_folder_intake")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.watched_folder.name}/{self.folder_name}"

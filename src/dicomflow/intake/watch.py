@@ -1,0 +1,234 @@
+"""Watched datastore folders (as the DRAW client does): copy each new, quiet sub-folder once, then import it.
+
+A scan lists the direct sub-folders of every enabled :class:`WatchedFolder` (hidden ones, whose
+names start with ".", and symbolic links are skipped: writers may use a hidden name while a folder
+is still being filled). For each it computes a *signature*: number of files, total bytes and the
+newest modification time of every entry (files and folders, the folder itself included).
+
+A folder is **stable** — taken — when both hold:
+
+1. its signature is the one recorded at the previous scan (it has been seen at least twice and
+   nothing was added, removed, grown or touched in between; this catches copies that preserve old
+   mtimes, e.g. ``rsync -a`` or ``cp -p``), and
+2. nothing in it is newer than N minutes (``stable_minutes``, default
+   ``DICOMFLOW_WATCH_STABLE_MINUTES`` = 10) — or, for clocks that disagree (mtimes in the future on
+   a network share), the signature has not changed for N minutes of our own clock.
+
+Taking a folder is safe with several workers: each sub-folder has exactly one
+:class:`FolderIntake` row (unique constraint on watched folder + name), and the claim is a
+conditional update ``WAITING → COPYING`` that only one worker can win; later states are never
+reset, so a folder is never taken twice. The copy goes to a hidden temporary folder and is
+renamed into ``$DICOMFLOW_HOME/datastore/folders/<name>`` (a unique name, reserved with
+``mkdir``); if the source changed while it was copied, the copy is discarded and the folder waits
+again. The import itself (``import_intake``) is a second conditional update ``COPIED → IMPORTING``
+followed by :func:`dicomflow.intake.services.import_paths` with ``source_kind=WATCHED_FOLDER``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from dicomflow.errors import DicomflowError
+from dicomflow.intake.models import FolderIntake, FolderIntakeStatus, SourceKind, WatchedFolder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FolderSignature:
+    """What a scan sees of a folder: if any of this changes, the folder is not quiet."""
+
+    files: int
+    bytes: int
+    newest_mtime: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.files}:{self.bytes}:{self.newest_mtime:.6f}"
+
+
+def folder_signature(path: str | os.PathLike) -> FolderSignature:
+    """Count files and bytes and find the newest mtime below ``path`` (links are not followed)."""
+    files = size = 0
+    newest = os.lstat(path).st_mtime
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:  # removed while we looked: the next scan sees the change
+                continue
+            newest = max(newest, st.st_mtime)
+            if name in filenames:
+                files += 1
+                size += st.st_size
+    return FolderSignature(files, size, newest)
+
+
+def is_stable(intake: FolderIntake, signature: FolderSignature, stable_minutes: float, now: datetime) -> bool:
+    """Rule 1 + 2 of the module docstring (the caller already knows the signature is unchanged)."""
+    quiet = timedelta(minutes=stable_minutes)
+    newest = datetime.fromtimestamp(signature.newest_mtime, tz=now.tzinfo)
+    if now - newest >= quiet:
+        return True
+    return intake.signature_since is not None and now - intake.signature_since >= quiet
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:128]
+
+
+def claim(intake_id: int, signature: str) -> bool:
+    """Take a waiting folder for this worker; True for exactly one of any number of concurrent callers."""
+    won = FolderIntake.objects.filter(
+        pk=intake_id, status=FolderIntakeStatus.WAITING, signature=signature
+    ).update(status=FolderIntakeStatus.COPYING, claimed_at=timezone.now(), claimed_by=worker_identity())
+    return won == 1
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe_name(name: str) -> str:
+    return _UNSAFE.sub("_", name).strip("._")[:120] or "folder"
+
+
+def _reserve_destination(name: str) -> Path:
+    """Reserve a unique ``datastore/folders/<name>[-k]`` with mkdir (atomic: two workers never share one)."""
+    root = settings.DATASTORE_DIR / "folders"
+    root.mkdir(parents=True, exist_ok=True)
+    base = _safe_name(name)
+    for k in range(1, 10_000):
+        candidate = root / (base if k == 1 else f"{base}-{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise DicomflowError(f"no free name for a copy of '{base}' in {root}")
+
+
+def _skip_links(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if os.path.islink(os.path.join(directory, n))]
+
+
+def copy_claimed(intake: FolderIntake, signature: FolderSignature) -> bool:
+    """Copy a claimed folder into the datastore; False (and back to waiting) if it changed meanwhile."""
+    tmp_root = settings.DATASTORE_DIR / "folders" / f".incoming-{uuid.uuid4().hex}"
+    tmp_root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(intake.source_path, tmp_root, symlinks=False, ignore=_skip_links)
+        after = folder_signature(intake.source_path)
+        if after != signature:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+            FolderIntake.objects.filter(pk=intake.pk, status=FolderIntakeStatus.COPYING).update(
+                status=FolderIntakeStatus.WAITING, signature=after.text, signature_since=timezone.now(),
+                claimed_at=None, claimed_by="",
+            )
+            log.info("watched folder %s changed while copying; waiting again", intake)
+            return False
+        destination = _reserve_destination(intake.folder_name)
+        os.rename(tmp_root, destination)  # replaces the empty reserved folder atomically
+    except OSError as exc:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        FolderIntake.objects.filter(pk=intake.pk).update(
+            status=FolderIntakeStatus.FAILED, error_message=f"copy failed: {exc.strerror or exc}"
+        )
+        log.warning("copying watched folder %s failed: %s", intake, exc)
+        return False
+    FolderIntake.objects.filter(pk=intake.pk).update(
+        status=FolderIntakeStatus.COPIED, copy_path=str(destination), copied_at=timezone.now(),
+        files_copied=signature.files, bytes_copied=signature.bytes,
+    )
+    log.info("copied watched folder %s to %s", intake, destination)
+    return True
+
+
+def _tracking_row(source: WatchedFolder, name: str, path: str) -> FolderIntake:
+    intake, _ = FolderIntake.objects.get_or_create(
+        watched_folder=source, folder_name=name, defaults={"source_path": path}
+    )
+    return intake
+
+
+def scan_source(source: WatchedFolder, now: datetime | None = None) -> list[int]:
+    """One scan of one watched folder; returns the ids of folders this call copied (ready to import)."""
+    now = now or timezone.now()
+    root = Path(source.path)
+    copied: list[int] = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:
+        WatchedFolder.objects.filter(pk=source.pk).update(
+            last_scan_at=now, last_scan_error=f"cannot list {root}: {exc.strerror or exc}"
+        )
+        return copied
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        intake = _tracking_row(source, entry.name, entry.path)
+        if intake.status != FolderIntakeStatus.WAITING:
+            continue
+        try:
+            signature = folder_signature(entry.path)
+        except OSError:
+            continue  # vanished or unreadable now; seen again next scan
+        if signature.text != intake.signature:
+            FolderIntake.objects.filter(pk=intake.pk, status=FolderIntakeStatus.WAITING).update(
+                signature=signature.text, signature_since=now
+            )
+            continue
+        if not is_stable(intake, signature, source.stable_minutes, now):
+            continue
+        if claim(intake.pk, signature.text) and copy_claimed(intake, signature):
+            copied.append(intake.pk)
+    WatchedFolder.objects.filter(pk=source.pk).update(last_scan_at=now, last_scan_error="")
+    return copied
+
+
+def scan_all() -> list[int]:
+    """Scan every enabled watched folder; ids of the folders copied by this call."""
+    copied: list[int] = []
+    for source in WatchedFolder.objects.filter(enabled=True):
+        copied += scan_source(source)
+    return copied
+
+
+def import_intake(intake_id: int):
+    """Import a copied folder once (conditional update COPIED → IMPORTING); None if someone else did."""
+    from dicomflow.intake.services import import_paths
+
+    won = FolderIntake.objects.filter(pk=intake_id, status=FolderIntakeStatus.COPIED).update(
+        status=FolderIntakeStatus.IMPORTING
+    )
+    if not won:
+        return None
+    intake = FolderIntake.objects.select_related("watched_folder").get(pk=intake_id)
+    try:
+        report = import_paths(
+            [intake.copy_path],
+            source_kind=SourceKind.WATCHED_FOLDER,
+            received_from=f"watched folder {intake.watched_folder.name}/{intake.folder_name}",
+        )
+    except DicomflowError as exc:
+        FolderIntake.objects.filter(pk=intake_id).update(status=FolderIntakeStatus.FAILED, error_message=str(exc))
+        return None
+    except Exception:
+        FolderIntake.objects.filter(pk=intake_id).update(
+            status=FolderIntakeStatus.FAILED, error_message="internal error during import (see the worker log)"
+        )
+        raise
+    FolderIntake.objects.filter(pk=intake_id).update(
+        status=FolderIntakeStatus.IMPORTED, import_run_id=report.import_run_id, imported_at=timezone.now()
+    )
+    return report
