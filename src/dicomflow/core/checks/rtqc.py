@@ -41,13 +41,8 @@ def structure_set_summary(ds: Any) -> StructureSetSummary:
     for roi_contour in getattr(ds, "ROIContourSequence", None) or []:
         number = _int(getattr(roi_contour, "ReferencedROINumber", None))
         for contour in getattr(roi_contour, "ContourSequence", None) or []:
-            data = getattr(contour, "ContourData", None)
-            if data:
-                try:
-                    pts = np.asarray([float(v) for v in data], dtype=np.float32)
-                except (TypeError, ValueError):
-                    continue
-                if len(pts) >= 3:
+            pts = _contour_points(contour)
+            if pts is not None and len(pts) >= 3:
                     contours[number].append(pts[: len(pts) // 3 * 3].reshape(-1, 3))
     rois = []
     for number in dict.fromkeys([*declared, *contours]):
@@ -55,6 +50,22 @@ def structure_set_summary(ds: Any) -> StructureSetSummary:
         points = np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.float32)
         rois.append(RoiSummary(number, declared.get(number), len(parts), points))
     return StructureSetSummary(tuple(rois))
+
+
+def _contour_points(contour: Any) -> np.ndarray | None:
+    """Contour Data as floats, parsed from the raw bytes when still raw (pydicom's per-value DS
+    objects would cost seconds on a large structure set)."""
+    if "ContourData" not in contour:
+        return None
+    elem = contour.get_item("ContourData")
+    value = elem.value
+    try:
+        if isinstance(value, (bytes, bytearray)):
+            text = bytes(value).strip(b"\x00 ")
+            return np.array(text.split(b"\\"), dtype=np.float64).astype(np.float32) if text else None
+        return np.asarray([float(v) for v in value], dtype=np.float32) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _int(value: Any) -> int | None:

@@ -11,6 +11,7 @@ the tests cross-check both on generated files.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Any, Iterator
 
@@ -155,6 +156,14 @@ _DS = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _CS = re.compile(r"^[A-Z0-9 _]*$")
 
 
+_DS_ONE = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+_BULK = {
+    "DS": re.compile(rf"^ *({_DS_ONE})? *(\\ *({_DS_ONE})? *)*$"),
+    "IS": re.compile(r"^ *([+-]?\d+)? *(\\ *([+-]?\d+)? *)*$"),
+}
+_MAX_LEN = {"DS": 16, "IS": 12}
+
+
 def _valid_uid(v: str) -> bool:
     return len(v) <= 64 and bool(_UID.match(v))
 
@@ -284,15 +293,20 @@ def _is_empty(ds: Any, elem: Any, keyword: str) -> bool:
 # -- the checks --------------------------------------------------------------------------------
 
 
-def _required(ds: Any, attrs: list, module: str, where: str = "") -> Iterator[Finding]:
+@functools.lru_cache(maxsize=None)
+def _label(keyword: str) -> str:
     from pydicom.datadict import tag_for_keyword
     from pydicom.tag import Tag
 
+    return _tag_label(Tag(tag_for_keyword(keyword)))
+
+
+def _required(ds: Any, attrs: list, module: str, where: str = "") -> Iterator[Finding]:
     for attr in attrs:
         keyword, kind = attr[0], attr[1]
         children = attr[2] if len(attr) > 2 else None
         elem = _element(ds, keyword)
-        label = _tag_label(Tag(tag_for_keyword(keyword)))
+        label = _label(keyword)
         if elem is None:
             if kind == 1:
                 yield Finding(
@@ -332,11 +346,18 @@ def _formats(ds: Any, where: str = "") -> Iterator[Finding]:
         if rule is None:
             continue
         check, code, severity, expected = rule
-        try:
-            values = _strings(elem, vr)
-        except Exception:
-            values = ["\x00invalid"]
-        if any(v and not check(v) for v in values):
+        raw = elem.value
+        if vr in _BULK and isinstance(raw, (bytes, bytearray)) and len(raw) > 256:
+            # long numeric arrays (Contour Data, offsets): one regex over the whole raw text
+            text = bytes(raw).decode("latin-1").rstrip("\x00 ")
+            ok = _BULK[vr].match(text) is not None and max(map(len, text.split("\\"))) <= _MAX_LEN[vr]
+        else:
+            try:
+                values = _strings(elem, vr)
+            except Exception:
+                values = ["\x00invalid"]
+            ok = all(not v or check(v) for v in values)
+        if not ok:
             yield Finding(
                 severity, code, f"{_tag_label(tag)}{where} is not {expected}; correct the value at the source."
             )

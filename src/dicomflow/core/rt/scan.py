@@ -8,6 +8,7 @@ dataset is held longer than needed.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ def scan(
     jobs = [(p, extract) for p in paths]
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(paths) >= PARALLEL_THRESHOLD else 1
+    if multiprocessing.current_process().daemon:
+        workers = 1  # e.g. inside a Celery prefork worker: daemonic processes may not have children
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_read_and_extract, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
