@@ -164,3 +164,27 @@ def test_cli_check_contract(tmp_path):
         assert value not in text
     assert subprocess.run([sys.executable, "-m", "dicomflow.cli", "check", str(tmp_path / "absent"), "--json"],
                           capture_output=True).returncode != 0
+
+
+def test_ct_without_plane_geometry_is_incomplete(tmp_path):
+    info = synth.write_image_series(tmp_path, n_slices=4, **SMALL)
+    for path in info.paths:
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient
+        del ds.ImageOrientationPatient
+        ds.save_as(path)
+    report = report_for(tmp_path, info.series_uid)
+    assert report.complete is False
+    assert Code.COMPLETENESS_NO_GEOMETRY in codes(report.findings)
+    assert "4 slice(s)" in next(f.message for f in report.findings if f.code == Code.COMPLETENESS_NO_GEOMETRY)
+
+
+def test_image_without_geometry_that_is_not_a_stack_is_not_judged(tmp_path):
+    info = synth.write_image_series(tmp_path, n_slices=2, **SMALL)
+    for path in info.paths:
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient
+        del ds.ImageOrientationPatient
+        ds.Modality = "OT"
+        ds.save_as(path)
+    assert report_for(tmp_path, info.series_uid).complete is None

@@ -211,3 +211,11 @@ def test_instance_without_identity_is_refused(study):
     with pytest.raises(MissingAttributeError) as err:
         instance_from_dataset(ds, "x.dcm")
     assert "SeriesInstanceUID" in str(err.value)
+
+
+def test_instance_ref_round_trips_through_json(study):
+    ds = pydicom.dcmread(study.approved_plan.path, stop_before_pixels=True)
+    ref = instance_from_dataset(ds)
+    again = InstanceRef.from_dict(json.loads(json.dumps(ref.to_dict())))
+    assert again == ref and again.approval_status == ApprovalStatus.APPROVED
+    assert any(r.kind == RefKind.STRUCTURE_SET for r in again.references)

@@ -95,7 +95,10 @@ def _instance_number_hint(slices: list[SliceGeometry], order: np.ndarray) -> lis
 def check_completeness(slices: list[SliceGeometry]) -> CompletenessResult:
     """Check one image series given the geometry of all its slices (or frames)."""
     if not slices:
-        return CompletenessResult(False, findings=[_no_geometry(0)])
+        return CompletenessResult(
+            False,
+            findings=[Finding(Severity.ERROR, Code.COMPLETENESS_NO_GEOMETRY, "The series has no image planes to stack.")],
+        )
     placed = [s for s in slices if s.position is not None and s.orientation is not None and s.normal is not None]
     if len(placed) < len(slices):
         return CompletenessResult(False, findings=[_no_geometry(len(slices) - len(placed))], slice_count=len(slices))

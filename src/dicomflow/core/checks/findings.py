@@ -69,6 +69,10 @@ class Finding:
     def as_dict(self) -> dict:
         return {"severity": self.severity.value, "code": self.code.value, "message": self.message}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Finding":
+        return cls(Severity(data["severity"]), Code(data["code"]), data["message"])
+
 
 _SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 

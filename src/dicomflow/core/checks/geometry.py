@@ -93,8 +93,8 @@ def slices_from_dataset(ds: Any) -> list[SliceGeometry]:
         return out
     position = _floats(getattr(ds, "ImagePositionPatient", None), 3)
     orientation = _floats(getattr(ds, "ImageOrientationPatient", None), 6)
-    if position is None and orientation is None:
-        return []
+    if position is None and orientation is None and rows is None:
+        return []  # not an image at all
     return [
         SliceGeometry(
             sop_uid,

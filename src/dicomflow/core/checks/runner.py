@@ -30,6 +30,10 @@ from dicomflow.core.checks.validity import check_validity
 from dicomflow.core.rt import InstanceRef, RTGraph, instance_from_dataset, scan
 
 
+#: Modalities whose series must be slice stacks: without plane geometry they are incomplete.
+CROSS_SECTIONAL = frozenset({"CT", "MR", "PT"})
+
+
 @dataclass(eq=False)
 class InstanceRecord:
     ref: InstanceRef
@@ -96,7 +100,9 @@ def run_checks(records: Iterable[InstanceRecord]) -> list[SeriesReport]:
         slices = [s for r in members for s in r.slices]
         report = SeriesReport(uid, node.modality, None, study_uid=node.study_uid, instances=len(members))
         findings: list[Finding] = [f for r in members for f in r.validity]
-        if node.is_volume and slices:
+        if node.is_volume and slices and (
+            node.modality in CROSS_SECTIONAL or any(s.position is not None for s in slices)
+        ):
             result = check_completeness(slices)
             report.complete = result.complete
             report.missing_slices = result.missing_positions

@@ -70,6 +70,30 @@ class InstanceRef:
     def refs(self, kind: RefKind) -> list[Reference]:
         return [r for r in self.references if r.kind == kind]
 
+    def to_dict(self) -> dict:
+        """A JSON-ready form (e.g. for a catalog column); :meth:`from_dict` reverses it."""
+        return {
+            "sop_instance_uid": self.sop_instance_uid,
+            "sop_class_uid": self.sop_class_uid,
+            "series_instance_uid": self.series_instance_uid,
+            "study_instance_uid": self.study_instance_uid,
+            "modality": self.modality,
+            "frame_of_reference_uid": self.frame_of_reference_uid,
+            "references": [[r.kind.value, r.uid, r.series_uid] for r in self.references],
+            "approval_status": self.approval_status.value if self.approval_status else None,
+            "review_date": self.review_date,
+            "review_time": self.review_time,
+            "reviewer_name": self.reviewer_name,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InstanceRef":
+        values = dict(data)
+        values["references"] = tuple(Reference(RefKind(k), u, s) for k, u, s in values.get("references", ()))
+        status = values.get("approval_status")
+        values["approval_status"] = ApprovalStatus(status) if status else None
+        return cls(**values)
+
 
 def _text(value: Any) -> str | None:
     if value is None:
