@@ -169,3 +169,20 @@ def test_unknown_sop_class_gets_common_modules_only(study, tmp_path):
 def test_value_formats(check, good, bad):
     assert all(check(v) for v in good)
     assert not any(check(v) for v in bad)
+
+
+def test_implicit_vr_and_already_converted_values(tmp_path):
+    info = synth.write_image_series(tmp_path, n_slices=2, rows=32, cols=32, implicit_vr=True,
+                                    extra={"KVP": "9.87654"})
+    path = info.paths[0]
+    assert not [f for f in validity_of(path) if f.severity != Severity.INFO]
+    _plant(path, b"9.87654", b"abc.def")
+    fresh = validity_of(path)
+    assert Code.VALIDITY_MALFORMED_DECIMAL in {f.code for f in fresh}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for elem in ds:  # convert every element first, as a caller may have done
+            elem.value
+    converted = {f.code for f in check_validity(ds)}
+    assert converted == {f.code for f in fresh}
