@@ -247,14 +247,12 @@ class CatalogWriter:
 
     def touched(self, items: list[StoredFile], outcome: BatchOutcome) -> None:
         """Count the patients/studies/series of duplicates and conflicts as touched too."""
-        for item in items:
-            h = item.header
-            key = (h.patient_id, h.issuer_of_patient_id)
-            if key not in self._patients or h.study_instance_uid not in self._studies:
-                self._ensure_patients([h])
-                self._ensure_studies([h])
-                self._ensure_series([h])
-            outcome.patient_ids.add(self._patients[key])
+        headers = [item.header for item in items]
+        self._ensure_patients(headers)
+        self._ensure_studies(headers)
+        self._ensure_series(headers)
+        for h in headers:
+            outcome.patient_ids.add(self._patients[(h.patient_id, h.issuer_of_patient_id)])
             outcome.study_ids.add(self._studies[h.study_instance_uid])
             outcome.series_ids.add(self._series[h.series_instance_uid])
 
