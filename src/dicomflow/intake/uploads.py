@@ -32,7 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dicomflow.errors import ArchiveError, DicomflowError
-from dicomflow.intake.models import SourceKind, UploadStage, UploadStatus, ZipUpload
+from dicomflow.intake.models import ImportRun, SourceKind, UploadStage, UploadStatus, ZipUpload
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,22 @@ def _member_count(path: str) -> int:
         raise ArchiveError(f"{os.path.basename(path)} is not a readable ZIP archive ({exc})") from None
 
 
+def _rename_entries(report, path: str, name: str) -> None:
+    """Show ZIP members as ``upload.zip!member`` (not the upload folder's path) here and on the ImportRun."""
+    prefix = os.fspath(path)
+    for entry in (*report.conflicts, *report.ignored):
+        if entry["path"] == prefix or entry["path"].startswith(prefix + "!"):
+            entry["path"] = name + entry["path"][len(prefix):]
+    ImportRun.objects.filter(pk=report.import_run_id).update(conflicts=report.conflicts, ignored=report.ignored)
+
+
+def _whole_archive_refusal(report, name: str) -> str | None:
+    """The reason, when the archive as a whole was refused (corrupt, bomb...): the upload failed."""
+    if report.files_seen == 1 and report.ignored and report.ignored[0]["path"] == name:
+        return report.ignored[0]["reason"]
+    return None
+
+
 def process_upload(upload_id: int) -> dict:
     """Import one upload through its stages; the body of the Celery task."""
     from dicomflow.intake.services import import_paths
@@ -138,6 +154,11 @@ def process_upload(upload_id: int) -> dict:
             [path], source_kind=SourceKind.ZIP_UPLOAD, received_from=f"ZIP upload #{upload_id}",
             progress=progress,
         )
+        _rename_entries(report, path, upload.original_name or os.path.basename(path))
+        name = upload.original_name or os.path.basename(path)
+        refused = _whole_archive_refusal(report, name)
+        if refused:
+            raise ArchiveError(f"{name}: {refused}")
         report_stage(UploadStage.IMPORT, 1.0)
 
         report_stage(UploadStage.CLEAN_UP)

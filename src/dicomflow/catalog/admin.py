@@ -1,0 +1,226 @@
+"""Catalog in the admin: the first thing users see. View only — the catalog is written by the import
+service (``dicomflow.intake.services``), never by hand, so rows and stored files stay consistent.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
+
+from dicomflow.catalog.models import (
+    ROI,
+    ImageInformation,
+    Instance,
+    InstanceConflict,
+    Patient,
+    RTDose,
+    RTImage,
+    RTPlan,
+    RTStructureSet,
+    Series,
+    Study,
+)
+
+
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Browse and search; no add, change or delete (files in the store would fall out of step)."""
+
+    list_per_page = 50
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ViewOnlyInline:
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _link(obj, label=None):
+    if obj is None:
+        return "-"
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+class StudyInline(ViewOnlyInline, admin.TabularInline):
+    model = Study
+    fields = ["study_instance_uid", "study_date", "description", "accession_number"]
+
+
+class SeriesInline(ViewOnlyInline, admin.TabularInline):
+    model = Series
+    fields = ["series_number", "modality", "description", "series_instance_uid", "series_date"]
+
+
+class ImageInformationInline(ViewOnlyInline, admin.StackedInline):
+    model = ImageInformation
+    show_change_link = False
+
+
+class RTStructureSetInline(ViewOnlyInline, admin.StackedInline):
+    model = RTStructureSet
+
+
+class RTPlanInline(ViewOnlyInline, admin.StackedInline):
+    model = RTPlan
+    show_change_link = False
+
+
+class RTDoseInline(ViewOnlyInline, admin.StackedInline):
+    model = RTDose
+    show_change_link = False
+
+
+class RTImageInline(ViewOnlyInline, admin.StackedInline):
+    model = RTImage
+    show_change_link = False
+
+
+class ROIInline(ViewOnlyInline, admin.TabularInline):
+    model = ROI
+    show_change_link = False
+    fields = ["number", "name", "interpreted_type", "color", "contour_count", "referenced_frame_of_reference_uid"]
+
+
+class ConflictInline(ViewOnlyInline, admin.TabularInline):
+    model = InstanceConflict
+    show_change_link = False
+
+
+@admin.register(Patient)
+class PatientAdmin(ViewOnlyAdmin):
+    list_display = ["patient_id", "patient_name", "sex", "birth_date", "n_studies", "created_at"]
+    search_fields = ["patient_id", "patient_name"]
+    list_filter = ["sex", "created_at"]
+    inlines = [StudyInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_n_studies=Count("studies"))
+
+    @admin.display(description="studies", ordering="_n_studies")
+    def n_studies(self, obj):
+        return obj._n_studies
+
+
+@admin.register(Study)
+class StudyAdmin(ViewOnlyAdmin):
+    list_display = ["study_instance_uid", "patient_link", "study_date", "description", "accession_number", "n_series"]
+    search_fields = [
+        "study_instance_uid", "accession_number", "description", "patient__patient_id", "patient__patient_name",
+    ]
+    list_filter = ["study_date", "series__modality"]
+    date_hierarchy = "study_date"
+    list_select_related = ["patient"]
+    inlines = [SeriesInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_n_series=Count("series", distinct=True))
+
+    @admin.display(description="patient", ordering="patient__patient_id")
+    def patient_link(self, obj):
+        return _link(obj.patient)
+
+    @admin.display(description="series", ordering="_n_series")
+    def n_series(self, obj):
+        return obj._n_series
+
+
+@admin.register(Series)
+class SeriesAdmin(ViewOnlyAdmin):
+    list_display = [
+        "series_instance_uid", "modality", "series_number", "description", "patient_link", "study_link",
+        "series_date", "n_instances",
+    ]
+    search_fields = [
+        "series_instance_uid", "description", "frame_of_reference_uid", "study__study_instance_uid",
+        "study__patient__patient_id", "study__patient__patient_name",
+    ]
+    list_filter = ["modality", "series_date", "created_at"]
+    list_select_related = ["study__patient"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_n_instances=Count("instances"))
+
+    @admin.display(description="instances", ordering="_n_instances")
+    def n_instances(self, obj):
+        return obj._n_instances
+
+    @admin.display(description="patient", ordering="study__patient__patient_id")
+    def patient_link(self, obj):
+        return _link(obj.study.patient)
+
+    @admin.display(description="study")
+    def study_link(self, obj):
+        return _link(obj.study, obj.study.study_date or "study")
+
+
+@admin.register(Instance)
+class InstanceAdmin(ViewOnlyAdmin):
+    list_display = [
+        "sop_instance_uid", "instance_number", "modality", "sop_class_uid", "series_link", "size",
+        "received_from", "received_at",
+    ]
+    search_fields = [
+        "sop_instance_uid", "sha256", "series__series_instance_uid", "series__study__study_instance_uid",
+        "series__study__patient__patient_id", "series__study__patient__patient_name",
+    ]
+    list_filter = ["series__modality", "received_at", "sop_class_uid"]
+    list_select_related = ["series"]
+    show_full_result_count = False
+    inlines = [ImageInformationInline, RTStructureSetInline, RTPlanInline, RTDoseInline, RTImageInline, ConflictInline]
+
+    @admin.display(description="modality", ordering="series__modality")
+    def modality(self, obj):
+        return obj.series.modality
+
+    @admin.display(description="series")
+    def series_link(self, obj):
+        return _link(obj.series, obj.series.series_instance_uid)
+
+
+@admin.register(RTStructureSet)
+class RTStructureSetAdmin(ViewOnlyAdmin):
+    list_display = ["label", "name", "approval_status", "structure_set_date", "referenced_series_uid", "n_rois"]
+    search_fields = ["label", "name", "instance__sop_instance_uid", "referenced_series_uid", "rois__name"]
+    list_filter = ["approval_status"]
+    inlines = [ROIInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_n_rois=Count("rois"))
+
+    @admin.display(description="ROIs", ordering="_n_rois")
+    def n_rois(self, obj):
+        return obj._n_rois
+
+
+@admin.register(RTPlan)
+class RTPlanAdmin(ViewOnlyAdmin):
+    list_display = ["label", "name", "approval_status", "fractions_planned", "beam_count", "referenced_structure_set_uid"]
+    search_fields = ["label", "name", "instance__sop_instance_uid", "referenced_structure_set_uid"]
+    list_filter = ["approval_status"]
+
+
+@admin.register(RTDose)
+class RTDoseAdmin(ViewOnlyAdmin):
+    list_display = ["instance", "dose_type", "dose_summation_type", "dose_units", "referenced_plan_uid"]
+    search_fields = ["instance__sop_instance_uid", "referenced_plan_uid"]
+    list_filter = ["dose_type", "dose_summation_type"]

@@ -1,0 +1,251 @@
+"""Admin pages of intake: ZIP uploads (upload, Process now, bulk action), watched folders, import runs.
+
+Thin: every action calls a service in ``uploads`` / ``watch`` or queues a task.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from dicomflow.intake import uploads
+from dicomflow.intake.models import (
+    FolderIntake,
+    FolderIntakeStatus,
+    ImportRun,
+    UploadStatus,
+    WatchedFolder,
+    ZipUpload,
+)
+
+_BADGE = {
+    UploadStatus.PENDING: "#6c757d",
+    UploadStatus.IN_PROGRESS: "#0d6efd",
+    UploadStatus.COMPLETED: "#198754",
+    UploadStatus.FAILED: "#dc3545",
+}
+
+
+def badge(text: str, colour: str):
+    return format_html(
+        '<span style="background:{};color:#fff;border-radius:4px;padding:2px 8px;white-space:nowrap">{}</span>',
+        colour, text,
+    )
+
+
+class ZipUploadForm(forms.ModelForm):
+    class Meta:
+        model = ZipUpload
+        fields = ["file"]
+
+    def clean_file(self):
+        f = self.cleaned_data["file"]
+        if f and not zipfile.is_zipfile(f):
+            raise forms.ValidationError("This file is not a ZIP archive. Upload a .zip of DICOM files.")
+        if f:
+            f.seek(0)
+        return f
+
+
+@admin.register(ZipUpload)
+class ZipUploadAdmin(admin.ModelAdmin):
+    form = ZipUploadForm
+    list_display = [
+        "id", "name", "uploaded_by", "uploaded_at", "status_badge", "stage_progress",
+        "instances_new", "instances_duplicate", "conflicts_count", "ignored_count", "patients", "row_actions",
+    ]
+    list_display_links = ["id", "name"]
+    list_filter = ["status", "uploaded_at"]
+    search_fields = ["original_name"]
+    actions = ["process_selected"]
+    readonly_fields = [
+        "original_name", "size", "uploaded_by", "uploaded_at", "status", "stage", "percent", "task_id",
+        "started_at", "finished_at", "import_run", "files_seen", "instances_new", "instances_duplicate",
+        "conflicts_count", "ignored_count", "patients", "studies", "series", "error_message", "links",
+    ]
+
+    def get_fields(self, request, obj=None):
+        return ["file"] if obj is None else ["file", *self.readonly_fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["file", *self.readonly_fields]
+
+    def has_change_permission(self, request, obj=None):
+        return False if obj is not None and obj.status == UploadStatus.IN_PROGRESS else super().has_change_permission(
+            request, obj
+        )
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            f = form.cleaned_data["file"]
+            obj.original_name = os.path.basename(f.name)[:255]
+            obj.size = f.size or 0
+            obj.uploaded_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        self.message_user(
+            request, f"Uploaded {obj.original_name}. Press “Process now” to import it.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:intake_zipupload_changelist"))
+
+    @admin.display(description="file", ordering="original_name")
+    def name(self, obj):
+        return obj.original_name or os.path.basename(obj.file.name)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return badge(obj.get_status_display(), _BADGE.get(obj.status, "#6c757d"))
+
+    @admin.display(description="progress")
+    def stage_progress(self, obj):
+        return format_html(
+            '<progress max="100" value="{}" style="width:6em"></progress> {}% <small>{}</small>',
+            obj.percent, obj.percent, obj.get_stage_display(),
+        )
+
+    @admin.display(description="")
+    def row_actions(self, obj):
+        view = reverse("intake:upload-progress", args=[obj.pk])
+        if obj.status in (UploadStatus.PENDING, UploadStatus.FAILED):
+            url = reverse("admin:intake_zipupload_process", args=[obj.pk])
+            # formaction posts the change list form (it carries the CSRF token) to our view.
+            return format_html(
+                '<button type="submit" class="button" formaction="{}" formmethod="post" '
+                'name="process_now" value="{}">Process now</button> <a href="{}">details</a>',
+                url, obj.pk, view,
+            )
+        return format_html('<a href="{}">{}</a>', view, "progress" if obj.status == UploadStatus.IN_PROGRESS else "result")
+
+    @admin.display(description="pages")
+    def links(self, obj):
+        return format_html(
+            '<a href="{}">progress</a> · <a href="{}">result</a> · <a href="{}">error</a>',
+            reverse("intake:upload-progress", args=[obj.pk]),
+            reverse("intake:upload-result", args=[obj.pk]),
+            reverse("intake:upload-error", args=[obj.pk]),
+        )
+
+    @admin.action(description="Process selected ZIP uploads now")
+    def process_selected(self, request, queryset):
+        with transaction.atomic():
+            queued = uploads.request_processing(list(queryset.values_list("pk", flat=True)))
+        skipped = queryset.count() - len(queued)
+        self.message_user(request, f"Queued {len(queued)} upload(s) for processing.", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"Skipped {skipped} upload(s) already in progress or completed.", messages.INFO)
+
+    def get_urls(self):
+        custom = [
+            path(
+                "<int:pk>/process/",
+                self.admin_site.admin_view(self.process_now_view),
+                name="intake_zipupload_process",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def process_now_view(self, request, pk: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("intake.change_zipupload"):
+            raise PermissionDenied("you may not process ZIP uploads")
+        with transaction.atomic():
+            queued = uploads.request_processing([pk])
+        if not queued:
+            self.message_user(request, "This upload is already in progress or completed.", messages.WARNING)
+        return HttpResponseRedirect(reverse("intake:upload-progress", args=[pk]))
+
+
+class FolderIntakeInline(admin.TabularInline):
+    model = FolderIntake
+    fields = ["folder_name", "status", "first_seen_at", "copied_at", "copy_path", "imported_at", "error_message"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WatchedFolder)
+class WatchedFolderAdmin(admin.ModelAdmin):
+    list_display = ["name", "path", "enabled", "stable_minutes", "last_scan_at", "last_scan_error", "taken"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "path"]
+    readonly_fields = ["created_at", "last_scan_at", "last_scan_error"]
+    inlines = [FolderIntakeInline]
+    actions = ["scan_now"]
+
+    @admin.display(description="folders taken")
+    def taken(self, obj):
+        return obj.intakes.exclude(status=FolderIntakeStatus.WAITING).count()
+
+    @admin.action(description="Scan watched folders now")
+    def scan_now(self, request, queryset):
+        from dicomflow.intake.tasks import scan_watched_folders
+
+        transaction.on_commit(scan_watched_folders.delay)
+        self.message_user(request, "A scan of all enabled watched folders was queued.", messages.SUCCESS)
+
+
+@admin.register(FolderIntake)
+class FolderIntakeAdmin(admin.ModelAdmin):
+    list_display = [
+        "folder_name", "watched_folder", "status", "first_seen_at", "claimed_by", "copied_at", "copy_path",
+        "files_copied", "imported_at", "import_run",
+    ]
+    list_filter = ["status", "watched_folder"]
+    search_fields = ["folder_name", "copy_path"]
+    actions = ["retry_import"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in FolderIntake._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Import the copies of the selected failed folders again")
+    def retry_import(self, request, queryset):
+        from dicomflow.intake.tasks import import_watched_folder
+
+        ids = list(queryset.filter(status=FolderIntakeStatus.FAILED).exclude(copy_path="").values_list("pk", flat=True))
+        FolderIntake.objects.filter(pk__in=ids, status=FolderIntakeStatus.FAILED).update(
+            status=FolderIntakeStatus.COPIED, error_message=""
+        )
+        for i in ids:
+            transaction.on_commit(lambda i=i: import_watched_folder.delay(i))
+        self.message_user(request, f"Queued {len(ids)} import(s).", messages.SUCCESS)
+
+
+@admin.register(ImportRun)
+class ImportRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "id", "source_kind", "source", "started_at", "finished_at", "files_seen", "instances_new",
+        "instances_duplicate", "n_conflicts", "n_ignored",
+    ]
+    list_filter = ["source_kind", "started_at"]
+    search_fields = ["source"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in ImportRun._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="conflicts")
+    def n_conflicts(self, obj):
+        return len(obj.conflicts or [])
+
+    @admin.display(description="ignored")
+    def n_ignored(self, obj):
+        return len(obj.ignored or [])
