@@ -18,7 +18,11 @@ from dicomflow.commands._common import JSON_OPTION, emit, fail
 
 
 def register(app: typer.Typer) -> None:
-    app.command("check", help="Check every series under PATH (headers only) and list the findings.")(check_command)
+    app.command(
+        "check",
+        help="Check every series under PATH (headers only) and list the findings. "
+        "Exit status 0 whenever the check ran, whatever it found; non-zero only if it could not run.",
+    )(check_command)
 
 
 def check_command(

@@ -169,15 +169,15 @@ class RTGraph:
         outgoing: dict[str, set[str]] = defaultdict(set)
         for edge in self._edges:
             outgoing[edge.source].add(edge.target)
-        seen: list[str] = []
-        stack = list(uids)
+        seen: dict[str, None] = {}  # insertion-ordered set: requested series first
+        stack = list(reversed(uids))
         while stack:
             uid = stack.pop()
             if uid in seen:
                 continue
-            seen.append(uid)
-            stack.extend(sorted(outgoing[uid] - set(seen), reverse=True))
-        return seen
+            seen[uid] = None
+            stack.extend(sorted(outgoing[uid] - seen.keys(), reverse=True))
+        return list(seen)
 
     def tree(self) -> dict:
         """The ``dicomflow rt tree --json`` document (see ARCHITECTURE.md)."""
