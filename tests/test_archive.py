@@ -27,6 +27,7 @@ from dicomflow.core.archive import (
     is_archive,
     iter_input_files,
 )
+from dicomflow.core.archive.extract import _zip_central_count
 from dicomflow.errors import ArchiveBombError, ArchiveError, ConfigurationError
 
 MiB = 1024 * 1024
@@ -364,6 +365,45 @@ def test_too_many_members(box):
         assert_nothing_left(box / "dest")
 
 
+def test_forged_member_count_does_not_hide_members(box):
+    """The end record claims 5 members; the central directory holds 20 (zipfile would load all)."""
+    archive = make_zip(box / "arch" / "f.zip", [(f"f{i}", b"x") for i in range(20)])
+    data = bytearray(archive.read_bytes())
+    _, _, eocd = zip_headers(bytes(data))
+    struct.pack_into("<HH", data, eocd + 8, 5, 5)
+    archive.write_bytes(bytes(data))
+    assert len(zipfile.ZipFile(archive).infolist()) == 20
+    # Counted from the central directory itself, before zipfile parses it (memory stays bounded).
+    assert _zip_central_count(archive, 100) == 20 and _zip_central_count(archive, 10) == 11
+    with pytest.raises(ArchiveBombError, match="max_members"):
+        extract(box, archive, ArchiveLimits(max_members=10))
+    assert_nothing_left(box / "dest")
+    assert len(extract(box, archive, ArchiveLimits(max_members=20)).files) == 20
+
+
+def to_zip64_end(data: bytes) -> bytes:
+    """Rewrite a small ZIP's end record the ZIP64 way (as archives over 4 GiB or 65535 members have)."""
+    _, _, eocd = zip_headers(data)
+    count, cd_size, cd_offset = struct.unpack("<HII", data[eocd + 10 : eocd + 20])
+    z64 = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, cd_size, cd_offset)
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, eocd, 1)
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return data[:eocd] + z64 + locator + end
+
+
+def test_zip64_end_record_is_understood(box):
+    archive = make_zip(box / "arch" / "z64.zip", [(f"f{i}", bytes([i]) * 100) for i in range(12)])
+    archive.write_bytes(to_zip64_end(archive.read_bytes()))
+    assert len(zipfile.ZipFile(archive).infolist()) == 12
+    assert _zip_central_count(archive, 100) == 12
+    with pytest.raises(ArchiveBombError, match="max_members"):
+        extract(box, archive, ArchiveLimits(max_members=11))
+    assert_nothing_left(box / "dest")
+    result = extract(box, archive)
+    assert tree(box / "dest") == {f"f{i}": bytes([i]) * 100 for i in range(12)}
+    assert result.bytes_written == 1200
+
+
 def test_overlapping_zip_members_are_a_bomb(box):
     archive = make_zip(box / "arch" / "o.zip", [("aaaa", bytes(MiB))])
     data = archive.read_bytes()
@@ -454,6 +494,7 @@ def test_nested_zip_and_tar_extract(box):
         "outer.zip!p.tgz!t/x.dcm": b"tar!",
         "outer.zip!top.dcm": b"top",
     }
+    assert result.bytes_written == sum(len(v) for v in names.values())
     # The nested archive files themselves are not left behind (they are not inputs).
     assert not (box / "dest" / "in" / "inner.zip").exists() and not (box / "dest" / "p.tgz").exists()
     assert all(box / "dest" in f.path.parents for f in result.files)

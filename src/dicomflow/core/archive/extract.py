@@ -269,11 +269,12 @@ class _Extraction:
             self.result.refused.append(RefusedMember(member, refusal.reason, refusal.code))
         finally:
             self.tree.discard_file(parts)
+            self.result.bytes_written -= size  # the archive file itself is gone
 
     # -- ZIP -----------------------------------------------------------------------------------------
     def run_zip(self) -> None:
         size = os.path.getsize(self.path)
-        declared = _zip_declared_count(self.path)
+        declared = _zip_central_count(self.path, self.limits.max_members - self.budget.members)
         if declared is not None:
             self.budget.check_declared_members(self.display, declared)
         with zipfile.ZipFile(self.path) as zf, open(self.path, "rb") as fh:
@@ -427,27 +428,41 @@ class _Extraction:
         self._write(parts, iter(lambda: src.read(CHUNK), b""), None)
 
 
-def _zip_declared_count(path: Path) -> int | None:
-    """The member count in the end-of-central-directory record, read before zipfile parses it all.
+def _zip_central_count(path: Path, stop_after: int) -> int | None:
+    """Count central-directory records before :mod:`zipfile` loads them all into memory.
 
-    zipfile loads the whole central directory into memory; a forged count is refused first.
+    zipfile reads the whole central directory (sized by the end record, not by its member count,
+    which can be forged), so a hostile archive could exhaust memory before any limit applies.
+    Counting stops at ``stop_after``; None if the end record cannot be found (zipfile then reports
+    the archive as corrupt).
     """
     with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
+        size = fh.seek(0, os.SEEK_END)
         start = max(0, size - (22 + 65535))
         fh.seek(start)
         tail = fh.read()
-    pos = tail.rfind(b"PK\x05\x06")
-    if pos < 0 or pos + 22 > len(tail):
-        return None
-    count = struct.unpack("<H", tail[pos + 10 : pos + 12])[0]
-    if count != 0xFFFF or pos < 20 or tail[pos - 20 : pos - 16] != b"PK\x06\x07":
+        pos = tail.rfind(b"PK\x05\x06")
+        if pos < 0 or pos + 22 > len(tail):
+            return None
+        cd_size, cd_offset = struct.unpack("<II", tail[pos + 12 : pos + 20])
+        record_pos = start + pos
+        if pos >= 20 and tail[pos - 20 : pos - 16] == b"PK\x06\x07":  # zip64 end record locator
+            (z64_offset,) = struct.unpack("<Q", tail[pos - 12 : pos - 4])
+            fh.seek(z64_offset)
+            record = fh.read(56)
+            if len(record) == 56 and record[:4] == b"PK\x06\x06":
+                cd_size, cd_offset = struct.unpack("<QQ", record[40:56])
+                record_pos = z64_offset
+        cd_start = record_pos - cd_size  # like zipfile: tolerate data prepended to the archive
+        if cd_start < 0:
+            return None
+        fh.seek(cd_start)
+        count = 0
+        while count <= stop_after:
+            head = fh.read(46)
+            if len(head) < 46 or head[:4] != b"PK\x01\x02":
+                break
+            name_len, extra_len, comment_len = struct.unpack("<HHH", head[28:34])
+            fh.seek(name_len + extra_len + comment_len, os.SEEK_CUR)
+            count += 1
         return count
-    (offset,) = struct.unpack("<Q", tail[pos - 12 : pos - 4])
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        record = fh.read(56)
-    if len(record) < 40 or record[:4] != b"PK\x06\x06":
-        return None
-    return struct.unpack("<Q", record[32:40])[0]

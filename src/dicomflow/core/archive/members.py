@@ -46,7 +46,7 @@ class RefusedMember:
 class ExtractionResult:
     files: list[ExtractedFile] = field(default_factory=list)
     refused: list[RefusedMember] = field(default_factory=list)
-    bytes_written: int = 0
+    bytes_written: int = 0  # total size of ``files`` (nested archive files are removed once opened)
 
 
 class Refusal(Exception):
