@@ -219,3 +219,16 @@ def test_instance_ref_round_trips_through_json(study):
     again = InstanceRef.from_dict(json.loads(json.dumps(ref.to_dict())))
     assert again == ref and again.approval_status == ApprovalStatus.APPROVED
     assert any(r.kind == RefKind.STRUCTURE_SET for r in again.references)
+
+
+def test_structure_set_approval_and_least_trusted_status_of_a_series(tmp_path):
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=4, rows=32, cols=32)
+    rs = synth.write_rtstruct(tmp_path / "rs", ct, approval_status="REJECTED")
+    graph, _ = graph_from_path(tmp_path)
+    node = graph.series[rs.series_uid]
+    assert node.approval_status == ApprovalStatus.REJECTED and node.review_date
+    # several plans in one series: the series is only as trusted as its least approved plan
+    plans = [InstanceRef(f"1.8.{i}", "1.2.840.10008.5.1.4.1.1.481.5", "1.8.100", "1.8.0", "RTPLAN",
+                         approval_status=status)
+             for i, status in enumerate([ApprovalStatus.APPROVED, ApprovalStatus.UNAPPROVED, None])]
+    assert RTGraph.from_instances(plans).series["1.8.100"].approval_status == ApprovalStatus.UNAPPROVED
