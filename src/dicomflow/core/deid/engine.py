@@ -134,6 +134,11 @@ def _is_deferred(raw) -> bool:
     return _vr_of(raw.tag, raw) != "SQ"
 
 
+def _raw_value(raw, ds: Dataset, tag: int):
+    """The value of an element about to be removed (converted while it is still in ``ds``)."""
+    return raw.value if not isinstance(raw, RawDataElement) else ds[tag].value
+
+
 def _values(value) -> list:
     if value is None or value == "":
         return []
@@ -156,6 +161,7 @@ class Deidentifier:
 
     def decide(self, tag: int, vr: str, mode: str, sop_class: str) -> tuple[str, str]:
         """(action, deciding option) for a public tag; ``mode`` is normal, dummy or clean."""
+        tag = int(tag)  # plain ints hash and compare in C (pydicom's Tag compares in Python)
         cache_key = (tag, mode, sop_class)
         found = self._decisions.get(cache_key)
         if found is None:
@@ -238,7 +244,7 @@ class Deidentifier:
         self._finish(ds, state)
         self._rewrite_meta(ds, state)
         if original_study_uid:
-            out.study = {"kind": "study", "uid": self._map_uid(original_study_uid, out), **study}
+            out.study = {"kind": "study", "uid": str(ds.get("StudyInstanceUID", "") or ""), **study}
         return out
 
     def _collect_words(self, ds: Dataset, values: IdentifyingValues, sop_class: str) -> None:
@@ -277,10 +283,14 @@ class Deidentifier:
             raw = ds.get_item(tag, keep_deferred=True)
             vr = _vr_of(tag, raw)
             action, column = self.decide(tag, vr, mode, st.sop_class)
-            if _is_deferred(raw) and action in ("K", "X"):
-                if action == "X":
-                    del ds[tag]
-                    st.note(tag, action, column)
+            if action == "K" and vr != "SQ":
+                continue  # untouched: never converted, written back as read
+            if action == "X":
+                if vr in STRING_VRS and not _is_deferred(raw):
+                    for v in _values(_raw_value(raw, ds, tag)):
+                        st.out.values.collect(_keyword(tag), vr, str(v))
+                del ds[tag]
+                st.note(tag, action, column)
                 continue
             self._apply(ds, tag, vr, action, column, st, mode)
 
@@ -384,26 +394,26 @@ class Deidentifier:
 
     def _finish(self, ds: Dataset, st: _State) -> None:
         """Set the attributes that say what was done (PS3.15 E.1.1 and C.7.1.1)."""
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = self.options.method_description()
+        ds.add_new(0x00120062, "CS", "YES")  # Patient Identity Removed
+        ds.add_new(0x00120063, "LO", self.options.method_description())
         codes = []
         for value, meaning in self.options.method_codes():
             item = Dataset()
-            item.CodeValue = value
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
+            item.add_new(0x00080100, "SH", value)
+            item.add_new(0x00080102, "SH", "DCM")
+            item.add_new(0x00080104, "LO", meaning)
             codes.append(item)
-        ds.DeidentificationMethodCodeSequence = codes
+        ds.add_new(0x00120064, "SQ", codes)
         if self.options.retain_long_full_dates:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+            temporal = "UNMODIFIED"
         elif self.options.retain_long_modified_dates:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+            temporal = "MODIFIED"
         else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
-        if "PatientName" not in ds:
-            ds.PatientName = st.pseudonym
-        if "PatientID" not in ds:
-            ds.PatientID = st.pseudonym
+            temporal = "REMOVED"
+        ds.add_new(0x00280303, "CS", temporal)  # Longitudinal Temporal Information Modified
+        for tag in (PATIENT_NAME, PATIENT_ID):
+            if tag not in ds:
+                ds.add_new(tag, "PN" if tag == PATIENT_NAME else "LO", st.pseudonym)
 
     def _rewrite_meta(self, ds: Dataset, st: _State) -> None:
         from pydicom.dataset import FileMetaDataset

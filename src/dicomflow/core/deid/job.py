@@ -79,8 +79,11 @@ class JobReport:
         }
 
 
-def _write(ds, source: Path, target: Path) -> None:
-    """Write ``ds``; a deferred, trailing, defined-length Pixel Data is copied byte for byte."""
+def _write(ds, source: Path, target: Path) -> int | None:
+    """Write ``ds``; a deferred, trailing, defined-length Pixel Data is copied byte for byte.
+
+    Returns the offset of that copied value in ``target`` (None when pydicom wrote everything).
+    """
     raw = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
     ts = UID(ds.file_meta.TransferSyntaxUID)
     fast = (
@@ -93,7 +96,7 @@ def _write(ds, source: Path, target: Path) -> None:
     )
     if not fast:
         dcmwrite(target, ds, enforce_file_format=True)
-        return
+        return None
     del ds[PIXEL_DATA]
     with open(target, "wb") as out:
         dcmwrite(out, ds, enforce_file_format=True)
@@ -103,6 +106,7 @@ def _write(ds, source: Path, target: Path) -> None:
             vr = (raw.VR or "OW").encode("ascii")
             out.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, vr, 0, raw.length))
         out.flush()
+        pixel_offset = out.tell()
         with open(source, "rb") as src:
             offset, left = raw.value_tell, raw.length
             while left > 0:
@@ -111,6 +115,7 @@ def _write(ds, source: Path, target: Path) -> None:
                     raise DicomflowError(f"{source}: Pixel Data ends before its declared length")
                 offset += sent
                 left -= sent
+    return pixel_offset
 
 
 def deidentify_file(source: Path, stage: Path, deid: Deidentifier) -> FileResult:
@@ -148,13 +153,13 @@ def deidentify_file(source: Path, stage: Path, deid: Deidentifier) -> FileResult
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        _write(ds, source, tmp)
+        pixel_offset = _write(ds, source, tmp)
         os.replace(tmp, target)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         result.reason = f"could not write the de-identified file ({type(exc).__name__})"
         return result
-    findings = scan_dataset(ds, outcome.values) + scan_file_bytes(target, outcome.values)
+    findings = scan_dataset(ds, outcome.values) + scan_file_bytes(target, outcome.values, pixel_offset)
     result.status = "ok"
     result.output = rel
     result.uid_map = outcome.uid_map

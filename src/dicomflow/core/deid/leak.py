@@ -12,15 +12,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from dicomflow.core.deid.engine import _is_deferred, tag_text
+from dicomflow.core.deid.engine import _is_deferred, _vr_of, tag_text
 from dicomflow.core.deid.values import IdentifyingValues
 
 _WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+")
 _UIDISH = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _DATE_FORMS = re.compile(r"(\d{4})[-./](\d{2})[-./](\d{2})|(\d{2})[-./](\d{2})[-./](\d{4})")
 RAW_MIN = 5
+BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
 
 @dataclass(frozen=True)
@@ -64,15 +67,21 @@ def scan_dataset(ds: Dataset, values: IdentifyingValues) -> list[Finding]:
 
 def _scan(ds: Dataset, values: IdentifyingValues, findings: list[Finding]) -> None:
     for tag in list(ds.keys()):
+        if tag in BULK_TAGS:
+            continue  # pixel bytes: the raw pass covers them
         raw = ds.get_item(tag, keep_deferred=True)
         if _is_deferred(raw):
             continue
-        elem = ds[tag]
-        if elem.VR == "SQ":
-            for item in elem.value or []:
-                _scan(item, values, findings)
-            continue
-        value = elem.value
+        if isinstance(raw, RawDataElement) and _vr_of(tag, raw) != "SQ":
+            value = raw.value  # bytes as read: no conversion needed to search them
+            keyword = keyword_for_tag(tag) or ""
+        else:
+            elem = ds[tag]
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    _scan(item, values, findings)
+                continue
+            value, keyword = elem.value, elem.keyword
         if value is None:
             continue
         if isinstance(value, bytes):
@@ -82,7 +91,7 @@ def _scan(ds: Dataset, values: IdentifyingValues, findings: list[Finding]) -> No
         else:
             text = str(value)
         for kind in _text_kinds(text, values):
-            findings.append(Finding(tag_text(tag), elem.keyword, kind))
+            findings.append(Finding(tag_text(tag), keyword, kind))
 
 
 def raw_needles(values: IdentifyingValues) -> list[tuple[bytes, str]]:
@@ -93,10 +102,15 @@ def raw_needles(values: IdentifyingValues) -> list[tuple[bytes, str]]:
     return needles
 
 
-def scan_file_bytes(path: Path, values: IdentifyingValues) -> list[Finding]:
-    """Final pass over the raw bytes of a written file (case-insensitive for text)."""
+def scan_file_bytes(path: Path, values: IdentifyingValues, stop: int | None = None) -> list[Finding]:
+    """Final pass over the raw bytes of a written file (case-insensitive for text).
+
+    ``stop``: scan only the first ``stop`` bytes — the job passes the offset of a Pixel Data
+    value it copied byte for byte from the source (never changed, so not re-scanned).
+    """
     needles = raw_needles(values)
     if not needles:
         return []
-    data = Path(path).read_bytes().upper()
+    with open(path, "rb") as fh:
+        data = fh.read(-1 if stop is None else stop).upper()
     return [Finding("file", "raw bytes", kind) for needle, kind in needles if needle and needle in data]
