@@ -143,6 +143,38 @@ class FileStore:
                 temp.unlink()
         return StoreResult(relpath, sha, size, created=True)
 
+    def adopt(self, path: str | os.PathLike, relpath: str) -> StoreResult:
+        """Move a finished file (e.g. one a network receiver streamed to disk) to ``relpath``.
+
+        Same semantics as :meth:`store_file` — never overwrites, ``created=False`` if the name is
+        taken — but without copying when ``path`` is on the store's file system (hard link, then
+        unlink). ``path`` is consumed on success either way; on a StorageError it is left alone.
+        """
+        source = Path(path)
+        final = self.root / relpath
+        try:
+            sha, size = sha256_of(source)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(source, 0o666 & ~_umask())  # temp files are often 0600; match store_stream's files
+            if self.fsync == "always":
+                fd = os.open(source, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            try:
+                result = self._link_into_place(source, final, relpath, sha, size)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                with open(source, "rb") as src:  # another file system: copy (atomic as ever)
+                    result = self.store_stream(src, relpath)
+            if source.exists():
+                source.unlink()
+            return result
+        except OSError as exc:
+            raise StorageError(f"cannot write to the store at {final.parent} ({exc.strerror or exc})") from None
+
     def _link_into_place(self, temp: Path, final: Path, relpath: str, sha: str, size: int) -> StoreResult:
         try:
             os.link(temp, final)
@@ -168,6 +200,17 @@ class FileStore:
         if self.fsync != "batch":
             return
         syncfs(self.root)
+
+
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
 
 
 _libc = None

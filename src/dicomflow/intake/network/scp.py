@@ -1,0 +1,477 @@
+"""The C-STORE / C-ECHO receiver (SCP): files land raw in the store and are catalogued in batches.
+
+Why it is built this way:
+
+- **Access at association time.** The called AE title must be ours and the calling ``AET@host``
+  must be on the allowlist (no allowlist: loopback peers only). Anything else gets a proper
+  A-ASSOCIATE-RJ (permanent, service user, "called/calling AE title not recognised") before a
+  single byte of data is accepted.
+- **No decode, no re-encode.** pynetdicom streams each data set to a temporary file
+  (``STORE_RECV_CHUNKED_DATASET``) with the File Meta Information of the association (SOP class,
+  instance, the negotiated transfer syntax). We read the header only (``read_header`` stops
+  before the pixels) and *move* the file into the store (``FileStore.adopt``: hard link, never
+  overwrites). The bytes on disk are the bytes the peer sent.
+- **Success means stored.** C-STORE answers 0x0000 only after the file is in the store; an
+  unreadable data set gets 0xC000 (cannot understand), a store failure 0xA700 (out of
+  resources), each with a log line that names no identifying value.
+- **Batched catalogue.** One writer thread owns a database connection and records files every
+  ``batch_size`` files or ``flush_interval`` seconds, and whenever an association ends, with the
+  same :class:`~dicomflow.catalog.services.CatalogWriter` every other source uses (new /
+  duplicate / conflict). Each association that stores anything gets an ImportRun
+  (source kind DICOM, source ``AET@host``); instances record ``dicom:AET@host`` as received-from.
+- **Durability.** With ``DICOMFLOW_FSYNC=batch`` the store is synced before each batch's rows
+  commit, i.e. shortly *after* the C-STORE response; use ``always`` where a sender must be able
+  to delete its copy the moment it gets success.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from dicomflow.core.dicom.header import read_header
+from dicomflow.core.ingest import StoredFile, store_path_for
+from dicomflow.core.store import FileStore
+from dicomflow.errors import ConfigurationError, InputError, StorageError
+from dicomflow.intake.network.common import Allowlist, NoDelayAE, NoDelayAssociationServer, check_ae_title
+
+log = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+
+# A-ASSOCIATE-RJ: result 1 = rejected-permanent, source 1 = DICOM UL service-user
+_REJECT_CALLING = (0x01, 0x01, 0x03)  # calling AE title not recognised
+_REJECT_CALLED = (0x01, 0x01, 0x07)  # called AE title not recognised
+_REJECT_NO_REASON = (0x01, 0x01, 0x01)
+
+MAX_PDU = 256 * 1024  # what we announce: large PDUs mean fewer Python-level PDV fragments
+
+
+# --- the catalogue writer thread --------------------------------------------------------------------
+@dataclass
+class _Run:
+    """Per association: its ImportRun row, its CatalogWriter and what is waiting to be recorded."""
+
+    source: str
+    run: object = None  # ImportRun
+    writer: object = None  # CatalogWriter
+    pending: list[StoredFile] = field(default_factory=list)
+    files_seen: int = 0
+    new: int = 0
+    duplicate: int = 0
+    conflicts: list[dict] = field(default_factory=list)
+    ignored: list[dict] = field(default_factory=list)
+    closed_at: float | None = None
+
+
+class CatalogBatcher(threading.Thread):
+    """Owns one database connection; turns stored files into catalogue rows in batches.
+
+    Producers (association threads) only put messages on a queue, so a slow database never
+    stalls a C-STORE response for longer than the store write itself.
+    """
+
+    def __init__(self, store: FileStore, batch_size: int = 500, flush_interval: float = 0.5):
+        super().__init__(name="dicomflow-scp-catalog", daemon=True)
+        self.store = store
+        self.batch_size = max(1, batch_size)
+        self.flush_interval = flush_interval
+        self._queue: queue.Queue = queue.Queue()
+        self._runs: dict[int, _Run] = {}
+        self._pending = 0
+        self._first_pending_at: float | None = None
+        self.batches = 0  # flushes that recorded something (tests, monitoring)
+
+    # producer side
+    def stored(self, key: int, source: str, item: StoredFile) -> None:
+        self._queue.put(("stored", key, source, item))
+
+    def ignored(self, key: int, source: str, display: str, reason: str) -> None:
+        self._queue.put(("ignored", key, source, (display, reason)))
+
+    def close_run(self, key: int) -> None:
+        self._queue.put(("close", key, "", None))
+
+    def stop(self, timeout: float | None = 60.0) -> None:
+        self._queue.put(("stop", 0, "", None))
+        self.join(timeout)
+
+    # consumer side
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while True:
+                timeout = None
+                if self._first_pending_at is not None:
+                    timeout = max(0.0, self._first_pending_at + self.flush_interval - time.monotonic())
+                try:
+                    kind, key, source, payload = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    self._flush_all()
+                    continue
+                if kind == "stop":
+                    break
+                if kind == "close":
+                    state = self._runs.get(key)
+                    if state is not None:
+                        self._flush(state)
+                        self._finish(state)
+                    self._prune()
+                    continue
+                state = self._runs.get(key)
+                if state is None:
+                    state = self._runs[key] = _Run(source)
+                state.files_seen += 1
+                if kind == "stored":
+                    state.pending.append(payload)
+                    self._pending += 1
+                    if self._first_pending_at is None:
+                        self._first_pending_at = time.monotonic()
+                    if self._pending >= self.batch_size:
+                        self._flush_all()
+                else:
+                    display, reason = payload
+                    state.ignored.append({"path": display, "reason": reason})
+                if self._first_pending_at is not None and (
+                    time.monotonic() - self._first_pending_at >= self.flush_interval
+                ):
+                    self._flush_all()
+        finally:
+            try:
+                self._flush_all()
+                for state in self._runs.values():
+                    if state.closed_at is None or state.run is None:
+                        self._finish(state)
+            except Exception:
+                log.exception("receiver: could not finish the catalogue on shutdown")
+            connection.close()
+
+    def _ensure_run(self, state: _Run) -> None:
+        if state.run is not None:
+            return
+        from dicomflow.catalog.services import CatalogWriter
+        from dicomflow.intake.models import ImportRun, SourceKind
+
+        state.run = ImportRun.objects.create(source_kind=SourceKind.DICOM, source=state.source[:1024])
+        state.writer = CatalogWriter(self.store, f"dicom:{state.source}")
+
+    def _flush_all(self) -> None:
+        for state in list(self._runs.values()):
+            if state.pending:
+                self._flush(state)
+        self._pending = 0
+        self._first_pending_at = None
+
+    def _flush(self, state: _Run) -> None:
+        batch, state.pending = state.pending, []
+        self._pending = max(0, self._pending - len(batch))
+        try:
+            self._ensure_run(state)
+            if batch:
+                outcome = state.writer.record(batch)  # type: ignore[attr-defined]
+                self.batches += 1
+                state.new += len(outcome.new)
+                state.duplicate += len(outcome.duplicates)
+                state.conflicts.extend({"path": i.display_name, "reason": r} for i, r in outcome.conflicts)
+            self._save(state, finished=False)
+        except Exception as exc:  # a database outage must not kill the receiver
+            log.error(
+                "receiver: could not catalogue %d stored file(s) from %s (%s); they stay in the store "
+                "and are adopted by the next import of the same files",
+                len(batch),
+                state.source,
+                exc.__class__.__name__,
+            )
+            state.ignored.extend({"path": i.display_name, "reason": "stored, catalogue write failed"} for i in batch)
+
+    def _save(self, state: _Run, finished: bool) -> None:
+        from django.utils import timezone
+
+        run = state.run
+        run.files_seen = state.files_seen  # type: ignore[attr-defined]
+        run.instances_new = state.new  # type: ignore[attr-defined]
+        run.instances_duplicate = state.duplicate  # type: ignore[attr-defined]
+        run.conflicts = state.conflicts  # type: ignore[attr-defined]
+        run.ignored = state.ignored  # type: ignore[attr-defined]
+        fields = ["files_seen", "instances_new", "instances_duplicate", "conflicts", "ignored"]
+        if finished:
+            run.finished_at = timezone.now()  # type: ignore[attr-defined]
+            fields.append("finished_at")
+        run.save(update_fields=fields)  # type: ignore[attr-defined]
+
+    def _finish(self, state: _Run) -> None:
+        try:
+            self._flush(state)
+            if state.run is not None:
+                self._save(state, finished=True)
+                log.info(
+                    "receiver: association from %s: %d files, %d new, %d duplicate, %d conflicts, %d refused",
+                    state.source,
+                    state.files_seen,
+                    state.new,
+                    state.duplicate,
+                    len(state.conflicts),
+                    len(state.ignored),
+                )
+        except Exception as exc:
+            log.error("receiver: could not close the import record of %s (%s)", state.source, exc.__class__.__name__)
+        state.closed_at = time.monotonic()
+
+    def _prune(self, keep_seconds: float = 300.0) -> None:
+        """Forget runs closed a while ago (late stragglers from an abort are caught before that)."""
+        now = time.monotonic()
+        for key in [k for k, s in self._runs.items() if s.closed_at is not None and now - s.closed_at > keep_seconds]:
+            del self._runs[key]
+
+
+# --- the receiver -------------------------------------------------------------------------------------
+class StorageSCP:
+    """A running receiver. ``port=0`` binds a free port (see :attr:`port`).
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        aet: str,
+        port: int,
+        allow: list[str] | tuple[str, ...] = (),
+        *,
+        host: str = "0.0.0.0",
+        store: FileStore | None = None,
+        batch_size: int | None = None,
+        flush_interval: float = 0.5,
+        temp_dir: str | os.PathLike | None = None,
+        max_pdu: int = MAX_PDU,
+    ):
+        from django.conf import settings
+
+        self.aet = check_ae_title(aet, "receiver AE title")
+        self.requested_port = port
+        self.host = host
+        self.allowlist = Allowlist(list(allow))
+        self.store = store or FileStore(settings.STORE_DIR, settings.DICOMFLOW_FSYNC)
+        self.temp_dir = Path(temp_dir) if temp_dir else None
+        self.batcher = CatalogBatcher(self.store, batch_size or settings.DICOMFLOW_IMPORT_BATCH, flush_interval)
+        self.max_pdu = max_pdu
+        self._keys = itertools.count(1)
+        self._assoc_keys: dict[object, tuple[int, str]] = {}
+        self._lock = threading.Lock()
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._previous_tempdir: str | None = None
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> NoDelayAE:
+        ae = NoDelayAE(ae_title=self.aet)
+        ae.require_called_aet = True  # second line of defence behind _on_requested
+        ae.maximum_pdu_size = self.max_pdu
+        ae.maximum_associations = 32
+        ae.network_timeout = 60
+        ae.dimse_timeout = 60
+        ae.acse_timeout = 30
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES[:4])
+        return ae
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self.requested_port
+        return int(self._server.server_address[1])
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> StorageSCP:
+        _config.STORE_RECV_CHUNKED_DATASET = True  # stream data sets to disk, never decode them
+        if self.temp_dir is not None:
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+            self._previous_tempdir = tempfile.tempdir
+            tempfile.tempdir = str(self.temp_dir)  # pynetdicom's temp files: same file system as the store
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_RELEASED, self._on_end),
+            (evt.EVT_ABORTED, self._on_end),
+            (evt.EVT_CONN_CLOSE, self._on_end),
+        ]
+        try:
+            self._server = self.ae.make_server(
+                (self.host, self.requested_port),
+                evt_handlers=handlers,
+                server_class=NoDelayAssociationServer,
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {self.host}:{self.requested_port} ({exc.strerror or exc}); "
+                "choose another port with --port"
+            ) from None
+        self.ae._servers.append(self._server)
+        self.batcher.start()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicomflow-scp", daemon=True
+        )
+        self._thread.start()
+        log.info(
+            "receiver %s listening on %s:%d; accepting %s", self.aet, self.host, self.port, self.allowlist.describe()
+        )
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, give running associations ``grace`` seconds, then flush the catalogue."""
+        if self._server is None:
+            return
+        self._server.shutdown()  # no new associations; also removes it from ae._servers
+        deadline = time.monotonic() + grace
+        while self.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in self.ae.active_associations:
+            log.warning("receiver: aborting an association still running at shutdown")
+            assoc.abort()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.batcher.stop()
+        if self.temp_dir is not None:
+            tempfile.tempdir = self._previous_tempdir
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self._server = None
+        log.info("receiver %s stopped", self.aet)
+
+    def __enter__(self) -> StorageSCP:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- event handlers (association threads) -------------------------------------------------------
+    def _on_requested(self, event) -> None:
+        """Reject at association time: wrong called AE title, or calling AET@host not allowed."""
+        assoc = event.assoc
+        try:
+            request = assoc.requestor.primitive
+            called = (request.called_ae_title or "").strip()
+            calling = (request.calling_ae_title or "").strip()
+            address = assoc.requestor.address
+            if called != self.aet:
+                log.warning("receiver: rejected association from %s@%s: called AE title is not ours", calling, address)
+                reason = _REJECT_CALLED
+            elif not self.allowlist.allows(calling, address):
+                log.warning("receiver: rejected association from %s@%s: not on the allowlist", calling, address)
+                reason = _REJECT_CALLING
+            else:
+                return
+        except Exception as exc:  # fail closed
+            log.error("receiver: rejected an association: access check failed (%s)", exc.__class__.__name__)
+            reason = _REJECT_NO_REASON
+        assoc.acse.send_reject(*reason)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
+
+    def _key(self, assoc) -> tuple[int, str]:
+        with self._lock:
+            known = self._assoc_keys.get(assoc)
+            if known is None:
+                source = f"{(assoc.requestor.ae_title or '').strip()}@{assoc.requestor.address}"
+                known = self._assoc_keys[assoc] = (next(self._keys), source)
+            return known
+
+    def _on_end(self, event) -> None:
+        with self._lock:
+            known = self._assoc_keys.pop(event.assoc, None)
+        if known is not None:
+            self.batcher.close_run(known[0])
+
+    def _on_store(self, event) -> int:
+        key, source = self._key(event.assoc)
+        display = f"c-store message {event.request.MessageID}"
+        try:
+            path = event.dataset_path
+        except AttributeError:
+            log.error("receiver: C-STORE data set was not streamed to disk; refusing it")
+            self.batcher.ignored(key, source, display, "receiver misconfigured (data set not streamed)")
+            return STATUS_OUT_OF_RESOURCES
+        try:
+            header = read_header(path)
+        except InputError as exc:
+            log.warning("receiver: refused a C-STORE data set from %s: %s", source, exc)
+            self.batcher.ignored(key, source, display, str(exc))
+            return STATUS_CANNOT_UNDERSTAND
+        try:
+            stored = self.store.adopt(path, store_path_for(header))
+        except StorageError as exc:
+            log.error("receiver: could not store a C-STORE data set from %s: %s", source, exc)
+            self.batcher.ignored(key, source, display, "could not be stored (out of resources)")
+            return STATUS_OUT_OF_RESOURCES
+        self.batcher.stored(key, source, StoredFile(display, header, stored))
+        return STATUS_SUCCESS
+
+
+# --- foreground entry point (CLI ``dicomflow scp``, ``dicomflow serve`` subprocess) ------------------
+def run_scp(
+    aet: str | None = None,
+    port: int | None = None,
+    allow: list[str] | tuple[str, ...] | None = None,
+    *,
+    host: str = "0.0.0.0",
+    grace: float = 10.0,
+    stop_event: threading.Event | None = None,
+    on_ready=None,
+) -> None:
+    """Run the receiver until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly.
+
+    Defaults come from ``DICOMFLOW_SCP_AET``, ``DICOMFLOW_SCP_PORT`` and ``DICOMFLOW_SCP_ALLOW``
+    (comma-separated ``AET@HOST`` entries). Meant to own its process: it points the temporary-file
+    directory at ``$DICOMFLOW_HOME/work`` so received files are moved, not copied, into the store.
+    ``on_ready(scp)`` is called once the port is listening.
+    """
+    _ensure_django()
+    from django.conf import settings
+
+    scp = StorageSCP(
+        aet or settings.DICOMFLOW_SCP_AET,
+        settings.DICOMFLOW_SCP_PORT if port is None else port,
+        list(settings.DICOMFLOW_SCP_ALLOW if allow is None else allow),
+        host=host,
+        temp_dir=Path(settings.WORK_DIR) / f"scp-incoming-{os.getpid()}",
+    )
+    stop = stop_event or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        scp.start()
+        if on_ready is not None:
+            on_ready(scp)
+        while not stop.wait(1.0):
+            pass
+        log.info("receiver: stopping (finishing running associations, flushing the catalogue)")
+    finally:
+        scp.stop(grace=grace)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _ensure_django() -> None:
+    from django.apps import apps
+
+    if not apps.ready:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dicomflow.settings")
+        import django
+
+        django.setup()
