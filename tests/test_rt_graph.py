@@ -232,3 +232,18 @@ def test_structure_set_approval_and_least_trusted_status_of_a_series(tmp_path):
                          approval_status=status)
              for i, status in enumerate([ApprovalStatus.APPROVED, ApprovalStatus.UNAPPROVED, None])]
     assert RTGraph.from_instances(plans).series["1.8.100"].approval_status == ApprovalStatus.UNAPPROVED
+
+
+def test_bare_dataset_without_preamble_is_read(tmp_path):
+    from pydicom.filewriter import dcmwrite
+
+    from dicomflow.core.rt import read_header
+
+    info = synth.write_image_series(tmp_path / "src", n_slices=1, rows=32, cols=32)
+    ds = pydicom.dcmread(info.paths[0])
+    ds.preamble = None
+    del ds.file_meta
+    dcmwrite(tmp_path / "bare", ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert read_header(str(tmp_path / "bare")).SOPInstanceUID == info.sop_instance_uids[0]
+    (tmp_path / "truncated.dcm").write_bytes(info.paths[0].read_bytes()[:300])
+    assert read_header(str(tmp_path / "truncated.dcm")) is None
