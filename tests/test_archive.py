@@ -588,3 +588,30 @@ def test_limits_from_env():
         ArchiveLimits.from_env({"DICOMFLOW_ARCHIVE_MAX_DEPTH": "3G"})
     with pytest.raises(ConfigurationError):
         ArchiveLimits(max_total_size=0)
+
+
+def test_disk_full_is_a_storage_error_and_cleans_up(box):
+    """A write failure (here: a file-size rlimit, like a full disk) is not blamed on the archive."""
+    import subprocess
+    import sys
+
+    archive = make_zip(box / "arch" / "ok.zip", [("small", b"s" * 1000), ("big", os.urandom(3 * MiB))])
+    script = (
+        "import resource, signal, sys\n"
+        "from dicomflow.core.archive import extract_archive\n"
+        "from dicomflow.errors import StorageError, ArchiveError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, 2 * 1024 * 1024))\n"
+        "try:\n"
+        "    extract_archive(sys.argv[1], sys.argv[2])\n"
+        "except StorageError as e:\n"
+        "    print('storage', e); sys.exit(0)\n"
+        "except ArchiveError as e:\n"
+        "    print('archive', e); sys.exit(1)\n"
+        "sys.exit(2)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(archive), str(box / "dest")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("storage") and "big" in proc.stdout
+    assert_nothing_left(box / "dest")

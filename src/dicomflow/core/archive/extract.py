@@ -122,6 +122,15 @@ def _extract(
     return job.result
 
 
+def _write_all(fd: int, chunk: bytes, path: Path, display: str) -> None:
+    view = memoryview(chunk)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:  # reported as a storage problem, not as a damaged archive
+        raise StorageError(f"cannot write {path} while extracting {display}: {exc.strerror or exc}") from exc
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -215,7 +224,7 @@ class _Extraction:
         name = "/".join(parts)
         written = 0
         try:
-            with open(fd, "wb", buffering=0) as out:
+            try:
                 for chunk in chunks:
                     written += len(chunk)
                     if written > self.limits.max_member_size:
@@ -231,12 +240,9 @@ class _Extraction:
                             ArchiveBombError,
                         )
                     self.budget.charge(self.display, len(chunk))
-                    try:
-                        out.write(chunk)
-                    except OSError as exc:
-                        raise StorageError(
-                            f"cannot write {path} while extracting {self.display}: {exc.strerror or exc}"
-                        ) from exc
+                    _write_all(fd, chunk, path, self.display)
+            finally:
+                os.close(fd)
         except BaseException:
             self.tree.discard_file(parts)
             raise

@@ -73,10 +73,10 @@ class ArchiveLimits:
             if raw is None or raw.strip() == "":
                 continue
             match = _SIZE.match(raw)
-            if not match or (match.group(2) and not f.name.endswith("_size")):
-                raise ConfigurationError(
-                    f"{_ENV_PREFIX}{f.name.upper()} must be a number{' with an optional unit (K, M, G, T)' if f.name.endswith('_size') else ''}"
-                )
+            is_size = f.name.endswith("_size")
+            if not match or (match.group(2) and not is_size):
+                unit = " with an optional unit (K, M, G, T)" if is_size else ""
+                raise ConfigurationError(f"{_ENV_PREFIX}{f.name.upper()} must be a number{unit}")
             number = float(match.group(1)) * _UNITS[match.group(2).upper()]
             values[f.name] = number if f.name == "max_ratio" else int(number)
         return cls(**values)
