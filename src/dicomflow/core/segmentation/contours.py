@@ -6,7 +6,7 @@ reduced to their corners (collinear vertices dropped, lossless) and optionally s
 patient coordinates through the slice's ImagePositionPatient, ImageOrientationPatient and
 PixelSpacing, so oblique stacks are handled like axial ones.
 
-Reading: each polygon is filled with ``skimage.draw.polygon`` (pixel centres inside) and the
+Reading: each polygon is filled (pixel centres inside, as ``skimage.draw.polygon`` does) and the
 polygons of one slice are combined with exclusive-or (even-odd rule), which is how nested
 contours (holes, islands in holes) of a CLOSED_PLANAR ROI are commonly interpreted.
 """
@@ -14,7 +14,7 @@ contours (holes, islands in holes) of a CLOSED_PLANAR ROI are commonly interpret
 from __future__ import annotations
 
 import numpy as np
-from skimage import draw, measure
+from skimage import measure
 
 from dicomflow.core.segmentation.volume import StackGeometry
 
@@ -64,10 +64,49 @@ def mask_to_contours(
     return out
 
 
+def polygon_mask(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centre lies inside a polygon (even-odd rule), by vectorised scanlines.
+
+    Same pixels as ``skimage.draw.polygon`` but O(rows × vertices) instead of
+    O(bounding-box pixels × vertices): a 2,000-vertex body outline on 512 × 512 takes
+    milliseconds, not a second.
+    """
+    height, width = shape
+    out = np.zeros(shape, bool)
+    rows = np.asarray(rows, float)
+    cols = np.asarray(cols, float)
+    r_min = max(int(np.ceil(rows.min())), 0)
+    r_max = min(int(np.floor(rows.max())), height - 1)
+    if r_min > r_max or len(rows) < 3:
+        return out
+    y0, x0 = rows, cols
+    y1, x1 = np.roll(rows, -1), np.roll(cols, -1)
+    scan = np.arange(r_min, r_max + 1, dtype=float)[:, None]
+    crosses = (y0[None, :] <= scan) != (y1[None, :] <= scan)  # half-open: each crossing once
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = x0 + (scan - y0) * (x1 - x0) / (y1 - y0)
+    x = np.sort(np.where(crosses, x, np.inf), axis=1)
+    starts, ends = x[:, 0::2], x[:, 1::2]
+    if ends.shape[1] < starts.shape[1]:
+        starts = starts[:, : ends.shape[1]]
+    valid = np.isfinite(ends)
+    line, _ = np.nonzero(valid)
+    first = np.clip(np.floor(starts[valid]) + 1, 0, width).astype(np.int64)  # smallest centre > start
+    last = np.clip(np.ceil(ends[valid]) - 1, -1, width - 1).astype(np.int64)  # largest centre < end
+    keep = first <= last
+    line, first, last = line[keep], first[keep], last[keep]
+    if len(line) == 0:
+        return out
+    marks = np.zeros((r_max - r_min + 1, width + 1), np.int32)
+    np.add.at(marks, (line, first), 1)
+    np.add.at(marks, (line, last + 1), -1)
+    out[r_min : r_max + 1] = np.cumsum(marks[:, :width], axis=1) > 0
+    return out
+
+
 def fill_polygon(mask2d: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
     """Exclusive-or one polygon (pixel coordinates) into a 2-D mask, in place."""
-    rr, cc = draw.polygon(rows, cols, shape=mask2d.shape)
-    mask2d[rr, cc] ^= True
+    mask2d ^= polygon_mask(rows, cols, mask2d.shape)
 
 
 def contours_to_mask(contours: list[tuple[int, np.ndarray]], geometry: StackGeometry) -> np.ndarray:

@@ -35,11 +35,24 @@ class BodyLungMasks:
         return self.lung_left | self.lung_right
 
 
+_IN_PLANE = np.zeros((3, 3, 3), bool)
+_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    out = np.empty_like(mask)
-    for k in range(mask.shape[0]):
-        out[k] = ndimage.binary_fill_holes(mask[k])
-    return out
+    """Fill every hole of every slice: background not connected in-plane to the slice's border.
+
+    One labelling of the whole stack with an in-plane structuring element replaces a
+    ``binary_fill_holes`` call per slice (iterative dilations, seconds on 512 × 512 slices).
+    """
+    labels, count = ndimage.label(~mask, structure=_IN_PLANE)
+    border = np.concatenate(
+        [labels[:, 0, :].ravel(), labels[:, -1, :].ravel(), labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]
+    )
+    is_outside = np.zeros(count + 1, bool)
+    is_outside[border] = True
+    is_outside[0] = False  # label 0 is the mask itself
+    return ~is_outside[labels]
 
 
 def segment_body(hu: np.ndarray, threshold_hu: float = -500.0) -> np.ndarray:

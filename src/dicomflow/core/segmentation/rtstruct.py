@@ -62,10 +62,7 @@ def _contour_data(points: np.ndarray) -> RawDataElement:
     Building it raw avoids creating one pydicom DS object per coordinate (seconds for a body
     outline on a full CT); pydicom writes raw elements as they are and decodes them on access.
     """
-    texts = []
-    for value in points.ravel():
-        text = f"{value:.3f}".rstrip("0").rstrip(".")
-        texts.append("0" if text in ("", "-0") else text)
+    texts = ["0" if t in ("-0.000", "0.000") else t for t in map("{:.3f}".format, points.ravel().tolist())]
     data = "\\".join(texts).encode("ascii")
     if len(data) % 2:
         data += b" "
@@ -153,6 +150,9 @@ def build_rtstruct(
                 ContourNumber=len(contour_items) + 1,
             ))
             contour_items[-1][0x30060050] = _contour_data(points)
+            # Mark the item as already encoded (explicit VR little endian) so that writing keeps
+            # the raw Contour Data as it is instead of decoding every coordinate.
+            contour_items[-1].set_original_encoding(False, True, contour_items[-1]._character_set)
         roi_contour = _item(ROIDisplayColor=[int(c) for c in style.color], ReferencedROINumber=number)
         if contour_items:
             roi_contour.ContourSequence = DicomSequence(contour_items)

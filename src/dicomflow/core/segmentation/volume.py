@@ -17,7 +17,6 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from scipy import ndimage
 
 from dicomflow.errors import DicomReadError, InputError
 
@@ -89,9 +88,10 @@ class StackGeometry:
 
     def centroid_x(self, mask: np.ndarray) -> float:
         """Patient x of the centroid of a (slice, row, column) mask, without a full-size x array."""
-        counts = mask.sum(axis=(1, 2))
-        _, r, c = ndimage.center_of_mass(mask)
-        k_part = float(counts @ self.positions[:, 0]) / float(counts.sum())
+        total = float(np.count_nonzero(mask))
+        k_part = float(mask.sum(axis=(1, 2)) @ self.positions[:, 0]) / total
+        r = float(mask.sum(axis=(0, 2)) @ np.arange(self.rows)) / total
+        c = float(mask.sum(axis=(0, 1)) @ np.arange(self.cols)) / total
         return k_part + c * self.pixel_spacing[1] * self.row_dir[0] + r * self.pixel_spacing[0] * self.col_dir[0]
 
 
