@@ -145,6 +145,19 @@ def test_benign_tar_extracts_bytes_equal(box, mode, kind):
     assert sorted(f.member_name for f in result.files) == sorted(f"data.bin!{n}" for n in payload)
 
 
+def test_tar_of_current_folder_has_no_spurious_refusals(box):
+    """`tar czf x.tgz .` starts with a "./" folder entry and names members "./a/b"."""
+    root = tarfile.TarInfo("./")
+    root.type = tarfile.DIRTYPE
+    sub = tarfile.TarInfo("./a")
+    sub.type = tarfile.DIRTYPE
+    archive = make_tar(box / "arch" / "dot.tgz", [(root, None), (sub, None), ("./a/b.dcm", b"b")], mode="w:gz")
+    result = extract(box, archive)
+    assert result.refused == []
+    assert [f.member_name for f in result.files] == ["dot.tgz!a/b.dcm"]
+    assert tree(box / "dest") == {"a/b.dcm": b"b"}
+
+
 def test_detection_is_by_magic_not_name(box):
     zip_named_dcm = make_zip(box / "arch" / "image.dcm", [("x", b"1")])
     text_named_zip = box / "arch" / "notes.zip"
@@ -575,6 +588,10 @@ def test_iter_input_files_is_lazy(box):
     assert isinstance(first, InputFile) and first.display_name.endswith("0.dcm")
     assert not work.exists() or not any(work.iterdir())
     assert [e.display_name.rsplit("!", 1)[-1] for e in it] == ["x.dcm"]
+    # An archive named directly is opened too; its members carry the path as given.
+    direct = list(iter_input_files([src / "1.zip"], box / "work3"))
+    assert [(e.display_name, e.origin_archive) for e in direct] == [(f"{src / '1.zip'}!x.dcm", str(src / "1.zip"))]
+    assert direct[0].path.read_bytes() == b"x"
 
 
 def test_limits_from_env():
@@ -614,4 +631,18 @@ def test_disk_full_is_a_storage_error_and_cleans_up(box):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("storage") and "big" in proc.stdout
+    assert_nothing_left(box / "dest")
+
+
+def test_default_limits_stop_a_classic_bomb(box):
+    """256 MiB of zeros in a ~250 KiB ZIP: refused by the default limits before anything is written."""
+    archive = box / "arch" / "classic.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        with zf.open("zeros.dcm", "w") as member:
+            block = bytes(MiB)
+            for _ in range(256):
+                member.write(block)
+    assert archive.stat().st_size < MiB
+    with pytest.raises(ArchiveBombError, match="max_ratio"):
+        extract(box, archive)
     assert_nothing_left(box / "dest")

@@ -317,10 +317,10 @@ class _Extraction:
             raise self._error("is truncated (member data runs past the end of the file)")
 
     def _zip_member(self, zf: zipfile.ZipFile, fh, info: zipfile.ZipInfo) -> None:
-        parts = member_parts(info.filename)
         fmt = stat.S_IFMT(info.external_attr >> 16)
         if info.is_dir() or fmt == stat.S_IFDIR:
-            return  # folders are created as their files need them
+            return  # folder entries are never written: folders are made (safely) as files need them
+        parts = member_parts(info.filename)
         if fmt == stat.S_IFLNK:
             raise Refusal(RefusalCode.SYMLINK, "symbolic link (links are never extracted)")
         if fmt not in (0, stat.S_IFREG):
@@ -415,9 +415,9 @@ class _Extraction:
                     stream.close()
 
     def _tar_member(self, tf: tarfile.TarFile, info: tarfile.TarInfo) -> None:
-        parts = member_parts(info.name)
         if info.isdir():
-            return
+            return  # folder entries (often "./") are never written: folders are made as files need them
+        parts = member_parts(info.name)
         if info.issym():
             raise Refusal(RefusalCode.SYMLINK, "symbolic link (links are never extracted)")
         if info.islnk():
