@@ -258,7 +258,21 @@ def _check_elements_complete(ds: Dataset, file_size: int) -> None:
 
 
 def read_header(path: str | os.PathLike) -> InstanceHeader:
-    """Read one file's header. Raises NotDicomError, DicomdirError, DicomReadError, MissingAttributeError."""
+    """Read one file's header. Raises NotDicomError, DicomdirError, DicomReadError, MissingAttributeError.
+
+    Plain image files take a byte-level fast path (``fastheader``); everything else, and every
+    error case, is read by pydicom.
+    """
+    from dicomflow.core.dicom.fastheader import read_plain_image_header
+
+    fast = read_plain_image_header(path)
+    if fast is not None:
+        return fast
+    return read_header_pydicom(path)
+
+
+def read_header_pydicom(path: str | os.PathLike) -> InstanceHeader:
+    """The reference reader (pydicom): every file, every error; the fast path's test oracle."""
     try:
         file_size = os.path.getsize(path)
         if file_size == 0:
