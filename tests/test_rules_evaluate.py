@@ -195,6 +195,9 @@ def test_identifying_set_follows_ps315_patient_module_and_person_names():
     assert is_identifying_tag(Tag("OperatorsName"))  # PN
     assert is_identifying_tag(Tag(0x0011, 0x1010))  # private
     assert is_identifying_tag(Tag("StudyDate"))  # PS3.15 table
+    assert is_identifying_tag(Tag("InstitutionName"))
+    assert is_identifying_tag(Tag("FrameOfReferenceUID"))
+    assert is_identifying_tag(Tag(0x6000, 0x3000))  # overlay data, a repeating group
     assert not is_identifying_tag(Tag("Modality"))
     assert not is_identifying_tag(Tag("SOPClassUID"))
     assert not is_identifying_tag(Tag("SliceThickness"))
