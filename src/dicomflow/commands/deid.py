@@ -90,7 +90,7 @@ def reidentify(
     from pydicom.errors import InvalidDicomError
 
     from dicomflow.core.deid import KeyStore, ReverseMap, reidentify_dataset
-    from dicomflow.core.deid.job import DEFER_SIZE, iter_files
+    from dicomflow.core.deid.job import iter_files
     from dicomflow.errors import DicomflowError
 
     try:
@@ -103,9 +103,8 @@ def reidentify(
     failed, written = [], 0
     for path in files:
         try:
-            ds = dcmread(path, defer_size=DEFER_SIZE)
-            ds.PixelData  # noqa: B018 - load deferred pixels before the source may be overwritten
-        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError):
+            ds = dcmread(path)  # one object at a time; results are small (RTSTRUCT, masks)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
             failed.append({"path": str(path), "reason": "not a readable DICOM file"})
             continue
         reidentify_dataset(ds, rmap)

@@ -431,7 +431,12 @@ class Deidentifier:
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION
         for t in old.keys():
             if t not in (0x00020001, 0x00020002, 0x00020010, 0x00020000):
-                st.note(t, "U" if t == 0x00020003 else "X", "basic")
+                if t == 0x00020003:
+                    st.note(t, "U", "basic")
+                elif t in (0x00020012, 0x00020013):
+                    st.note(t, "D", "dicomflow")  # our implementation wrote the file
+                else:
+                    st.note(t, "X", "basic")
         ds.file_meta = meta
 
     def _map_uid(self, uid: str, out: DeidOutcome) -> str:
