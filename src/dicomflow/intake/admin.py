@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from dicomflow.intake import uploads
@@ -58,10 +59,7 @@ class ZipUploadForm(forms.ModelForm):
 @admin.register(ZipUpload)
 class ZipUploadAdmin(admin.ModelAdmin):
     form = ZipUploadForm
-    list_display = [
-        "id", "name", "uploaded_by", "uploaded_at", "status_badge", "stage_progress",
-        "instances_new", "instances_duplicate", "conflicts_count", "ignored_count", "patients", "row_actions",
-    ]
+    list_display = ["id", "name", "status_badge", "stage_progress", "row_actions", "summary", "uploaded"]
     list_display_links = ["id", "name"]
     list_filter = ["status", "uploaded_at"]
     search_fields = ["original_name"]
@@ -110,6 +108,23 @@ class ZipUploadAdmin(admin.ModelAdmin):
         return format_html(
             '<progress max="100" value="{}" style="width:6em"></progress> {}% <small>{}</small>',
             obj.percent, obj.percent, obj.get_stage_display(),
+        )
+
+    @admin.display(description="uploaded", ordering="uploaded_at")
+    def uploaded(self, obj):
+        return format_html(
+            '<span style="white-space:nowrap">{}</span><br><small>{}</small>',
+            timezone.localtime(obj.uploaded_at).strftime("%Y-%m-%d %H:%M"), obj.uploaded_by or "",
+        )
+
+    @admin.display(description="result")
+    def summary(self, obj):
+        if obj.status != UploadStatus.COMPLETED:
+            return "-"
+        return format_html(
+            '<span style="white-space:nowrap">{} new · {} duplicate</span><br>'
+            '<span style="white-space:nowrap">{} conflicts · {} ignored</span>',
+            obj.instances_new, obj.instances_duplicate, obj.conflicts_count, obj.ignored_count,
         )
 
     @admin.display(description="")

@@ -1,0 +1,89 @@
+"""A real browser (Debian's Chromium through Playwright) uploads a ZIP in the admin of a live server
+and a real Celery worker imports it: log in, upload, Process now, watch progress, open the result.
+
+Screenshots land in /tmp (``dicomflow-upload-*.png``) for a human look.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import require_tool
+from dicomflow.testing.synth import write_multi_patient_zip
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+SHOTS = "/tmp"
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    require_tool(CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls the test makes
+    # between browser steps are ordinary synchronous calls, so Django's async guard is lifted here.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def test_upload_process_and_watch_progress_in_the_browser(
+    browser_page, live_server, admin_user, celery_worker_process, tmp_path
+):
+    from dicomflow.intake.models import UploadStatus, ZipUpload
+
+    info = write_multi_patient_zip(tmp_path / "ward_export.zip", n_patients=3, n_slices=6, rows=32, cols=32)
+    page = browser_page
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+    page.goto(f"{live_server.url}/admin/intake/zipupload/add/")
+    page.set_input_files("input[name=file]", str(info.path))
+    page.click("input[name=_save]")
+    page.wait_for_selector("ul.messagelist li.success")
+    assert "Process now" in page.inner_text("ul.messagelist")
+    row = page.locator("#result_list tbody tr", has_text="ward_export.zip")
+    assert "Pending" in row.inner_text()
+    page.screenshot(path=os.path.join(SHOTS, "dicomflow-upload-list.png"), full_page=True)
+
+    row.get_by_role("button", name="Process now").click()
+    page.wait_for_url("**/intake/uploads/*/")
+    page.wait_for_function(
+        "() => document.getElementById('df-status').textContent.trim() === 'Completed'", timeout=90_000
+    )
+    assert page.inner_text("#df-percent") == "100"
+    assert page.locator("#df-stages li.done").count() == 5
+    assert not page.is_visible("#df-waiting")
+    page.wait_for_timeout(600)  # let the bar's width transition finish before the screenshot
+    page.screenshot(path=os.path.join(SHOTS, "dicomflow-upload-progress.png"), full_page=True)
+
+    page.click("#df-result-link")
+    page.wait_for_selector("#df-new")
+    assert page.inner_text("#df-new") == str(info.n_files)
+    assert page.inner_text("#df-duplicate") == "0"
+    page.screenshot(path=os.path.join(SHOTS, "dicomflow-upload-result.png"), full_page=True)
+
+    upload = ZipUpload.objects.get(original_name="ward_export.zip")
+    assert upload.status == UploadStatus.COMPLETED and upload.uploaded_by == admin_user
+    page.goto(f"{live_server.url}/admin/intake/zipupload/")
+    assert "Completed" in page.locator("#result_list tbody tr", has_text="ward_export.zip").inner_text()
+    page.screenshot(path=os.path.join(SHOTS, "dicomflow-upload-list-done.png"), full_page=True)
