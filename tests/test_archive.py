@@ -173,6 +173,8 @@ def test_detection_is_by_magic_not_name(box):
     assert not is_archive(text_named_zip)
     assert not is_archive(gz_not_tar)
     assert not is_archive(dicom_polyglot)
+    os.mkfifo(box / "arch" / "pipe.zip")
+    assert not is_archive(box / "arch" / "pipe.zip")  # and returns at once: a FIFO is never opened
     with pytest.raises(ArchiveError, match="not a ZIP or TAR"):
         extract_archive(text_named_zip, box / "dest")
     assert_nothing_left(box / "dest")

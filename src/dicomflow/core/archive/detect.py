@@ -13,6 +13,7 @@ import bz2
 import gzip
 import lzma
 import os
+import stat
 from enum import Enum
 
 
@@ -39,7 +40,12 @@ def _is_tar_header(block: bytes) -> bool:
 
 
 def archive_kind(path: str | os.PathLike) -> ArchiveKind | None:
-    """The archive format of ``path`` from its magic bytes, or None for anything else."""
+    """The archive format of ``path`` from its magic bytes, or None for anything else.
+
+    Only regular files can be archives (a FIFO is never opened: reading it would block).
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None
     with open(path, "rb") as fh:
         head = fh.read(_HEAD)
     if len(head) >= 132 and head[128:132] == b"DICM":
