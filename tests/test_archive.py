@@ -208,6 +208,16 @@ def test_unsafe_names_refused(box, name, code, fmt):
     assert not (box / "evil").exists() and not (box / "outside" / "evil").exists()
 
 
+def test_overlong_or_too_deep_names_refused(box):
+    deep = "/".join(["d"] * 100) + "/x.dcm"
+    long = "n" * 1500 + ".dcm"
+    archive = make_zip(box / "arch" / "n.zip", [(deep, b"1"), (long, b"2"), ("ok/x.dcm", b"3")])
+    result = extract(box, archive)
+    assert codes(result) == {f"n.zip!{deep}": RefusalCode.BAD_NAME, f"n.zip!{long}": RefusalCode.BAD_NAME}
+    assert tree(box / "dest") == {"ok/x.dcm": b"3"}
+    assert sorted(p.name for p in (box / "dest").iterdir()) == ["ok"]  # no folder chain left behind
+
+
 def test_tar_symlink_then_write_through_it(box):
     """The classic: a link to a folder outside, then a file 'through' the link."""
     link = tarfile.TarInfo("lnk")

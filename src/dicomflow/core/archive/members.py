@@ -59,6 +59,8 @@ class Refusal(Exception):
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+MAX_NAME_BYTES = 1024  # DICOM exports use a few hundred at most; keeps full paths well under PATH_MAX
+MAX_NAME_DEPTH = 64  # folders per member name (each one is an inode and a few system calls)
 
 
 def member_parts(name: str) -> tuple[str, ...]:
@@ -80,4 +82,9 @@ def member_parts(name: str) -> tuple[str, ...]:
         raise Refusal(RefusalCode.PATH_TRAVERSAL, "member name contains '..' (path traversal)")
     if not parts:
         raise Refusal(RefusalCode.BAD_NAME, "member name is empty")
+    if len(normal.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES or len(parts) > MAX_NAME_DEPTH:
+        raise Refusal(
+            RefusalCode.BAD_NAME,
+            f"member name is too long or too deep (over {MAX_NAME_BYTES} bytes or {MAX_NAME_DEPTH} folders)",
+        )
     return parts
