@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,26 @@ def _associate(ae: NoDelayAE, node: RemoteNode, contexts):
         )
     if not assoc.is_established:
         raise NetworkError(f"no association with DICOM node {node} (not reachable, aborted or timed out)")
+    _keep_reactor_off_responses(assoc)
     return assoc
+
+
+def _keep_reactor_off_responses(assoc) -> None:
+    """Only the sending thread may take DIMSE messages off this association's queue.
+
+    pynetdicom pauses the association's reactor thread around each request with a flag that can
+    be read stale, and on a busy machine the reactor then grabs the C-STORE response first
+    ("Received unexpected C-STORE service message") and the sender waits for the DIMSE timeout.
+    As a pure SCU we never serve requests, so the reactor simply gets nothing.
+    """
+    original = assoc.dimse.get_msg
+
+    def get_msg(block: bool = False):
+        if threading.current_thread() is assoc:
+            return None, None
+        return original(block)
+
+    assoc.dimse.get_msg = get_msg
 
 
 def echo(node_or_params, *, our_ae_title: str | None = None, timeout: float = 30.0) -> int:
