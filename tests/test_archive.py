@@ -132,6 +132,32 @@ def test_benign_zip_extracts_bytes_equal(box):
     assert result.bytes_written == sum(map(len, payload.values()))
 
 
+def test_streamed_zip_with_data_descriptors_extracts(box):
+    """Zippers writing to a pipe (Java, macOS Archive Utility) put sizes after the data (flag bit 3)."""
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self):
+            self.buf = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.buf += b
+            return len(b)
+
+    sink = Unseekable()
+    payload = {"s/1.dcm": os.urandom(100_000), "s/2.dcm": b"abc" * 50_000}
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in payload.items():
+            zf.writestr(name, data)
+    archive = box / "arch" / "streamed.zip"
+    archive.write_bytes(bytes(sink.buf))
+    assert all(i.flag_bits & 0x08 for i in zipfile.ZipFile(archive).infolist())
+    result = extract(box, archive)
+    assert tree(box / "dest") == payload and result.refused == []
+
+
 @pytest.mark.parametrize("mode,kind", [("w:gz", ArchiveKind.TAR_GZ), ("w:bz2", ArchiveKind.TAR_BZ2),
                                        ("w:xz", ArchiveKind.TAR_XZ), ("w", ArchiveKind.TAR)])
 def test_benign_tar_extracts_bytes_equal(box, mode, kind):
