@@ -31,6 +31,7 @@ def folder(tmp_path_factory):
     )
     rs = synth.write_rtstruct(root / "a", ct)
     (root / "notes.txt").write_text("not dicom")
+    synth.write_zip(root / "more.zip", ct.paths[:2])
     return root, ct, scout, rs
 
 
@@ -53,7 +54,9 @@ def test_dry_run_in_core_judges_each_series(folder):
     assert by_uid[ct.series_uid].status is SeriesStatus.RULE_MATCHED
     assert by_uid[scout.series_uid].status is SeriesStatus.RULE_NOT_MATCHED
     assert by_uid[rs.series_uid].status is SeriesStatus.RULE_NOT_MATCHED
-    assert [p.name for p, _ in report.skipped] == ["notes.txt"]
+    skipped = {p.name: reason for p, reason in report.skipped}
+    assert set(skipped) == {"more.zip", "notes.txt"}
+    assert skipped["notes.txt"] == "not a DICOM file" and "unpack it first" in skipped["more.zip"]
 
 
 def test_cli_dry_run_prints_the_contract_masks_identity_and_writes_nothing(folder, tmp_path):

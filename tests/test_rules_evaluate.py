@@ -209,3 +209,15 @@ def test_template_problems_for_a_hand_picked_template(study):
     problems = template_problems(template, SeriesContext(header(study[1].path), 1))
     assert any("needs modality CT" in p for p in problems)
     assert any("at least 10 images" in p for p in problems)
+
+
+def test_context_from_file_reads_a_header_and_names_unreadable_files(study, tmp_path):
+    from dicomflow.errors import DicomReadError
+
+    ct = study[0]
+    context = SeriesContext.from_file(ct.paths[0], instance_count=len(ct.paths))
+    assert context.series_uid == ct.series_uid and "PixelData" not in context.dataset
+    bad = tmp_path / "bad.dcm"
+    bad.write_text("nope")
+    with pytest.raises(DicomReadError, match="bad.dcm"):
+        SeriesContext.from_file(bad)

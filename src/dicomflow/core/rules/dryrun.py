@@ -2,7 +2,8 @@
 
 Each file's header is read without pixels, and only a few tags of it (series UID, instance number);
 then one representative header per series (lowest Instance Number, then path) is read in full.
-Files that are not DICOM are skipped and reported by path.
+Files that are not DICOM, and archives (a dry run unpacks nothing), are skipped and reported by
+path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from dicomflow.core.archive import is_archive
 from dicomflow.core.rules.evaluate import SeriesContext, SeriesEvaluation, evaluate_series
 from dicomflow.core.rules.model import Ruleset, Template
 from dicomflow.errors import InputError
@@ -54,6 +56,9 @@ def find_series(root: str | Path) -> tuple[list[FoundSeries], list[tuple[Path, s
     best: dict[str, tuple[int, str]] = {}
     skipped: list[tuple[Path, str]] = []
     for path in _files(root):
+        if is_archive(path):
+            skipped.append((path, "archive: the dry run reads folders only (unpack it first)"))
+            continue
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SCAN_TAGS)
         except (InvalidDicomError, EOFError):

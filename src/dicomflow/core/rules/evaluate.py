@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Union
 
+import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
 from dicomflow.core.rules.attributes import Lookup, lookup
@@ -29,6 +32,7 @@ from dicomflow.core.rules.model import GroupOperator, Rule, RuleGroup, Ruleset, 
 from dicomflow.core.rules.operators import NEGATIONS, PRESENCE, SYMBOLS, Operator, compare
 from dicomflow.core.rules.privacy import MASK, is_identifying_path
 from dicomflow.core.rules.status import SeriesStatus
+from dicomflow.errors import DicomReadError
 
 SERIES_INSTANCE_COUNT_TAG = Tag(0x0020, 0x1209)  # NumberOfSeriesRelatedInstances
 
@@ -43,6 +47,15 @@ class SeriesContext:
     @property
     def series_uid(self) -> str:
         return str(self.dataset.get("SeriesInstanceUID", ""))
+
+    @classmethod
+    def from_file(cls, path: str | Path, instance_count: int | None = None) -> SeriesContext:
+        """Context from one representative file of a series (read without pixel data)."""
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, EOFError) as exc:
+            raise DicomReadError(f"{path}: cannot read DICOM header ({type(exc).__name__})") from None
+        return cls(dataset, instance_count)
 
 
 @dataclass

@@ -224,3 +224,41 @@ def read_rtstruct_masks(rtstruct: Dataset | str | Path, series: ImageSeries) -> 
             fill_polygon(mask[k], rows, cols)
         masks[name] = mask
     return masks
+
+
+def _style_for(name: str, styles: Sequence[RoiStyle]) -> RoiStyle | None:
+    folded = name.strip().casefold()
+    for style in styles:
+        if folded in (style.name.casefold(), style.key.casefold()):
+            return style
+        if style.label is not None and folded == f"label_{style.label}":
+            return style
+    return None
+
+
+def apply_roi_styles(ds: Dataset, styles: Sequence[RoiStyle]) -> list[tuple[str, str]]:
+    """Rename, recolour and retype a structure set's ROIs per a template's styles, in place.
+
+    A ROI takes a style when its name equals the style's name or key (case-insensitive), or is
+    ``Label_<n>`` for the style's label value (what the NIfTI bridge names unstyled labels).
+    ROIs no style matches are left as they are. Returns (old name, new name) per styled ROI.
+    """
+    changed = []
+    styled: dict[int, RoiStyle] = {}
+    for roi in ds.get("StructureSetROISequence", []):
+        style = _style_for(str(roi.get("ROIName", "")), styles)
+        if style is None:
+            continue
+        changed.append((str(roi.ROIName), style.name))
+        roi.ROIName = style.name
+        styled[int(roi.ROINumber)] = style
+    for contour in ds.get("ROIContourSequence", []):
+        style = styled.get(int(contour.ReferencedROINumber))
+        if style is not None:
+            contour.ROIDisplayColor = [int(c) for c in style.color]
+    for observation in ds.get("RTROIObservationsSequence", []):
+        style = styled.get(int(observation.ReferencedROINumber))
+        if style is not None:
+            observation.RTROIInterpretedType = style.type
+            observation.ROIObservationLabel = style.name[:16]
+    return changed
