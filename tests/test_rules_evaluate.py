@@ -221,3 +221,20 @@ def test_context_from_file_reads_a_header_and_names_unreadable_files(study, tmp_
     bad.write_text("nope")
     with pytest.raises(DicomReadError, match="bad.dcm"):
         SeriesContext.from_file(bad)
+
+
+def test_long_value_lists_are_shortened_in_explanations(study, monkeypatch):
+    from dicomflow.core.rules import evaluate
+
+    ct, rs, _ = study
+    context = SeriesContext(header(rs.path))
+    path = "ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]" \
+        ".ContourImageSequence[*].ReferencedSOPInstanceUID"
+    result = check(context, path, "equals", ct.sop_instance_uids[-1])
+    assert result.matched and result.matched_value == ct.sop_instance_uids[-1]
+    shown = result.to_dict()
+    assert "actual_count" not in shown and shown["actual"] == ct.sop_instance_uids  # 12 ≤ limit: all listed
+    monkeypatch.setattr(evaluate, "MAX_SHOWN_VALUES", 5)
+    shown = check(context, path, "equals", "1.2.3").to_dict()
+    assert shown["actual"] == ct.sop_instance_uids[:5] and shown["actual_count"] == 12
+    assert "... 12 values" in shown["reason"]

@@ -35,6 +35,7 @@ from dicomflow.core.rules.status import SeriesStatus
 from dicomflow.errors import DicomReadError
 
 SERIES_INSTANCE_COUNT_TAG = Tag(0x0020, 0x1209)  # NumberOfSeriesRelatedInstances
+MAX_SHOWN_VALUES = 20  # an explanation lists at most this many actual values per clause
 
 
 @dataclass
@@ -79,7 +80,9 @@ class ClauseResult:
         if rule.ignore_case:
             out["ignore_case"] = True
         out["matched"] = self.matched
-        out["actual"] = (MASK if mask else list(self.values)) if self.present else None
+        out["actual"] = (MASK if mask else list(self.values[:MAX_SHOWN_VALUES])) if self.present else None
+        if len(self.values) > MAX_SHOWN_VALUES:
+            out["actual_count"] = len(self.values)  # only the first values are listed
         if self.matched_value is not None:
             out["matched_value"] = MASK if mask else self.matched_value
         if mask:
@@ -107,7 +110,9 @@ class ClauseResult:
             )
         if self.matched:
             return f"{name} value {MASK if mask else repr(self.matched_value)} {verb} {expected}"
-        shown = MASK if mask else ", ".join(repr(v) for v in self.values) or "(no comparable value)"
+        shown = MASK if mask else ", ".join(repr(v) for v in self.values[:MAX_SHOWN_VALUES]) or "(no comparable value)"
+        if not mask and len(self.values) > MAX_SHOWN_VALUES:
+            shown += f", ... {len(self.values)} values"
         return f"no value of {name} ({shown}) {verb} {expected}"
 
 
