@@ -128,7 +128,7 @@ def import_paths(
     writer = CatalogWriter(store, received_from or f"{source_kind}")
     work_dir = settings.WORK_DIR / f"import-{uuid.uuid4().hex}"
     work_dir.mkdir(parents=True)
-    inputs = _Inputs(paths, work_dir, limits or ArchiveLimits())
+    inputs = _Inputs(paths, work_dir, limits or ArchiveLimits.from_env())
     batch: list[StoredFile] = []
     batch_size = settings.DICOMFLOW_IMPORT_BATCH
     done = 0
