@@ -112,3 +112,24 @@ def test_cli_default_rules_and_clear_errors(folder, tmp_path):
     assert "'Modalty' is not a DICOM keyword" in json.loads(done.stdout)["error"]
     done = run_cli(tmp_path / "missing", "--json", home=tmp_path / "h")
     assert done.returncode != 0 and "does not exist" in done.stderr
+
+
+def test_defaults_document_is_a_valid_rules_file(folder, tmp_path):
+    root, ct, scout, _ = folder
+    env = dict(os.environ, DICOMFLOW_HOME=str(tmp_path / "h"))
+    done = subprocess.run(
+        [sys.executable, "-m", "dicomflow.cli", "rules", "defaults", "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert [t["name"] for t in document["templates"]] == ["ct-body-lungs"]
+    # edit the default: accept 3-image series too, then feed it back
+    group = document["rulesets"][0]["match"]["and"][3]["or"]
+    group[0]["value"] = 3
+    rules = tmp_path / "edited.json"
+    rules.write_text(json.dumps(document))
+    done = run_cli(root, "--rules", rules, "--json", home=tmp_path / "h")
+    rows = {r["uid"]: r for r in json.loads(done.stdout)["series"]}
+    assert rows[scout.series_uid]["status"] == "RULE_MATCHED"
+    assert rows[ct.series_uid]["status"] == "RULE_MATCHED"

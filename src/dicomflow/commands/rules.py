@@ -6,6 +6,9 @@ listed on stderr.
 Values of identifying attributes (PS3.15 set, Patient module, person names) are masked in the
 explanation as ``***``; the web UI shows them unmasked to users allowed to see the series.
 Nothing is written: no catalog, no database, no files.
+
+``dicomflow rules defaults --json`` prints the built-in rules document
+``{"rulesets": [...], "templates": [...]}``: a starting point to edit and pass back with ``--rules``.
 """
 
 from __future__ import annotations
@@ -47,3 +50,14 @@ def dry_run_command(
     document = {"series": [e.to_dict(mask_identifying=True) for e in report.evaluations]}
     lines = [f"{e.series_uid}: {e.status.value} ({e.summary})" for e in report.evaluations]
     emit(document, as_json, "\n".join(lines) or "no DICOM series found")
+
+
+@rules_app.command("defaults", help="Print the built-in rulesets and templates (a rules file to start from).")
+def defaults_command(as_json: bool = JSON_OPTION) -> None:
+    from dicomflow.core.rules import builtin_templates, default_rulesets
+
+    document = {
+        "rulesets": [r.to_dict() for r in default_rulesets()],
+        "templates": [t.to_dict() for t in builtin_templates().values()],
+    }
+    emit(document, as_json)
