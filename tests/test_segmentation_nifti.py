@@ -104,3 +104,13 @@ def test_unevenly_spaced_series_is_refused(tmp_path):
     with pytest.raises(InputError, match="not evenly spaced"):
         series_to_nifti(ct.paths, tmp_path / "ct.nii.gz")
     assert not (tmp_path / "ct.nii.gz").exists()
+
+
+def test_enhanced_multiframe_gives_the_same_nifti_as_single_frames(tmp_path):
+    kwargs = dict(n_slices=9, rows=20, cols=18, orientation=synth.oblique_orientation(15), seed=5)
+    single = synth.write_image_series(tmp_path / "single", **kwargs)
+    multi = synth.write_image_series(tmp_path / "multi", multiframe=True, **kwargs)
+    a = nib.load(series_to_nifti(single.paths, tmp_path / "single.nii"))
+    b = nib.load(series_to_nifti(multi.paths, tmp_path / "multi.nii"))
+    assert np.allclose(a.affine, b.affine, atol=1e-4)
+    assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
