@@ -219,3 +219,27 @@ def test_project_names_are_validated(tmp_path):
             store.project_key(bad)
     key = store.project_key("ok-1")
     assert store.project_key("ok-1") == key and "secret" not in repr(key)
+
+
+def test_implicit_vr_pixels_copied_byte_for_byte(tmp_path):
+    info = synth.write_image_series(tmp_path / "src", patient=PATIENT, n_slices=2, rows=32, cols=32, implicit_vr=True, seed=7)
+    report = deidentify_folder(tmp_path / "src", tmp_path / "out", ProjectKey("IMP", b"i" * 32), Options(), workers=1)
+    assert report.ok and report.files_out == 2
+    by_position = {}
+    for p in info.paths:
+        ds = dcmread(p)
+        by_position[tuple(ds.ImagePositionPatient)] = ds
+    for p in output_files(tmp_path / "out"):
+        out = dcmread(p)
+        src = by_position[tuple(out.ImagePositionPatient)]
+        assert out.file_meta.TransferSyntaxUID == src.file_meta.TransferSyntaxUID
+        assert out.PixelData == src.PixelData and out.Rows == 32
+        assert out.PatientID != src.PatientID
+
+
+def test_deidentify_paths_selected_files_only(tmp_path):
+    from dicomflow.core.deid import deidentify_paths
+
+    info = synth.write_image_series(tmp_path / "src", n_slices=4, rows=16, cols=16, seed=8)
+    report = deidentify_paths(info.paths[:2], tmp_path / "out", ProjectKey("SEL", b"s" * 32), Options(), workers=1)
+    assert report.files_in == report.files_out == 2 and len(output_files(tmp_path / "out")) == 2

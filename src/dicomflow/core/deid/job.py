@@ -208,8 +208,21 @@ def deidentify_folder(
     progress: Callable[[int, int], None] | None = None,
 ) -> JobReport:
     """De-identify every file below ``src`` into ``dst``; see the module docstring."""
-    src, dst = Path(src), Path(dst)
-    files = iter_files(src)
+    return deidentify_paths(iter_files(Path(src)), dst, key, options, subject_ids, workers, progress)
+
+
+def deidentify_paths(
+    files: list[Path],
+    dst: Path | str,
+    key: ProjectKey,
+    options: Options,
+    subject_ids: dict[str, str] | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> JobReport:
+    """De-identify the given files (e.g. the series chosen for staging) into ``dst``."""
+    files = [Path(f) for f in files]
+    dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     stage = dst / f"{STAGE_PREFIX}{secrets.token_hex(6)}"
     stage.mkdir()
