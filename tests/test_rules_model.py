@@ -57,6 +57,7 @@ def test_ruleset_round_trips_through_json():
         ({"and": []}, "needs at least one clause"),
         ({"and": [], "or": []}, "exactly one key"),
         ({"attribute": "Modality", "operator": "equals", "value": "CT", "colour": 1}, "unknown keys: colour"),
+        ({"attribute": "Modality", "operator": "equals", "value": "CT", "ignore_case": "no"}, "must be true or false"),
     ],
 )
 def test_malformed_clauses_are_refused_with_a_message_naming_the_problem(clause, fragment):

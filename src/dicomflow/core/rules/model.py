@@ -28,6 +28,13 @@ from dicomflow.core.rules.operators import ORDERING, PRESENCE, Operator, is_numb
 from dicomflow.errors import RuleDefinitionError
 
 
+def _flag(data: dict[str, Any], key: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise RuleDefinitionError(f"'{key}' must be true or false, not {value!r}")
+    return value
+
+
 class GroupOperator(str, Enum):
     AND = "and"
     OR = "or"
@@ -87,7 +94,7 @@ class Rule:
             raise RuleDefinitionError(f"rule has unknown keys: {', '.join(sorted(unknown))}")
         if "attribute" not in data or "operator" not in data:
             raise RuleDefinitionError("a rule needs 'attribute' and 'operator'")
-        return cls(data["attribute"], data["operator"], data.get("value"), bool(data.get("ignore_case", False)))
+        return cls(data["attribute"], data["operator"], data.get("value"), _flag(data, "ignore_case", False))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"attribute": self.attribute, "operator": self.operator.value}
@@ -150,7 +157,7 @@ class Ruleset:
             match=clause_from_dict(data["match"]),
             template=data.get("template") or None,
             description=str(data.get("description", "")),
-            enabled=bool(data.get("enabled", True)),
+            enabled=_flag(data, "enabled", True),
         )
 
     def to_dict(self) -> dict[str, Any]:
