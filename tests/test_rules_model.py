@@ -105,3 +105,17 @@ def test_rules_document_adds_templates_and_refuses_duplicates(tmp_path):
     path.write_text("{not json")
     with pytest.raises(RuleDefinitionError, match="not valid JSON"):
         load_rules_file(path)
+
+
+def test_series_status_enum_holds_every_status_of_the_pipeline():
+    from dicomflow.core.rules import RULE_STATUSES, SeriesStatus
+
+    issue_statuses = (
+        "UNPROCESSED RULE_MATCHED RULE_NOT_MATCHED MULTIPLE_RULES_MATCHED NO_TEMPLATE_FOUND "
+        "READY_FOR_DEIDENTIFICATION DEIDENTIFIED DEIDENTIFICATION_FAILED SENT_FOR_PROCESSING "
+        "RESULT_RECEIVED RESULT_INVALID RESULT_EXPORTED EXPORT_FAILED ERROR"
+    ).split()
+    assert [s.value for s in SeriesStatus] == issue_statuses
+    assert SeriesStatus("RULE_MATCHED") is SeriesStatus.RULE_MATCHED and f"{SeriesStatus.ERROR}" == "ERROR"
+    assert RULE_STATUSES < set(SeriesStatus)
+    assert json.dumps({"s": SeriesStatus.DEIDENTIFIED}) == '{"s": "DEIDENTIFIED"}'
