@@ -158,3 +158,10 @@ def test_wrong_inputs_fail_with_clear_errors(tmp_path):
     with pytest.raises(InputError, match="another series"):
         run(ct.paths + mr.paths, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_non_image_input_is_refused_by_path(tmp_path):
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=4, rows=16, cols=16)
+    rs = synth.write_rtstruct(tmp_path / "rs", ct)
+    with pytest.raises(InputError, match=r"RS\..*: not an image"):
+        read_image_series([rs.path])

@@ -160,7 +160,7 @@ def read_image_series(paths: Sequence[str | Path]) -> ImageSeries:
     """Geometry and references of one image series from its files (headers only, no pixels)."""
     if not paths:
         raise InputError("no image files given")
-    slices = []  # (location placeholder, position, uid, frame, file index, frame index, rescale)
+    slices = []  # (position, SOP instance UID, frame number, file index, frame index, rescale)
     orientation = spacing = size = None
     header = None
     series_uid = sop_class = None
@@ -175,6 +175,8 @@ def read_image_series(paths: Sequence[str | Path]) -> ImageSeries:
             header, series_uid, sop_class = ds, ds.get("SeriesInstanceUID"), ds.get("SOPClassUID")
         if ds.get("SeriesInstanceUID") != series_uid:
             raise InputError(f"{path}: belongs to another series than {paths[0]}; give one series at a time")
+        if "Rows" not in ds or "Columns" not in ds:
+            raise InputError(f"{path}: not an image (no Rows/Columns); give the files of one image series")
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         frames = range(n_frames) if per_frame else [-1]
@@ -196,7 +198,8 @@ def read_image_series(paths: Sequence[str | Path]) -> ImageSeries:
                       and size == (int(ds.Rows), int(ds.Columns))):
                 raise InputError(f"{path}: orientation, pixel spacing or size differs from the rest of the series")
             slices.append((ipp, str(ds.SOPInstanceUID), f + 1 if f >= 0 else None, index, f, rescale))
-    row_dir, col_dir = orientation[:3], orientation[3:]
+    row_dir = orientation[:3] / np.linalg.norm(orientation[:3])  # stored cosines are rounded
+    col_dir = orientation[3:] / np.linalg.norm(orientation[3:])
     normal = np.cross(row_dir, col_dir)
     slices.sort(key=lambda s: float(s[0] @ normal))
     positions = np.array([s[0] for s in slices])
