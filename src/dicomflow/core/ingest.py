@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from dicomflow.core.dicom.header import InstanceHeader, read_header
+from dicomflow.core.dicom.header import InstanceHeader, read_header, read_header_bytes
 from dicomflow.core.store import FileStore, StoreResult, relative_store_path
 from dicomflow.errors import InputError, StorageError
 
@@ -35,12 +35,24 @@ def store_path_for(header: InstanceHeader) -> str:
     )
 
 
+#: Files up to this size are read once into memory: header, hash and copy come from one read.
+READ_ONCE_LIMIT = 16 * 1024 * 1024
+
+
 def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) -> StoredFile | IgnoredFile:
     """Read ``path``'s header and copy it into the store (unless that name is taken)."""
     try:
+        size = os.path.getsize(path)
+        if size <= READ_ONCE_LIMIT:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            header = read_header_bytes(data)
+            return StoredFile(display_name, header, store.store_bytes(data, store_path_for(header)))
         header = read_header(path)
     except InputError as exc:
         return IgnoredFile(display_name, str(exc))
+    except OSError as exc:
+        return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
     try:
         stored = store.store_file(path, store_path_for(header))
     except StorageError:

@@ -126,9 +126,25 @@ class FileStore:
             return self.store_stream(src, relpath)
 
     def store_bytes(self, data: bytes, relpath: str) -> StoreResult:
-        import io
-
-        return self.store_stream(io.BytesIO(data), relpath)
+        """Store an in-memory file unless ``relpath`` exists (then only hash it)."""
+        sha = hashlib.sha256(data).hexdigest()
+        final = self.root / relpath
+        if final.exists():
+            return StoreResult(relpath, sha, len(data), created=False)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = _temp_name(final.parent)
+        try:
+            with open(temp, "xb") as dst:
+                dst.write(data)
+                if self.fsync == "always":
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            return self._link_into_place(temp, final, relpath, sha, len(data))
+        except OSError as exc:
+            raise StorageError(f"cannot write to the store at {final.parent} ({exc.strerror or exc})") from None
+        finally:
+            if temp.exists():
+                temp.unlink()
 
     def replace(self, path: str | os.PathLike, relpath: str) -> StoreResult:
         """Atomically replace an *uncatalogued* file at relpath (an orphan left by a crash)."""

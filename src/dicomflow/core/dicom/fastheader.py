@@ -73,7 +73,7 @@ _WANTED: dict[int, tuple[str, str]] = {
     0x00280100: ("bits_allocated", "us"),
 }
 _STOP_TAGS = {0x52009229, 0x52009230}  # functional groups: enhanced objects go to pydicom
-_HEAD = 256 * 1024
+_HEAD = 64 * 1024
 
 
 class _Fallback(Exception):
@@ -137,8 +137,16 @@ def read_plain_image_header(path: str | os.PathLike) -> InstanceHeader | None:
         file_size = os.path.getsize(path)
         with open(path, "rb") as fh:
             buf = fh.read(_HEAD)
+    except OSError:
+        return None
+    return parse_plain_image_header(buf, file_size)
+
+
+def parse_plain_image_header(buf: bytes, file_size: int) -> InstanceHeader | None:
+    """Like :func:`read_plain_image_header` for the first bytes (or all) of a file of ``file_size``."""
+    try:
         return _parse(buf, file_size)
-    except (_Fallback, struct.error, UnicodeDecodeError, OSError):
+    except (_Fallback, struct.error, UnicodeDecodeError):
         return None
 
 

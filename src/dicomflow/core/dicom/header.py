@@ -8,6 +8,7 @@ are recognised without decoding them.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -271,13 +272,33 @@ def read_header(path: str | os.PathLike) -> InstanceHeader:
     return read_header_pydicom(path)
 
 
+def read_header_bytes(data: bytes) -> InstanceHeader:
+    """``read_header`` for a file already in memory (the import reads small files once)."""
+    from dicomflow.core.dicom.fastheader import parse_plain_image_header
+
+    fast = parse_plain_image_header(data, len(data))
+    if fast is not None:
+        return fast
+    return _read_pydicom(io.BytesIO(data), len(data))
+
+
 def read_header_pydicom(path: str | os.PathLike) -> InstanceHeader:
     """The reference reader (pydicom): every file, every error; the fast path's test oracle."""
     try:
         file_size = os.path.getsize(path)
-        if file_size == 0:
-            raise NotDicomError("empty file")
-        with open(path, "rb") as fp, warnings.catch_warnings(record=True) as caught:
+        with open(path, "rb") as fp:
+            return _read_pydicom(fp, file_size)
+    except PermissionError as exc:
+        raise DicomReadError(f"unreadable ({exc.strerror})") from None
+    except OSError as exc:
+        raise DicomReadError(f"unreadable ({exc.strerror or exc})") from None
+
+
+def _read_pydicom(fp: BinaryIO, file_size: int) -> InstanceHeader:
+    if file_size == 0:
+        raise NotDicomError("empty file")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True)
@@ -294,8 +315,6 @@ def read_header_pydicom(path: str | os.PathLike) -> InstanceHeader:
             return header_from_dataset(ds)
     except (NotDicomError, DicomReadError, MissingAttributeError):
         raise
-    except PermissionError as exc:
-        raise DicomReadError(f"unreadable ({exc.strerror})") from None
     except (EOFError, struct.error) as exc:
         raise DicomReadError(f"file is truncated ({exc.__class__.__name__})") from None
     except OSError as exc:
