@@ -160,3 +160,6 @@ class RTImage(models.Model):
     label = models.CharField(max_length=64, blank=True, default="")
     referenced_plan_uid = models.CharField(max_length=64, blank=True, default="", db_index=True)
     referenced_beam_number = models.IntegerField(null=True, blank=True)
+
+
+from dicomflow.catalog.models_rt import *  # noqa: E402,F401,F403  RT edges, check results, sanity (see there)
