@@ -217,5 +217,40 @@ def test_periodic_task_on_real_worker_copies_and_imports(tmp_path, celery_worker
     assert row.folder_name == "nightly"
     assert Instance.objects.count() == 5
     assert ImportRun.objects.filter(source_kind=SourceKind.WATCHED_FOLDER).count() == 1
-    time.sleep(1.5)  # give the second scan time to (not) act
+    from django_celery_results.models import TaskResult
+
+    wait_for(  # both scans have run to the end (nothing of them is left to disturb later tests)
+        lambda: TaskResult.objects.filter(task_name=scan_watched_folders.name, status="SUCCESS").count() == 2,
+        timeout=30, worker=celery_worker_process, what="both scans to finish",
+    )
     assert len(copies()) == 1 and FolderIntake.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_retry_of_failed_or_stuck_folders(tmp_path, admin_client, celery_worker_process):
+    from django.urls import reverse
+
+    source = make_source(tmp_path)
+    write_case(source, "copied", 2, "WATCH30")
+    write_case(source, "lost", 2, "WATCH31")
+    for name in ("copied", "lost"):
+        age(Path(source.path) / name)
+    watch.scan_source(source)
+    assert len(watch.scan_source(source)) == 2
+    done, lost = intake_of(source, "copied"), intake_of(source, "lost")
+    FolderIntake.objects.filter(pk=done.pk).update(status=FolderIntakeStatus.FAILED, error_message="disk full")
+    FolderIntake.objects.filter(pk=lost.pk).update(status=FolderIntakeStatus.COPYING, copy_path="")
+    assert watch.scan_source(source) == []  # neither is ever taken again by itself
+
+    response = admin_client.post(
+        reverse("admin:intake_folderintake_changelist"),
+        {"action": "retry_import", "_selected_action": [done.pk, lost.pk]},
+    )
+    assert response.status_code == 302
+    wait_for(lambda: intake_of(source, "copied").status == FolderIntakeStatus.IMPORTED, timeout=60,
+             worker=celery_worker_process, what="the retried import")
+    assert Instance.objects.count() == 2
+    again = intake_of(source, "lost")
+    assert again.status == FolderIntakeStatus.WAITING and again.signature == ""
+    watch.scan_source(source)
+    assert watch.scan_source(source) == [lost.pk]

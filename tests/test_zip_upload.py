@@ -128,12 +128,16 @@ def test_redelivered_task_and_second_request_do_no_harm(admin_client, celery_wor
     # A re-delivered task (same id) loses the conditional update Pending → In progress.
     from dicomflow.intake.tasks import process_zip_upload
 
-    process_zip_upload.apply_async((upload.pk,), task_id=done.task_id)
+    from django_celery_results.models import TaskResult
+
+    redelivered = process_zip_upload.apply_async((upload.pk,), task_id=f"{done.task_id}-again")
     assert uploads.process_upload(upload.pk) == {"upload": upload.pk, "skipped": True}
     assert uploads.request_processing([upload.pk]) == []  # Completed is not queued again
-    import time
-
-    time.sleep(2.5)  # the worker has polled the broker and handled the re-delivered task
+    finished = wait_for(
+        lambda: TaskResult.objects.filter(task_id=redelivered.id, status="SUCCESS").first(),
+        worker=celery_worker_process, what="the re-delivered task",
+    )
+    assert '"skipped": true' in finished.result
     after = ZipUpload.objects.get(pk=upload.pk)
     assert (after.status, after.instances_new, after.finished_at) == (UploadStatus.COMPLETED, 3, done.finished_at)
     assert ImportRun.objects.count() == runs
@@ -254,3 +258,24 @@ def test_catalog_admin_lists_searches_and_is_view_only(admin_client, multi_zip):
     p = Patient.objects.get(patient_id=patient.patient_id)
     assert admin_client.post(reverse("admin:catalog_patient_delete", args=[p.pk]), {"post": "yes"}).status_code == 403
     assert Patient.objects.filter(pk=p.pk).exists()
+
+
+def test_stuck_upload_can_be_abandoned_retried_and_deleted(admin_client, tmp_path, celery_worker_process):
+    """A worker lost mid-way leaves In progress (re-deliveries do nothing); the admin can recover it."""
+    info = write_multi_patient_zip(tmp_path / "stuck.zip", n_patients=1, n_slices=2, rows=16, cols=16)
+    upload = upload_via_admin(admin_client, info.path)
+    ZipUpload.objects.filter(pk=upload.pk).update(status=UploadStatus.IN_PROGRESS, stage=UploadStage.IMPORT)
+    assert uploads.process_upload(upload.pk)["skipped"] is True
+    changelist = reverse("admin:intake_zipupload_changelist")
+    admin_client.post(changelist, {"action": "abandon_selected", "_selected_action": [upload.pk]})
+    upload.refresh_from_db()
+    assert upload.status == UploadStatus.FAILED and "process it again" in upload.error_message
+    assert uploads.request_processing([upload.pk]) == [upload.pk]
+    assert wait_finished(upload, celery_worker_process).status == UploadStatus.COMPLETED
+    assert catalog_counts()["instances"] == 2
+
+    other = upload_via_admin(admin_client, info.path)
+    stored = Path(other.file.path)
+    assert stored.exists()
+    admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"})
+    assert not ZipUpload.objects.filter(pk=other.pk).exists() and not stored.exists()

@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from dicomflow.intake import uploads
+from dicomflow.intake import uploads, watch
 from dicomflow.intake.models import (
     FolderIntake,
     FolderIntakeStatus,
@@ -63,7 +63,7 @@ class ZipUploadAdmin(admin.ModelAdmin):
     list_display_links = ["id", "name"]
     list_filter = ["status", "uploaded_at"]
     search_fields = ["original_name"]
-    actions = ["process_selected"]
+    actions = ["process_selected", "abandon_selected"]
     readonly_fields = [
         "original_name", "size", "uploaded_by", "uploaded_at", "status", "stage", "percent", "task_id",
         "started_at", "finished_at", "import_run", "files_seen", "instances_new", "instances_duplicate",
@@ -158,6 +158,19 @@ class ZipUploadAdmin(admin.ModelAdmin):
         if skipped:
             self.message_user(request, f"Skipped {skipped} upload(s) already in progress or completed.", messages.INFO)
 
+    @admin.action(description="Mark selected stuck uploads (worker lost) as failed")
+    def abandon_selected(self, request, queryset):
+        n = uploads.abandon(queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Marked {n} in-progress upload(s) as failed; process them again.", messages.SUCCESS)
+
+    def delete_model(self, request, obj):
+        uploads.delete_uploads([obj])
+
+    def delete_queryset(self, request, queryset):
+        kept = queryset.count() - uploads.delete_uploads(queryset)
+        if kept:
+            self.message_user(request, f"Kept {kept} upload(s) that are in progress.", messages.WARNING)
+
     def get_urls(self):
         custom = [
             path(
@@ -229,17 +242,17 @@ class FolderIntakeAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Import the copies of the selected failed folders again")
+    @admin.action(description="Retry the selected failed or stuck folders")
     def retry_import(self, request, queryset):
         from dicomflow.intake.tasks import import_watched_folder
 
-        ids = list(queryset.filter(status=FolderIntakeStatus.FAILED).exclude(copy_path="").values_list("pk", flat=True))
-        FolderIntake.objects.filter(pk__in=ids, status=FolderIntakeStatus.FAILED).update(
-            status=FolderIntakeStatus.COPIED, error_message=""
-        )
+        ids = watch.retry(queryset.values_list("pk", flat=True))
         for i in ids:
             transaction.on_commit(lambda i=i: import_watched_folder.delay(i))
-        self.message_user(request, f"Queued {len(ids)} import(s).", messages.SUCCESS)
+        self.message_user(
+            request, f"Queued {len(ids)} import(s); folders without a complete copy wait for the next scan.",
+            messages.SUCCESS,
+        )
 
 
 @admin.register(ImportRun)

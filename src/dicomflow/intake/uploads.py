@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from dicomflow.errors import ArchiveError, DicomflowError
 from dicomflow.intake.models import ImportRun, SourceKind, UploadStage, UploadStatus, ZipUpload
+from dicomflow.intake.services import import_paths
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,6 @@ def _whole_archive_refusal(report, name: str) -> str | None:
 
 def process_upload(upload_id: int) -> dict:
     """Import one upload through its stages; the body of the Celery task."""
-    from dicomflow.intake.services import import_paths
-
     taken = ZipUpload.objects.filter(pk=upload_id, status=UploadStatus.PENDING).update(
         status=UploadStatus.IN_PROGRESS, stage=UploadStage.INITIALISE, percent=0,
         started_at=timezone.now(), finished_at=None, error_message="",
@@ -192,3 +191,28 @@ def _fail(upload_id: int, message: str) -> None:
         status=UploadStatus.FAILED, finished_at=timezone.now(), error_message=message[:4000]
     )
     log.warning("ZIP upload %s failed: %s", upload_id, message)
+
+
+def abandon(upload_ids: Iterable[int]) -> int:
+    """Mark In-progress uploads whose worker was lost as Failed, so "Process now" can retry them.
+
+    Only for uploads nobody is processing any more (the admin decides); returns how many changed.
+    """
+    return ZipUpload.objects.filter(pk__in=list(upload_ids), status=UploadStatus.IN_PROGRESS).update(
+        status=UploadStatus.FAILED, finished_at=timezone.now(),
+        error_message="stopped by an administrator (the worker processing it was lost); process it again",
+    )
+
+
+def delete_uploads(uploads: Iterable[ZipUpload]) -> int:
+    """Delete uploads and their ZIP files; uploads in progress are kept. Returns how many were deleted."""
+    deleted = 0
+    for upload in uploads:
+        if upload.status == UploadStatus.IN_PROGRESS:
+            continue
+        if upload.file:
+            upload.file.delete(save=False)
+        upload.delete()
+        deleted += 1
+    return deleted
+

@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from dicomflow.errors import DicomflowError
 from dicomflow.intake.models import FolderIntake, FolderIntakeStatus, SourceKind, WatchedFolder
+from dicomflow.intake.services import import_paths
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,6 @@ def scan_all() -> list[int]:
 
 def import_intake(intake_id: int):
     """Import a copied folder once (conditional update COPIED → IMPORTING); None if someone else did."""
-    from dicomflow.intake.services import import_paths
-
     won = FolderIntake.objects.filter(pk=intake_id, status=FolderIntakeStatus.COPIED).update(
         status=FolderIntakeStatus.IMPORTING
     )
@@ -232,3 +231,28 @@ def import_intake(intake_id: int):
         status=FolderIntakeStatus.IMPORTED, import_run_id=report.import_run_id, imported_at=timezone.now()
     )
     return report
+
+
+def retry(intake_ids) -> list[int]:
+    """Administrator override for failed or stuck folders (a worker was lost mid-way).
+
+    With a complete copy in the datastore: back to COPIED (returned, for the caller to queue the
+    import). Without one: back to WAITING with no signature, so the scans take it afresh.
+    """
+    ids = list(intake_ids)
+    stuck = [FolderIntakeStatus.FAILED, FolderIntakeStatus.COPYING, FolderIntakeStatus.IMPORTING]
+    to_import = []
+    for intake in FolderIntake.objects.filter(pk__in=ids, status__in=stuck):
+        if intake.copy_path and os.path.isdir(intake.copy_path):
+            won = FolderIntake.objects.filter(pk=intake.pk, status=intake.status).update(
+                status=FolderIntakeStatus.COPIED, error_message=""
+            )
+            if won:
+                to_import.append(intake.pk)
+        else:
+            FolderIntake.objects.filter(pk=intake.pk, status=intake.status).update(
+                status=FolderIntakeStatus.WAITING, signature="", signature_since=None, claimed_at=None,
+                claimed_by="", error_message="",
+            )
+    return to_import
+
