@@ -62,3 +62,17 @@ def test_import_bench_quick_run(tmp_path):
     leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
                  if p.pid not in before and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
+
+
+@pytest.mark.slow
+def test_profile_import_runs(tmp_path):
+    out = tmp_path / "prof.json"
+    res = subprocess.run([sys.executable, str(SCRIPT.parent / "profile_import.py"), "--slices", "10", "--size", "64",
+                          "--workdir", str(tmp_path), "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["files"] == 10
+    stages = {row["stage"]: row for row in doc["stages"]}
+    assert any(name.startswith("import_paths, 1 worker") for name in stages)
+    assert all(row["wall_ms_per_file"] >= 0 and row["cpu_ms_per_file"] >= 0 for row in doc["stages"])
+    assert list(tmp_path.iterdir()) == [out]  # its work folder is gone
