@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "dicomflow.commands.rules",
     "dicomflow.commands.rt",
     "dicomflow.commands.check",
+    "dicomflow.commands.catalog",
     "dicomflow.commands.network",
 ]
 

@@ -15,6 +15,10 @@ class Patient(models.Model):
     patient_name = models.CharField(max_length=324, blank=True, default="", db_index=True)
     birth_date = models.DateField(null=True, blank=True)
     sex = models.CharField(max_length=16, blank=True, default="")
+    project = models.ForeignKey(
+        "projects.Project", null=True, blank=True, on_delete=models.PROTECT, related_name="patients",
+        help_text="Null: the clinical pool (Study0); else the research project holding this de-identified copy.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -35,6 +39,10 @@ class Study(models.Model):
     study_id = models.CharField(max_length=16, blank=True, default="")
     accession_number = models.CharField(max_length=64, blank=True, default="", db_index=True)
     description = models.CharField(max_length=256, blank=True, default="")
+    project = models.ForeignKey(
+        "projects.Project", null=True, blank=True, on_delete=models.PROTECT, related_name="studies",
+        help_text="Null: the clinical pool (Study0); else the research project holding this de-identified copy.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -54,6 +62,10 @@ class Series(models.Model):
     series_date = models.DateField(null=True, blank=True, db_index=True)
     body_part_examined = models.CharField(max_length=64, blank=True, default="")
     frame_of_reference_uid = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    project = models.ForeignKey(
+        "projects.Project", null=True, blank=True, on_delete=models.PROTECT, related_name="series",
+        help_text="Null: the clinical pool (Study0); else the research project holding this de-identified copy.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

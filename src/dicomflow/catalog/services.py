@@ -41,6 +41,11 @@ def parse_da(value: str) -> dt.date | None:
         return None
 
 
+def project_issuer(project_key: str) -> str:
+    """Issuer of Patient ID recorded for a project's pseudonymous patients (catalog rows only)."""
+    return f"dicomflow project {project_key}"[:64]
+
+
 @dataclass
 class BatchOutcome:
     new: list[StoredFile] = field(default_factory=list)
@@ -52,11 +57,19 @@ class BatchOutcome:
 
 
 class CatalogWriter:
-    """Keeps UID → primary-key caches across batches of one import."""
+    """Keeps UID → primary-key caches across batches of one import.
 
-    def __init__(self, store: FileStore, received_from: str):
+    With ``project`` (a research project's id) the rows are that project's de-identified copy:
+    Patient/Study/Series get ``project`` set, and the patient is keyed by the issuer
+    ``project_issuer(key)`` (the project assigns the pseudonym), so equal study subject IDs in
+    two projects never share a Patient row nor collide with a clinical Patient ID.
+    """
+
+    def __init__(self, store: FileStore, received_from: str, project=None):
         self.store = store
         self.received_from = received_from[:512]
+        self.project_id = getattr(project, "pk", project)
+        self.patient_issuer = project_issuer(getattr(project, "key", str(project))) if project is not None else None
         self._patients: dict[tuple[str, str], int] = {}
         self._studies: dict[str, int] = {}
         self._series: dict[str, int] = {}
@@ -77,6 +90,7 @@ class CatalogWriter:
                 patient_name=h.patient_name[:324],
                 birth_date=parse_da(h.patient_birth_date),
                 sex=h.patient_sex[:16],
+                project_id=self.project_id,
             )
             for k, h in wanted.items()
             if k not in self._patients
@@ -100,6 +114,7 @@ class CatalogWriter:
                 study_id=h.study_id[:16],
                 accession_number=h.accession_number[:64],
                 description=h.study_description[:256],
+                project_id=self.project_id,
             )
             for uid, h in wanted.items()
             if uid not in self._studies
@@ -125,6 +140,7 @@ class CatalogWriter:
                 series_date=parse_da(h.series_date),
                 body_part_examined=h.body_part_examined[:64],
                 frame_of_reference_uid=h.frame_of_reference_uid[:64],
+                project_id=self.project_id,
             )
             for uid, h in wanted.items()
             if uid not in self._series
@@ -141,6 +157,9 @@ class CatalogWriter:
         outcome = BatchOutcome()
         if not items:
             return outcome
+        if self.patient_issuer is not None:
+            for item in items:
+                item.header.issuer_of_patient_id = self.patient_issuer
         self.store.flush()
         with transaction.atomic():
             existing = {

@@ -19,6 +19,9 @@ def import_command(
     as_json: bool = JSON_OPTION,
     workers: int = typer.Option(0, help="Worker processes (default: one per core)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    analyse_now: bool = typer.Option(
+        False, "--analyse", help="Analyse the imported studies now (RT tree, checks) instead of queueing it for the worker."
+    ),
 ) -> None:
     for p in paths:
         if not p.exists():
@@ -51,7 +54,12 @@ def import_command(
                 received_from="cli",
                 workers=workers or None,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                analyse=not analyse_now,  # queue it for the worker unless done here
             )
+            if analyse_now:
+                from dicomflow.catalog.analysis import analyse_studies
+
+                analyse_studies(report.study_ids)
         except DicomflowError as exc:
             fail(str(exc), as_json)
     doc = report.as_dict()

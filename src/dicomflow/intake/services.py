@@ -111,8 +111,12 @@ def import_paths(
     progress: ProgressCallback | None = None,
     workers: int | None = None,
     limits: ArchiveLimits | None = None,
+    analyse: bool = True,
 ) -> ImportReport:
-    """Import files, folders and archives (also archives found inside folders) into the catalog."""
+    """Import files, folders and archives (also archives found inside folders) into the catalog.
+
+    With ``analyse`` the touched studies are queued for analysis (RT edges, checks) on commit.
+    """
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.exists():
@@ -187,4 +191,8 @@ def import_paths(
         len(report.conflicts),
         len(report.ignored),
     )
+    if analyse and report.study_ids:  # RT edges and checks of the touched studies, by a worker
+        from dicomflow.catalog.tasks import enqueue_analysis
+
+        enqueue_analysis(report.study_ids)
     return report

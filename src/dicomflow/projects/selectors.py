@@ -1,0 +1,161 @@
+"""Reads of research projects, and per-project access to the catalog.
+
+Access rule (one place, used by web, API and admin):
+- the clinical pool ("Study0": rows with ``project`` null) is visible to superusers and to users
+  holding the permission ``projects.view_clinical_pool``;
+- a project's de-identified copy is visible to the members of that project (any role) and to
+  superusers;
+- nobody else sees anything.
+Re-identification needs the Re-identifier role in that very project (superusers included: the
+role is given explicitly, so every re-identification has a named, audited grant).
+"""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from dicomflow.catalog.models import Instance, Patient, Series, Study
+from dicomflow.projects.models import Project, ProjectMembership, StagedSeries
+
+CLINICAL_POOL_PERMISSION = "projects.view_clinical_pool"
+
+
+def _active(user) -> bool:
+    return bool(user is not None and getattr(user, "is_authenticated", False) and user.is_active)
+
+
+def can_see_clinical(user) -> bool:
+    return _active(user) and (user.is_superuser or user.has_perm(CLINICAL_POOL_PERMISSION))
+
+
+def projects_for(user) -> QuerySet[Project]:
+    """Projects whose copies ``user`` may see."""
+    if not _active(user):
+        return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user).distinct()
+
+
+def membership(user, project: Project) -> ProjectMembership | None:
+    if not _active(user):
+        return None
+    return ProjectMembership.objects.filter(user=user, project=project).first()
+
+
+def can_reidentify(user, project: Project) -> bool:
+    member = membership(user, project)
+    return member is not None and member.can_reidentify
+
+
+def _scope(user, field: str) -> Q | None:
+    """The filter on ``<field>`` (a catalog row's project) for what ``user`` may see; None = nothing."""
+    if not _active(user):
+        return None
+    if user.is_superuser:
+        return Q()
+    allowed = Q(**{f"{field}__in": Project.objects.filter(memberships__user=user).values("pk")})
+    if user.has_perm(CLINICAL_POOL_PERMISSION):
+        allowed |= Q(**{f"{field}__isnull": True})
+    return allowed
+
+
+def visible_studies(user) -> QuerySet[Study]:
+    scope = _scope(user, "project")
+    return Study.objects.none() if scope is None else Study.objects.filter(scope)
+
+
+def visible_series(user) -> QuerySet[Series]:
+    scope = _scope(user, "project")
+    return Series.objects.none() if scope is None else Series.objects.filter(scope)
+
+
+def visible_patients(user) -> QuerySet[Patient]:
+    scope = _scope(user, "project")
+    return Patient.objects.none() if scope is None else Patient.objects.filter(scope)
+
+
+def visible_instances(user) -> QuerySet[Instance]:
+    scope = _scope(user, "series__project")
+    return Instance.objects.none() if scope is None else Instance.objects.filter(scope)
+
+
+def project_studies(project: Project) -> QuerySet[Study]:
+    return Study.objects.filter(project=project)
+
+
+# --- pseudonymization state of clinical studies ----------------------------------------------------
+NONE, PARTLY, FULLY = "none", "partly", "fully"
+
+
+def study_pseudonymization(study: Study, projects: QuerySet[Project] | None = None) -> list[dict]:
+    """Per project: how many of the clinical study's series have a complete de-identified copy.
+
+    A series counts when its copy holds at least as many instances as the clinical series holds
+    now (a quarantined instance, or one that arrived after staging, leaves it incomplete).
+    ``status`` is "none", "partly" or "fully".
+    """
+    projects = Project.objects.all() if projects is None else projects
+    source_counts = dict(
+        Series.objects.filter(study=study).annotate(n=Count("instances")).values_list("pk", "n")
+    )
+    total = len(source_counts)
+    complete: dict[int, int] = {}
+    copies = (
+        StagedSeries.objects.filter(source_series__study=study, copy_series__isnull=False)
+        .annotate(n=Count("copy_series__instances"))
+        .values_list("project_id", "source_series_id", "n")
+    )
+    for project_id, source_id, n in copies:
+        if n >= source_counts.get(source_id, 0):
+            complete[project_id] = complete.get(project_id, 0) + 1
+    out = []
+    for project in projects.order_by("key"):
+        staged = complete.get(project.pk, 0)
+        status = NONE if staged == 0 else FULLY if staged >= total else PARTLY
+        out.append({"project": project.key, "status": status, "series_staged": staged, "series_total": total})
+    return out
+
+
+def copies_of(study: Study, project: Project) -> QuerySet[Series]:
+    """The project's copy series made from ``study``'s clinical series."""
+    return Series.objects.filter(
+        pk__in=StagedSeries.objects.filter(project=project, source_series__study=study).values("copy_series")
+    )
+
+
+def project_summaries() -> list[dict]:
+    """What ``dicomflow project list`` shows."""
+    rows = Project.objects.annotate(
+        n_subjects=Count("subjects", distinct=True),
+        n_members=Count("memberships", distinct=True),
+        n_studies=Count("studies", distinct=True),
+    ).order_by("key")
+    return [
+        {
+            "key": p.key,
+            "name": p.name,
+            "subjects": p.n_subjects,
+            "members": p.n_members,
+            "studies": p.n_studies,
+            "options": p.deid_options().to_dict(),
+        }
+        for p in rows
+    ]
+
+
+__all__ = [
+    "CLINICAL_POOL_PERMISSION",
+    "can_reidentify",
+    "can_see_clinical",
+    "copies_of",
+    "membership",
+    "project_studies",
+    "project_summaries",
+    "projects_for",
+    "study_pseudonymization",
+    "visible_instances",
+    "visible_patients",
+    "visible_series",
+    "visible_studies",
+]

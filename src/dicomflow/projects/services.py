@@ -1,0 +1,418 @@
+"""Writes of research projects: create, members, subjects, events, upload slots, staging.
+
+Staging (``stage_series`` → ``run_staging_job``) makes a project's de-identified copy of chosen
+clinical series, in stages whose progress (stage, done/total) is committed on the job row:
+
+==========  =========================================================================
+select      the requested series plus everything they reference (RT closure over the
+            patient's clinical series: images from catalog rows, RT objects' headers
+            from the stored files)
+deidentify  the stored files, with the project's key and options; enrolled subjects get
+            their study subject ID as Patient ID/Name. The leak scan must find nothing
+            and no file may fail, else nothing is imported
+import      the output is imported with ``import_paths(project=...)``: new UIDs are
+            keyed, so staging again finds every instance a duplicate
+finalise    clinical series → copy series rows (none/partly/fully per study)
+==========  =========================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from dicomflow.catalog.models import Instance, Patient, Series, Study
+from dicomflow.core.deid import KeyStore, Options, deidentify_paths
+from dicomflow.core.deid.pseudonyms import Pseudonymizer
+from dicomflow.errors import DeidentificationError, DicomflowError, InputError, PermissionDeniedError
+from dicomflow.projects.models import (
+    OWN_COLUMNS,
+    Event,
+    Project,
+    ProjectMembership,
+    Role,
+    StagedSeries,
+    StagingJob,
+    StagingStage,
+    StagingStatus,
+    Subject,
+    UploadSlot,
+    UploadSlotLink,
+    default_profile_options,
+)
+from dicomflow.projects.selectors import can_see_clinical, membership
+
+log = logging.getLogger(__name__)
+STAGING_SOURCE_KIND = "staging"  # ImportRun.source_kind of staging imports
+
+
+def key_store() -> KeyStore:
+    """The file key store shared with ``dicomflow deid`` ($DICOMFLOW_HOME/keys/projects)."""
+    return KeyStore(Path(settings.KEYS_DIR) / "projects")
+
+
+# --- projects ----------------------------------------------------------------------------------
+def _options_from(data: dict | Options | None) -> dict:
+    if isinstance(data, Options):
+        return data.to_dict()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("de-identification options must be a JSON object of option names and values")
+    Options.from_dict(data)  # validates names and values (InputError)
+    return dict(data)
+
+
+def _apply_options(project: Project, data: dict) -> None:
+    """Split an options dict into the profile JSON and the project's own columns."""
+    profile = {**default_profile_options(), **{k: v for k, v in data.items() if k not in OWN_COLUMNS}}
+    project.options = profile
+    if "uid_root" in data:
+        project.uid_root = data["uid_root"] or ""
+    if "date_shift_days" in data:
+        project.date_shift_min_days, project.date_shift_max_days = (int(x) for x in data["date_shift_days"])
+    if "allow_burned_in" in data:
+        project.allow_burned_in = bool(data["allow_burned_in"])
+    project.deid_options()  # validates the combination (InputError)
+
+
+def create_project(key: str, name: str, options: dict | Options | None = None, description: str = "") -> Project:
+    """Create a project and its secret key (on first use) in the key store.
+
+    When ``dicomflow deid --project KEY`` already used this key, its stored options are adopted
+    unless ``options`` are given, so data de-identified before keeps matching.
+    """
+    store = key_store()
+    had_key = store.exists(key)  # also validates the key's characters (InputError)
+    if Project.objects.filter(key=key).exists():
+        raise InputError(f"a project with key '{key}' exists already")
+    data = _options_from(options)
+    if not data and had_key:
+        data = store.options(key).to_dict()
+    project = Project(key=key, name=name or key, description=description)
+    _apply_options(project, data)
+    try:
+        with transaction.atomic():
+            project.save()
+    except IntegrityError:
+        raise InputError(f"a project with key '{key}' exists already") from None
+    store.project_key(key, create=True)
+    store.save_options(key, project.deid_options())
+    return project
+
+
+def update_project_options(project: Project, options: dict | Options) -> Project:
+    """Change a project's options; the key store copy follows so ``dicomflow deid`` agrees."""
+    _apply_options(project, _options_from(options))
+    project.save()
+    key_store().save_options(project.key, project.deid_options())
+    return project
+
+
+def add_member(project: Project, user, role: str = Role.VIEWER) -> ProjectMembership:
+    if role not in Role.values:
+        raise InputError(f"unknown role '{role}'; use one of {', '.join(Role.values)}")
+    member, _ = ProjectMembership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return member
+
+
+# --- subjects, events, slots -------------------------------------------------------------------
+def keyed_pseudonym(project: Project, patient_id: str) -> str:
+    """The pseudonym the engine gives this patient in this project when not enrolled."""
+    key = key_store().project_key(project.key, create=True)
+    return Pseudonymizer(key.secret, project.deid_options()).patient_pseudonym(patient_id)
+
+
+def enrol_subject(
+    project: Project,
+    study_subject_id: str | None = None,
+    patient: Patient | None = None,
+    expected_sex: str = "",
+    expected_birth_date=None,
+    expected_birth_year: int | None = None,
+) -> Subject:
+    """Enrol a subject; staged copies of ``patient`` then carry ``study_subject_id`` as Patient ID/Name.
+
+    Without a study subject ID the keyed pseudonym is used. A patient whose data were staged
+    before enrolment keeps its pseudonym (one subject, one identity in the project).
+    """
+    if patient is not None and patient.project_id is not None:
+        raise InputError("enrol the clinical patient (Study0), not a project's de-identified copy")
+    pseudonym = keyed_pseudonym(project, patient.patient_id) if patient is not None else ""
+    study_subject_id = (study_subject_id or pseudonym).strip()
+    if not study_subject_id:
+        raise InputError("give a study subject ID (or a clinical patient to derive the pseudonym from)")
+    if len(study_subject_id) > 64 or "\\" in study_subject_id:
+        raise InputError("a study subject ID has at most 64 characters and no backslash")
+    if patient is not None:
+        if study_subject_id in (patient.patient_id, patient.patient_name):
+            raise InputError("the study subject ID must not be the patient's clinical identifier or name")
+        staged = StagedSeries.objects.filter(project=project, source_series__study__patient=patient).exists()
+        if staged and study_subject_id != pseudonym:
+            raise InputError(
+                "data of this patient were staged into the project before enrolment under the keyed "
+                "pseudonym; enrol with that pseudonym (leave the study subject ID empty)"
+            )
+    try:
+        with transaction.atomic():
+            return Subject.objects.create(
+                project=project,
+                study_subject_id=study_subject_id,
+                pseudonym=pseudonym,
+                patient=patient,
+                expected_sex=expected_sex or "",
+                expected_birth_date=expected_birth_date,
+                expected_birth_year=expected_birth_year
+                or (expected_birth_date.year if expected_birth_date else None),
+            )
+    except IntegrityError:
+        raise InputError("this study subject ID or patient is enrolled in the project already") from None
+
+
+def add_event(subject: Subject, name: str, date=None, order: int | None = None) -> Event:
+    if order is None:
+        order = subject.events.count()
+    event, _ = Event.objects.get_or_create(subject=subject, name=name, defaults={"date": date, "order": order})
+    return event
+
+
+def add_slot(event: Event, name: str) -> UploadSlot:
+    slot, _ = UploadSlot.objects.get_or_create(event=event, name=name)
+    return slot
+
+
+def link_study(slot: UploadSlot, study: Study, user=None) -> UploadSlot:
+    """Link a project copy study to a slot; a replaced link stays in the slot's history."""
+    project_id = slot.event.subject.project_id
+    if study.project_id != project_id:
+        raise InputError("only a de-identified study of the slot's own project can be linked to it")
+    with transaction.atomic():
+        slot = UploadSlot.objects.select_for_update().get(pk=slot.pk)
+        if slot.study_id == study.pk:
+            return slot
+        UploadSlotLink.objects.filter(slot=slot, replaced_at__isnull=True).update(replaced_at=timezone.now())
+        UploadSlotLink.objects.create(
+            slot=slot, study=study, study_instance_uid=study.study_instance_uid,
+            linked_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        slot.study = study
+        slot.save(update_fields=["study"])
+    return slot
+
+
+# --- staging -----------------------------------------------------------------------------------
+def staging_closure(study: Study, series_uids: Iterable[str]) -> list[str]:
+    """The requested clinical series and everything they reference, transitively.
+
+    The graph covers the patient's clinical series (references may cross studies). Image series
+    come from catalog rows; RT and other non-volume objects from their stored headers.
+    """
+    from dicomflow.core.rt import InstanceRef, RTGraph, instance_from_dataset, read_header
+    from dicomflow.core.rt.model import NON_VOLUME_MODALITIES
+
+    records: list[InstanceRef] = []
+    rows = (
+        Instance.objects.filter(series__study__patient_id=study.patient_id, series__project__isnull=True)
+        .values_list(
+            "sop_instance_uid", "sop_class_uid", "stored_path", "series__series_instance_uid",
+            "series__study__study_instance_uid", "series__modality", "series__frame_of_reference_uid",
+        )
+        .iterator()
+    )
+    for sop, sop_class, stored, series_uid, study_uid, modality, frame in rows:
+        if modality.upper() in NON_VOLUME_MODALITIES:
+            ds = read_header(str(Path(settings.STORE_DIR) / stored))
+            if ds is not None:
+                try:
+                    records.append(instance_from_dataset(ds, stored))
+                    continue
+                except DicomflowError:
+                    pass
+        records.append(InstanceRef(sop, sop_class, series_uid, study_uid, modality, frame or None))
+    return RTGraph.from_instances(records).closure(*series_uids)
+
+
+def _check_may_stage(project: Project, user) -> None:
+    if user is None:
+        return  # the operator (CLI) has the files anyway
+    if not can_see_clinical(user):
+        raise PermissionDeniedError("staging needs access to the clinical pool (permission 'view_clinical_pool')")
+    member = membership(user, project)
+    if not user.is_superuser and (member is None or not member.can_stage):
+        raise PermissionDeniedError(f"only data managers of project '{project.key}' may stage into it")
+
+
+def create_staging_job(project: Project, study: Study, series_uids: Iterable[str] | None = None,
+                       user=None) -> StagingJob:
+    """Validate a staging request and record it as a Pending job (not started)."""
+    if study.project_id is not None:
+        raise InputError("stage from the clinical pool: this study is already a project's de-identified copy")
+    _check_may_stage(project, user)
+    if project.deid_options().retain_uids:
+        raise InputError(
+            f"project '{project.key}' retains UIDs: its copy would collide with the clinical study in "
+            "the catalog; use 'dicomflow deid' to a folder instead"
+        )
+    available = list(study.series.values_list("series_instance_uid", flat=True))
+    requested = list(dict.fromkeys(series_uids or available))
+    unknown = [u for u in requested if u not in set(available)]
+    if unknown:
+        raise InputError(f"{len(unknown)} requested series UID(s) are not series of this study")
+    if not requested:
+        raise InputError("this study has no series to stage")
+    return StagingJob.objects.create(
+        project=project, source_study=study, requested_series=requested,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+
+
+def stage_series(project: Project, study: Study, series_uids: Iterable[str] | None = None, user=None,
+                 run_inline: bool = False) -> StagingJob:
+    """Stage series (with all they reference) into ``project``: inline, or as a Celery task on commit."""
+    job = create_staging_job(project, study, series_uids, user)
+    if run_inline:
+        return run_staging_job(job.pk)
+    enqueue_staging_job(job)
+    return job
+
+
+def enqueue_staging_job(job: StagingJob) -> None:
+    from dicomflow.projects.tasks import run_staging
+
+    task_id = uuid.uuid4().hex
+    StagingJob.objects.filter(pk=job.pk).update(task_id=task_id)
+    transaction.on_commit(lambda: run_staging.apply_async((job.pk,), task_id=task_id))
+
+
+class _Progress:
+    """Commits (stage, done, total) on the job row when they change, about 100 times per stage."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        self.last: tuple | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        step = max(1, total // 100)
+        state = (stage, done, total)
+        if self.last and self.last[0] == stage and done != total and done - self.last[1] < step:
+            return
+        if state != self.last:
+            self.last = state
+            StagingJob.objects.filter(pk=self.job_id).update(stage=stage, done=done, total=total)
+
+
+def run_staging_job(job_id: int) -> StagingJob:
+    """The body of the staging task. A job not Pending (taken, done, gone) is left alone."""
+    taken = StagingJob.objects.filter(pk=job_id, status=StagingStatus.PENDING).update(
+        status=StagingStatus.IN_PROGRESS, stage=StagingStage.SELECT, started_at=timezone.now(), error=""
+    )
+    if not taken:
+        log.info("staging job %s is not pending; nothing to do", job_id)
+        return StagingJob.objects.get(pk=job_id)
+    job = StagingJob.objects.select_related("project", "source_study").get(pk=job_id)
+    out_dir = Path(settings.WORK_DIR) / f"staging-{job_id}-{uuid.uuid4().hex[:8]}"
+    try:
+        _run(job, out_dir)
+        job.status, job.stage = StagingStatus.COMPLETED, StagingStage.DONE
+    except DicomflowError as exc:
+        job.status, job.error = StagingStatus.FAILED, str(exc)
+    except Exception as exc:  # unexpected: keep the worker alive, report the class only
+        log.exception("staging job %s failed", job_id)
+        job.status, job.error = StagingStatus.FAILED, f"staging failed unexpectedly ({type(exc).__name__}); see the log"
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    job.finished_at = timezone.now()
+    job.save()
+    return job
+
+
+def _run(job: StagingJob, out_dir: Path) -> None:
+    from dicomflow.intake.services import import_paths
+
+    project, study = job.project, job.source_study
+    progress = _Progress(job.pk)
+    progress(StagingStage.SELECT, 0, len(job.requested_series))
+    selected = staging_closure(study, job.requested_series)
+    job.selected_series = selected
+    instances = list(
+        Instance.objects.filter(series__series_instance_uid__in=selected, series__project__isnull=True)
+        .values_list("stored_path", flat=True)
+    )
+    files = [Path(settings.STORE_DIR) / p for p in instances]
+    StagingJob.objects.filter(pk=job.pk).update(selected_series=selected)
+    progress(StagingStage.SELECT, len(job.requested_series), len(job.requested_series))
+
+    store = key_store()
+    key = store.project_key(project.key, create=True)
+    options = project.deid_options()
+    subject_ids = dict(
+        Subject.objects.filter(project=project, patient__isnull=False).values_list("patient__patient_id",
+                                                                                 "study_subject_id")
+    )
+    progress(StagingStage.DEIDENTIFY, 0, len(files))
+    workers = 1 if multiprocessing.current_process().daemon else None  # Celery prefork children cannot fork
+    report = deidentify_paths(files, out_dir, key, options, subject_ids, workers=workers,
+                              progress=lambda done, total: progress(StagingStage.DEIDENTIFY, done, total))
+    job.files_in, job.files_out = report.files_in, report.files_out
+    job.failed, job.quarantined = report.failed, report.quarantined
+    job.leak_findings = len(report.findings)
+    job.deid_record, job.rt_integrity = report.record, report.rt
+    if report.findings:
+        raise DeidentificationError(
+            f"the leak scan found {len(report.findings)} identifying value(s) in the output; nothing was staged"
+        )
+    if report.failed:
+        raise DeidentificationError(f"{len(report.failed)} file(s) could not be de-identified; nothing was staged")
+    if not report.files_out:
+        raise DeidentificationError("no file could be released (all quarantined); nothing was staged")
+    store.append_reverse_records(project.key, report.reverse_map.records())
+
+    progress(StagingStage.IMPORT, 0, report.files_out)
+    imported = import_paths(
+        [out_dir], source_kind=STAGING_SOURCE_KIND, received_from=f"staging job {job.pk} into {project.key}",
+        workers=1 if report.files_out < 200 else None, project=project,
+        progress=lambda done, _total: progress(StagingStage.IMPORT, done, report.files_out),
+    )
+    job.instances_new, job.instances_duplicate = imported.instances_new, imported.instances_duplicate
+    if imported.conflicts or imported.ignored:
+        job.failed = job.failed + imported.conflicts + imported.ignored
+        raise DeidentificationError(
+            f"{len(imported.conflicts) + len(imported.ignored)} de-identified file(s) could not be catalogued "
+            "(conflict or ignored); see the job's failed list"
+        )
+
+    progress(StagingStage.FINALISE, 0, len(selected))
+    _record_copies(job, selected, report.reverse_map.uids)
+    progress(StagingStage.FINALISE, len(selected), len(selected))
+
+
+def _record_copies(job: StagingJob, selected: list[str], new_to_original: dict[str, str]) -> None:
+    """One StagedSeries row per clinical series that now has a copy in the project."""
+    original_to_new = {o: n for n, o in new_to_original.items() if o in set(selected)}
+    sources = {
+        s.series_instance_uid: s
+        for s in Series.objects.filter(series_instance_uid__in=selected, project__isnull=True).annotate(
+            n=Count("instances")
+        )
+    }
+    copies = {
+        s.series_instance_uid: s
+        for s in Series.objects.filter(series_instance_uid__in=original_to_new.values(), project=job.project)
+    }
+    for uid, source in sources.items():
+        copy = copies.get(original_to_new.get(uid, ""))
+        if copy is None:
+            continue  # e.g. every instance quarantined
+        StagedSeries.objects.update_or_create(
+            project=job.project, source_series=source,
+            defaults={"copy_series": copy, "job": job, "source_instances": source.n},
+        )
