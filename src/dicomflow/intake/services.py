@@ -111,10 +111,12 @@ def import_paths(
     progress: ProgressCallback | None = None,
     workers: int | None = None,
     limits: ArchiveLimits | None = None,
+    project=None,
     analyse: bool = True,
 ) -> ImportReport:
     """Import files, folders and archives (also archives found inside folders) into the catalog.
 
+    ``project`` (a research project) files the rows as that project's de-identified copy (staging).
     With ``analyse`` the touched studies are queued for analysis (RT edges, checks) on commit.
     """
     paths = [Path(p) for p in paths]
@@ -129,7 +131,7 @@ def import_paths(
         source_kind=source_kind, source=(received_from or ", ".join(map(str, paths)))[:1024]
     )
     report.import_run_id = run.id
-    writer = CatalogWriter(store, received_from or f"{source_kind}")
+    writer = CatalogWriter(store, received_from or f"{source_kind}", project=project)
     work_dir = settings.WORK_DIR / f"import-{uuid.uuid4().hex}"
     work_dir.mkdir(parents=True)
     inputs = _Inputs(paths, work_dir, limits or ArchiveLimits.from_env())
