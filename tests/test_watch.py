@@ -254,3 +254,36 @@ def test_admin_retry_of_failed_or_stuck_folders(tmp_path, admin_client, celery_w
     assert again.status == FolderIntakeStatus.WAITING and again.signature == ""
     watch.scan_source(source)
     assert watch.scan_source(source) == [lost.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_add_validates_path_and_scan_now_runs_on_the_worker(tmp_path, admin_client, celery_worker_process):
+    from django.urls import reverse
+
+    add = reverse("admin:intake_watchedfolder_add")
+    form = {"name": "ct-export", "enabled": "on", "stable_minutes": "0.01"}
+    for bad, message in (
+        ("relative/path", b"absolute path"),
+        (str(tmp_path / "missing"), b"No folder exists"),
+        (str(settings.DATASTORE_DIR), b"overlaps the dicomflow data folder"),
+    ):
+        response = admin_client.post(add, {**form, "path": bad})
+        assert response.status_code == 200 and message in response.content
+    assert not WatchedFolder.objects.exists()
+    root = tmp_path / "export"
+    root.mkdir()
+    assert admin_client.post(add, {**form, "path": str(root)}).status_code == 302
+    source = WatchedFolder.objects.get(name="ct-export")
+    assert source.stable_minutes == 0.01
+
+    write_case(source, "case", 3, "WATCH40")
+    watch.scan_source(source)
+    time.sleep(0.7)
+    admin_client.post(
+        reverse("admin:intake_watchedfolder_changelist"), {"action": "scan_now", "_selected_action": [source.pk]}
+    )
+    wait_for(lambda: intake_of(source, "case").status == FolderIntakeStatus.IMPORTED, timeout=60,
+             worker=celery_worker_process, what="the scan queued from the admin")
+    assert Instance.objects.count() == 3
+    page = admin_client.get(reverse("admin:intake_watchedfolder_change", args=[source.pk])).content.decode()
+    assert "Imported" in page and "case" in page

@@ -279,3 +279,35 @@ def test_stuck_upload_can_be_abandoned_retried_and_deleted(admin_client, tmp_pat
     assert stored.exists()
     admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"})
     assert not ZipUpload.objects.filter(pk=other.pk).exists() and not stored.exists()
+
+
+def test_conflicting_copy_is_reported_and_stored_copy_kept(admin_client, celery_worker_process, tmp_path):
+    import pydicom
+
+    from dicomflow.catalog.models import Instance
+    from dicomflow.intake.services import import_paths
+
+    series = write_image_series(tmp_path / "orig", PatientSpec(patient_id="ZIPCONF1"), "CT", 3, 16, 16)
+    import_paths([tmp_path / "orig"], workers=1)
+    changed = pydicom.dcmread(series.paths[0])
+    changed.SeriesDescription = "edited elsewhere"
+    edited = tmp_path / "edited.dcm"
+    changed.save_as(edited)
+    path = tmp_path / "with_conflict.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(edited, "export/first.dcm")
+        zf.write(series.paths[1], "export/second.dcm")
+    stored = Instance.objects.get(sop_instance_uid=changed.SOPInstanceUID)
+    before = (Path(settings.STORE_DIR) / stored.stored_path).read_bytes()
+
+    upload = upload_via_admin(admin_client, path)
+    uploads.request_processing([upload.pk])
+    done = wait_finished(upload, celery_worker_process)
+    assert (done.status, done.conflicts_count, done.instances_duplicate, done.instances_new) == (
+        UploadStatus.COMPLETED, 1, 1, 0,
+    )
+    [conflict] = done.import_run.conflicts
+    assert conflict["path"] == "with_conflict.zip!export/first.dcm" and conflict["reason"]
+    assert (Path(settings.STORE_DIR) / stored.stored_path).read_bytes() == before
+    page = admin_client.get(reverse("intake:upload-result", args=[upload.pk])).content.decode()
+    assert "with_conflict.zip!export/first.dcm" in page and "Conflicts" in page

@@ -214,6 +214,9 @@ class WatchedFolderAdmin(admin.ModelAdmin):
     inlines = [FolderIntakeInline]
     actions = ["scan_now"]
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # nothing to list before the folder exists
+
     @admin.display(description="folders taken")
     def taken(self, obj):
         return obj.intakes.exclude(status=FolderIntakeStatus.WAITING).count()
