@@ -224,3 +224,6 @@ class RTDoseAdmin(ViewOnlyAdmin):
     list_display = ["instance", "dose_type", "dose_summation_type", "dose_units", "referenced_plan_uid"]
     search_fields = ["instance__sop_instance_uid", "referenced_plan_uid"]
     list_filter = ["dose_type", "dose_summation_type"]
+
+
+from dicomflow.catalog import admin_rt  # noqa: E402,F401  stored analysis (RT references, checks, sanity)
