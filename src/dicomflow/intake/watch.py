@@ -174,10 +174,11 @@ def scan_source(source: WatchedFolder, now: datetime | None = None) -> list[int]
             last_scan_at=now, last_scan_error=f"cannot list {root}: {exc.strerror or exc}"
         )
         return copied
+    known = {i.folder_name: i for i in FolderIntake.objects.filter(watched_folder=source)}  # one query
     for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
             continue
-        intake = _tracking_row(source, entry.name, entry.path)
+        intake = known.get(entry.name) or _tracking_row(source, entry.name, entry.path)
         if intake.status != FolderIntakeStatus.WAITING:
             continue
         try:
