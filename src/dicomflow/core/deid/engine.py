@@ -28,6 +28,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from dicomflow.core.deid.clean import DescriptorCleaner
 from dicomflow.core.deid.iodtypes import resolve
@@ -139,6 +140,18 @@ def _raw_value(raw, ds: Dataset, tag: int):
     return raw.value if not isinstance(raw, RawDataElement) else ds[tag].value
 
 
+def _text(ds: Dataset, tag: int) -> str:
+    """A single value as text by tag ('' when absent or empty), without keyword look-ups."""
+    if tag not in ds._dict:
+        return ""
+    value = ds[tag].value
+    if value is None:
+        return ""
+    if isinstance(value, (list, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
 def _values(value) -> list:
     if value is None or value == "":
         return []
@@ -156,6 +169,7 @@ class Deidentifier:
         self.pseudo = Pseudonymizer(key.secret, options, subject_ids)
         self.safe_private = SAFE_PRIVATE | frozenset(options.safe_private)
         self._decisions: dict[tuple[int, str, str], tuple[str, str]] = {}
+        self._codes_raw: dict[bool, tuple[bytes, int]] = {}
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -207,35 +221,35 @@ class Deidentifier:
     def deidentify(self, ds: Dataset) -> DeidOutcome:
         """De-identify ``ds`` in place (file meta included)."""
         out = DeidOutcome()
-        burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
-        sop_class = str(ds.get("SOPClassUID", "") or "")
+        burned = _text(ds, 0x00280301).upper()  # Burned In Annotation
+        sop_class = _text(ds, 0x00080016)
         if not self.options.allow_burned_in:
             if burned == "YES":
                 out.quarantine_reason = "Burned In Annotation is YES (pixel data may show identity)"
                 return out
-            if not burned and (sop_class in BURNED_IN_SUSPECT_CLASSES or ds.get("Modality") == "US"):
+            if not burned and (sop_class in BURNED_IN_SUSPECT_CLASSES or _text(ds, 0x00080060) == "US"):
                 out.quarantine_reason = (
                     "secondary capture or ultrasound without Burned In Annotation (pixel data may show identity)"
                 )
                 return out
 
-        patient_id = str(ds.get("PatientID", "") or "")
+        patient_id = _text(ds, PATIENT_ID)
         pseudonym = self.pseudo.patient_pseudonym(patient_id)
         offset = self.pseudo.date_offset(patient_id) if self.options.retain_long_modified_dates else 0
         out.patient = {
             "kind": "patient",
             "pseudonym": pseudonym,
             "patient_id": patient_id,
-            "patient_name": str(ds.get("PatientName", "") or ""),
-            "birth_date": str(ds.get("PatientBirthDate", "") or ""),
-            "sex": str(ds.get("PatientSex", "") or ""),
+            "patient_name": _text(ds, PATIENT_NAME),
+            "birth_date": _text(ds, 0x00100030),
+            "sex": _text(ds, 0x00100040),
             "date_offset_days": offset,
         }
         study = {
-            "accession_number": str(ds.get("AccessionNumber", "") or ""),
-            "study_id": str(ds.get("StudyID", "") or ""),
+            "accession_number": _text(ds, 0x00080050),
+            "study_id": _text(ds, 0x00200010),
         }
-        original_study_uid = str(ds.get("StudyInstanceUID", "") or "")
+        original_study_uid = _text(ds, 0x0020000D)
 
         self._collect_words(ds, out.values, sop_class)
         cleaner = DescriptorCleaner(out.values.tokens)
@@ -244,7 +258,7 @@ class Deidentifier:
         self._finish(ds, state)
         self._rewrite_meta(ds, state)
         if original_study_uid:
-            out.study = {"kind": "study", "uid": str(ds.get("StudyInstanceUID", "") or ""), **study}
+            out.study = {"kind": "study", "uid": _text(ds, 0x0020000D), **study}
         return out
 
     def _collect_words(self, ds: Dataset, values: IdentifyingValues, sop_class: str) -> None:
@@ -396,14 +410,12 @@ class Deidentifier:
         """Set the attributes that say what was done (PS3.15 E.1.1 and C.7.1.1)."""
         ds.add_new(0x00120062, "CS", "YES")  # Patient Identity Removed
         ds.add_new(0x00120063, "LO", self.options.method_description())
-        codes = []
-        for value, meaning in self.options.method_codes():
-            item = Dataset()
-            item.add_new(0x00080100, "SH", value)
-            item.add_new(0x00080102, "SH", "DCM")
-            item.add_new(0x00080104, "LO", meaning)
-            codes.append(item)
-        ds.add_new(0x00120064, "SQ", codes)
+        codes = self._code_items()
+        raw = self._encoded_codes(ds)
+        if raw is not None:
+            ds[0x00120064] = raw  # pre-encoded once: copied as bytes by the writer
+        else:
+            ds.add_new(0x00120064, "SQ", codes)
         if self.options.retain_long_full_dates:
             temporal = "UNMODIFIED"
         elif self.options.retain_long_modified_dates:
@@ -415,20 +427,54 @@ class Deidentifier:
             if tag not in ds:
                 ds.add_new(tag, "PN" if tag == PATIENT_NAME else "LO", st.pseudonym)
 
+    def _code_items(self) -> list[Dataset]:
+        codes = []
+        for value, meaning in self.options.method_codes():
+            item = Dataset()
+            item.add_new(0x00080100, "SH", value)
+            item.add_new(0x00080102, "SH", "DCM")
+            item.add_new(0x00080104, "LO", meaning)
+            codes.append(item)
+        return codes
+
+    def _encoded_codes(self, ds: Dataset) -> RawDataElement | None:
+        """De-identification Method Code Sequence encoded once per transfer syntax."""
+        meta = getattr(ds, "file_meta", None)
+        ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+        implicit = ts == "1.2.840.10008.1.2"
+        if not implicit and ts not in ("1.2.840.10008.1.2.1",) and not ts.startswith("1.2.840.10008.1.2.4"):
+            return None
+        cached = self._codes_raw.get(implicit)
+        if cached is None:
+            from pydicom.filebase import DicomBytesIO
+            from pydicom.filewriter import write_data_element
+
+            fp = DicomBytesIO()
+            fp.is_little_endian, fp.is_implicit_VR = True, implicit
+            write_data_element(fp, DataElement(0x00120064, "SQ", self._code_items()))
+            value = fp.getvalue()[8 if implicit else 12 :]
+            cached = (value, len(value))
+            self._codes_raw[implicit] = cached
+        value, length = cached
+        return RawDataElement(
+            BaseTag(0x00120064), None if implicit else "SQ", length, value, 0, implicit, True, True, False
+        )
+
     def _rewrite_meta(self, ds: Dataset, st: _State) -> None:
         from pydicom.dataset import FileMetaDataset
 
         old = getattr(ds, "file_meta", None) or FileMetaDataset()
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", old.get("MediaStorageSOPClassUID", ""))
-        meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
-        old_sop = str(old.get("MediaStorageSOPInstanceUID", "") or "")
+        meta.add_new(0x00020001, "OB", b"\x00\x01")
+        meta.add_new(0x00020002, "UI", _text(ds, 0x00080016) or _text(old, 0x00020002))
+        meta.add_new(0x00020003, "UI", _text(ds, 0x00080018))
+        old_sop = _text(old, 0x00020003)
         if old_sop and not is_well_known_uid(old_sop):
             if not self.options.retain_uids:
                 st.out.values.uids.add(old_sop)
-        meta.TransferSyntaxUID = old.get("TransferSyntaxUID", "1.2.840.10008.1.2")
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        meta.add_new(0x00020010, "UI", _text(old, 0x00020010) or "1.2.840.10008.1.2")
+        meta.add_new(0x00020012, "UI", IMPLEMENTATION_CLASS_UID)
+        meta.add_new(0x00020013, "SH", IMPLEMENTATION_VERSION)
         for t in old.keys():
             if t not in (0x00020001, 0x00020002, 0x00020010, 0x00020000):
                 if t == 0x00020003:

@@ -25,9 +25,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID
 
+from dicomflow.core.deid import fastwrite
 from dicomflow.core.deid.engine import PIXEL_DATA, Deidentifier, _is_deferred
 from dicomflow.core.deid.keys import ProjectKey
-from dicomflow.core.deid.leak import scan_dataset, scan_file_bytes
+from dicomflow.core.deid.leak import Finding, scan_bytes, scan_dataset, scan_file_bytes
 from dicomflow.core.deid.options import Options
 from dicomflow.core.deid.reidentify import ReverseMap
 from dicomflow.core.deid.rtcheck import references_of, resolve_references
@@ -79,50 +80,65 @@ class JobReport:
         }
 
 
-def _write(ds, source: Path, target: Path) -> int | None:
+def _write(ds, source, target: Path) -> bytes | None:
     """Write ``ds``; a deferred, trailing, defined-length Pixel Data is copied byte for byte.
 
-    Returns the offset of that copied value in ``target`` (None when pydicom wrote everything).
+    Returns the bytes written before that copied value (file header and data set) for the leak
+    scan; None when pydicom wrote the whole file (then the scan reads the file back).
     """
     raw = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
-    ts = UID(ds.file_meta.TransferSyntaxUID)
-    fast = (
-        raw is not None
-        and _is_deferred(raw)
-        and max(ds.keys()) == PIXEL_DATA
-        and ts.is_little_endian
-        and not ts.is_deflated
-        and raw.value_tell is not None
-    )
-    if not fast:
+    fast = raw is None or (_is_deferred(raw) and max(ds.keys()) == PIXEL_DATA and raw.value_tell is not None)
+    header = None
+    if fast:
+        if raw is not None:
+            del ds[PIXEL_DATA]
+        try:
+            header = fastwrite.encode(ds)
+        except fastwrite.Unsupported:
+            header = None
+        if header is None and raw is not None:
+            ds[PIXEL_DATA] = raw  # back for pydicom's writer (it reads the deferred value)
+    if header is None:
         dcmwrite(target, ds, enforce_file_format=True)
         return None
-    del ds[PIXEL_DATA]
     with open(target, "wb") as out:
-        dcmwrite(out, ds, enforce_file_format=True)
-        if ts.is_implicit_VR:
+        out.write(header)
+        if raw is None:
+            return header
+        if ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2":  # implicit VR
             out.write(struct.pack("<HHI", 0x7FE0, 0x0010, raw.length))
         else:
             vr = (raw.VR or "OW").encode("ascii")
             out.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, vr, 0, raw.length))
         out.flush()
-        pixel_offset = out.tell()
-        with open(source, "rb") as src:
-            offset, left = raw.value_tell, raw.length
-            while left > 0:
-                sent = os.sendfile(out.fileno(), src.fileno(), offset, left)
-                if sent <= 0:
-                    raise DicomflowError(f"{source}: Pixel Data ends before its declared length")
-                offset += sent
-                left -= sent
-    return pixel_offset
+        offset, left = raw.value_tell, raw.length
+        while left > 0:
+            sent = os.sendfile(out.fileno(), source.fileno(), offset, left)
+            if sent <= 0:
+                raise DicomflowError("Pixel Data ends before its declared length")
+            offset += sent
+            left -= sent
+    return header
 
 
 def deidentify_file(source: Path, stage: Path, deid: Deidentifier) -> FileResult:
     """De-identify one file into ``stage``; every error becomes a reason without values."""
     result = FileResult(source=str(source), status="failed")
     try:
-        ds = dcmread(source, defer_size=DEFER_SIZE)
+        fh = open(source, "rb")  # opened once: header read, deferred values and pixel copy
+    except OSError:
+        result.reason = "not a readable file"
+        return result
+    with fh:
+        return _deidentify_open(fh, source, stage, deid, result)
+
+
+_MADE_DIRS: set[Path] = set()
+
+
+def _deidentify_open(fh, source: Path, stage: Path, deid: Deidentifier, result: FileResult) -> FileResult:
+    try:
+        ds = dcmread(fh, defer_size=DEFER_SIZE)
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError):
         result.reason = "not a readable DICOM file"
         return result
@@ -150,16 +166,24 @@ def deidentify_file(source: Path, stage: Path, deid: Deidentifier) -> FileResult
         return result
     rel = f"{parts[0]}/{parts[1]}/{parts[2]}.dcm"
     target = stage / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.parent not in _MADE_DIRS:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _MADE_DIRS.add(target.parent)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        pixel_offset = _write(ds, source, tmp)
+        header = _write(ds, fh, tmp)
         os.replace(tmp, target)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         result.reason = f"could not write the de-identified file ({type(exc).__name__})"
         return result
-    findings = scan_dataset(ds, outcome.values) + scan_file_bytes(target, outcome.values, pixel_offset)
+    if header is not None:
+        # One pass over the bytes written (every element, private and binary included); the
+        # element walk runs only to say where a hit is.
+        kinds = scan_bytes(header, outcome.values)
+        findings = (scan_dataset(ds, outcome.values) or [Finding("file", "raw bytes", k) for k in kinds]) if kinds else []
+    else:
+        findings = scan_dataset(ds, outcome.values) + scan_file_bytes(target, outcome.values)
     result.status = "ok"
     result.output = rel
     result.uid_map = outcome.uid_map
@@ -180,10 +204,18 @@ def _init_worker(key: ProjectKey, options: Options, subject_ids: dict | None) ->
     _WORKER = Deidentifier(key, options, subject_ids)
 
 
+_SENT_ROWS: set = set()
+
+
 def _run_chunk(args: tuple[list[str], str]) -> list[FileResult]:
     paths, stage = args
     assert _WORKER is not None
-    return [deidentify_file(Path(p), Path(stage), _WORKER) for p in paths]
+    results = [deidentify_file(Path(p), Path(stage), _WORKER) for p in paths]
+    for r in results:  # the job keeps the union of record rows: send each row once per worker
+        new = [row for row in r.record if row not in _SENT_ROWS]
+        _SENT_ROWS.update(new)
+        r.record = new
+    return results
 
 
 def iter_files(src: Path) -> list[Path]:

@@ -94,6 +94,16 @@ def _scan(ds: Dataset, values: IdentifyingValues, findings: list[Finding]) -> No
             findings.append(Finding(tag_text(tag), keyword, kind))
 
 
+def scan_bytes(data: bytes, values: IdentifyingValues) -> list[str]:
+    """Kinds of identifying values found in serialised bytes (read as UTF-8 and as Latin-1)."""
+    kinds: list[str] = []
+    for text in (data.decode("latin-1"), data.decode("utf-8", "replace")):
+        for kind in _text_kinds(text, values):
+            if kind not in kinds:
+                kinds.append(kind)
+    return kinds
+
+
 def raw_needles(values: IdentifyingValues) -> list[tuple[bytes, str]]:
     needles = [(u.encode("ascii", "ignore"), "uid") for u in values.uids if len(u) >= RAW_MIN]
     needles += [(d.encode("ascii"), "date") for d in values.dates]

@@ -7,9 +7,10 @@ at the end (``resolve_references``) without re-reading any file.
 
 from __future__ import annotations
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
-from dicomflow.core.deid.engine import _is_deferred
+from dicomflow.core.deid.engine import _is_deferred, _vr_of
 
 _NESTED_KINDS = {
     "ReferencedSOPInstanceUID": "instance",
@@ -34,21 +35,25 @@ def references_of(ds: Dataset) -> dict:
     }
 
 
+_TAG_KINDS = {tag_for_keyword(k): (k, kind) for k, kind in _NESTED_KINDS.items()}
+_SKIP = tag_for_keyword("DeidentificationMethodCodeSequence")
+
+
 def _walk(ds: Dataset, refs: set, depth: int) -> None:
     for tag in list(ds.keys()):
-        if _is_deferred(ds.get_item(tag, keep_deferred=True)):
-            continue
-        elem = ds[tag]
-        if elem.VR == "SQ":
-            if elem.keyword in ("DeidentificationMethodCodeSequence",):
+        found = _TAG_KINDS.get(int(tag))
+        raw = ds.get_item(tag, keep_deferred=True)
+        if found is None:
+            # Only sequences need a look inside; other elements are not converted at all.
+            if tag == _SKIP or _is_deferred(raw) or _vr_of(tag, raw) != "SQ":
                 continue
-            for item in elem.value or []:
+            for item in ds[tag].value or []:
                 _walk(item, refs, depth + 1)
             continue
-        kind = _NESTED_KINDS.get(elem.keyword)
-        if kind and (depth > 0 or kind == "frame_of_reference" and elem.keyword != "FrameOfReferenceUID"):
-            values = elem.value if isinstance(elem.value, (list, tuple)) or hasattr(elem.value, "append") else [elem.value]
-            for v in values:
+        keyword, kind = found
+        if depth > 0 or keyword in ("ReferencedFrameOfReferenceUID", "RelatedFrameOfReferenceUID"):
+            value = ds[tag].value
+            for v in value if isinstance(value, (list, tuple)) or hasattr(value, "append") else [value]:
                 if v:
                     refs.add((kind, str(v)))
 
