@@ -205,3 +205,29 @@ def test_admin_shows_stored_checks_view_only_and_reviewer_to_superusers_only(tmp
     client.force_login(staff)
     page = client.get(url)
     assert page.status_code == 200 and plan.reviewer_name not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_sanity_against_a_research_subject(tmp_path):
+    import datetime as dt
+
+    from dicomflow.catalog.analysis import record_sanity_for_subject
+    from dicomflow.catalog.models import Patient
+    from dicomflow.catalog.rt_selectors import sanity_results
+    from dicomflow.errors import InputError
+    from dicomflow.projects.models import Project, Subject
+
+    synth.write_image_series(tmp_path / "ct", patient=synth.PatientSpec(sex="F", birth_date="19650412"),
+                             modality="CT", n_slices=3)
+    _import_and_analyse(tmp_path / "ct")
+    patient = Patient.objects.get()
+    project = Project.objects.create(key="sanity", name="Sanity")
+    right = Subject.objects.create(project=project, study_subject_id="S1", patient=patient, expected_sex="F",
+                                   expected_birth_date=dt.date(1965, 4, 12))
+    wrong = Subject.objects.create(project=project, study_subject_id="S2", expected_birth_year=1970)
+    assert record_sanity_for_subject(right).status == "MATCHES"
+    with pytest.raises(InputError):
+        record_sanity_for_subject(wrong)  # no patient linked and no study given
+    result = record_sanity_for_subject(wrong, target=patient)
+    assert result.status == "CONFLICT" and result.subject == wrong and result.expected_source == "subject"
+    assert [r["status"] for r in sanity_results(patient=patient)] == ["CONFLICT", "MATCHES"]

@@ -339,6 +339,8 @@ def analyse_studies(study_ids: Iterable[int], workers: int | None = None) -> Ana
                 )
             )
     with transaction.atomic():
+        # Two workers analysing the same studies take turns here (PostgreSQL; SQLite writers do anyway).
+        list(Study.objects.select_for_update().filter(id__in=targets).order_by("id").values_list("id", flat=True))
         SeriesReference.objects.filter(study_id__in=targets).delete()
         SeriesCheck.objects.filter(study_id__in=targets).delete()  # findings cascade
         SeriesCheck.objects.bulk_create(checks, batch_size=_CHUNK)
@@ -383,6 +385,7 @@ def record_sanity(
     expected: ExpectedSubject,
     *,
     source: str = "user",
+    subject=None,
     subject_ref: str = "",
     user=None,
 ) -> SanityResult:
@@ -406,6 +409,7 @@ def record_sanity(
         patient=patient,
         study=study,
         expected_source=source,
+        subject=subject,
         subject_ref=subject_ref[:128],
         expected_sex=(expected.sex or "")[:16],
         expected_birth_date=(expected.birth_date or "")[:8],
@@ -415,6 +419,24 @@ def record_sanity(
         findings=[f.as_dict() for f in result.findings],
         checked_by=user if getattr(user, "pk", None) else None,
     )
+
+
+def expected_of_subject(subject) -> ExpectedSubject:
+    """What a research subject (``projects.Subject``) says the data must show."""
+    birth = subject.expected_birth_date
+    return ExpectedSubject(
+        sex=subject.expected_sex or None,
+        birth_date=birth.strftime("%Y%m%d") if birth else None,
+        birth_year=subject.expected_birth_year,
+    )
+
+
+def record_sanity_for_subject(subject, target: Study | Patient | None = None, user=None) -> SanityResult:
+    """Sanity of a subject's data (default: the clinical patient it is enrolled as) against the subject."""
+    target = target if target is not None else subject.patient
+    if target is None:
+        raise InputError("this subject is not linked to a patient of the catalog; give the study to check")
+    return record_sanity(target, expected_of_subject(subject), source="subject", subject=subject, user=user)
 
 
 def override_sanity(result: SanityResult, user, reason: str, status: str = "MATCHES") -> SanityOverride:

@@ -140,7 +140,11 @@ class SanityResult(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="sanity_results")
     study = models.ForeignKey(Study, on_delete=models.CASCADE, null=True, blank=True, related_name="sanity_results")
     expected_source = models.CharField(max_length=16, choices=ExpectedSource.choices)
-    subject_ref = models.CharField(max_length=128, blank=True, default="", help_text="Research subject, when the expectation came from one.")
+    subject = models.ForeignKey(
+        "projects.Subject", on_delete=models.SET_NULL, null=True, blank=True, related_name="sanity_results",
+        help_text="The research subject the expectation came from, if any.",
+    )
+    subject_ref = models.CharField(max_length=128, blank=True, default="", help_text="An outside reference to the subject, if any.")
     expected_sex = models.CharField(max_length=16, blank=True, default="")
     expected_birth_date = models.CharField(max_length=8, blank=True, default="", help_text="YYYYMMDD")
     expected_birth_year = models.IntegerField(null=True, blank=True)
