@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "dicomflow.commands.check",
     "dicomflow.commands.catalog",
     "dicomflow.commands.network",
+    "dicomflow.commands.process",
     "dicomflow.commands.projects",
 ]
 

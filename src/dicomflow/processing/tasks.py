@@ -1,0 +1,45 @@
+"""Celery tasks of processing. Thin: each calls one service; the next stage is enqueued on commit.
+
+Idempotent: :func:`run_stage` claims its stage with a conditional update, so a re-delivered message
+for a stage that is running, done, failed or cancelled does nothing.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from dicomflow.celery_app import app
+from dicomflow.processing import services
+
+
+@app.task(name="dicomflow.processing.tasks.evaluate_series", acks_late=True)
+def evaluate_series(series_ids: list[int] | None = None) -> dict:
+    """Rules on the given series, or on every series without a processing state yet."""
+    states = services.evaluate_series(series_ids) if series_ids else services.evaluate_new_series()
+    return {str(s.series_id): s.status for s in states}
+
+
+@app.task(name="dicomflow.processing.tasks.run_stage", acks_late=True)
+def run_stage(job_id: int, stage: str) -> str | None:
+    following = services.run_stage(job_id, stage)
+    if following:
+        dispatch(job_id, following)
+    return following
+
+
+def dispatch(job_id: int, stage: str | None) -> None:
+    """Enqueue a stage once the current transaction commits (no-op for None)."""
+    if stage:
+        transaction.on_commit(lambda: run_stage.delay(job_id, stage))
+
+
+def start_job(job_id: int) -> None:
+    dispatch(job_id, services.next_stage(job_id))
+
+
+def retry_job(job_id: int) -> None:
+    dispatch(job_id, services.retry_job(job_id))
+
+
+def decide_quality_control(job_id: int, approved: bool, user=None, reason: str = "") -> None:
+    dispatch(job_id, services.decide_quality_control(job_id, approved, user, reason))
