@@ -251,10 +251,14 @@ class Deidentifier:
         }
         original_study_uid = _text(ds, 0x0020000D)
 
-        self._collect_words(ds, out.values, sop_class)
-        cleaner = DescriptorCleaner(out.values.tokens)
-        state = _State(out, sop_class, offset, pseudonym, cleaner)
+        state = _State(out, sop_class, offset, pseudonym)
         self._walk(ds, state, "normal")
+        # Descriptors are cleaned last: by then every name part and ID of the object (wherever
+        # it sits in tag order) has been collected.
+        cleaner = DescriptorCleaner(out.values.tokens)
+        for elem in state.pending:
+            new = [cleaner.clean(str(v)) for v in _values(elem.value)]
+            elem.value = new if len(new) != 1 else new[0]
         self._finish(ds, state)
         self._rewrite_meta(ds, state)
         if original_study_uid:
@@ -262,7 +266,7 @@ class Deidentifier:
         return out
 
     def _collect_words(self, ds: Dataset, values: IdentifyingValues, sop_class: str) -> None:
-        """Pass 1: name parts and IDs anywhere (the cleaner needs them before the walk)."""
+        """Name parts and IDs inside a sequence that is removed or emptied (for the cleaner)."""
         for tag in list(ds.keys()):
             raw = ds.get_item(tag, keep_deferred=True)
             if _is_deferred(raw):
@@ -299,7 +303,7 @@ class Deidentifier:
             action, column = self.decide(tag, vr, mode, st.sop_class)
             if action == "K" and vr != "SQ":
                 continue  # untouched: never converted, written back as read
-            if action == "X":
+            if action == "X" and vr != "SQ":
                 if vr in STRING_VRS and not _is_deferred(raw):
                     for v in _values(_raw_value(raw, ds, tag)):
                         st.out.values.collect(_keyword(tag), vr, str(v))
@@ -313,6 +317,9 @@ class Deidentifier:
         vr = elem.VR
         keyword = elem.keyword
         if vr == "SQ":
+            if action in ("X", "Z"):
+                for item in elem.value or []:
+                    self._collect_words(item, st.out.values, st.sop_class)
             if action == "X":
                 del ds[tag]
             elif action == "Z":
@@ -372,8 +379,7 @@ class Deidentifier:
             if vr == "PN":
                 elem.value = DUMMY_TEXT
                 return
-            new = [st.cleaner.clean(str(v)) for v in _values(elem.value)]
-            elem.value = new if len(new) != 1 else new[0] if new else ""
+            st.pending.append(elem)
         else:
             del ds[tag]  # binary content cannot be cleaned safely: remove it
 
@@ -494,14 +500,14 @@ class Deidentifier:
 class _State:
     """Per-dataset working state of one walk."""
 
-    __slots__ = ("out", "sop_class", "offset", "pseudonym", "cleaner")
+    __slots__ = ("out", "sop_class", "offset", "pseudonym", "pending")
 
-    def __init__(self, out: DeidOutcome, sop_class: str, offset: int, pseudonym: str, cleaner):
+    def __init__(self, out: DeidOutcome, sop_class: str, offset: int, pseudonym: str):
         self.out = out
         self.sop_class = sop_class
         self.offset = offset
         self.pseudonym = pseudonym
-        self.cleaner = cleaner
+        self.pending: list[DataElement] = []  # text elements to clean once all words are known
 
     def note(self, tag: int, action: str, column: str, private: bool = False) -> None:
         if private:

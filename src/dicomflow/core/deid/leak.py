@@ -97,7 +97,10 @@ def _scan(ds: Dataset, values: IdentifyingValues, findings: list[Finding]) -> No
 def scan_bytes(data: bytes, values: IdentifyingValues) -> list[str]:
     """Kinds of identifying values found in serialised bytes (read as UTF-8 and as Latin-1)."""
     kinds: list[str] = []
-    for text in (data.decode("latin-1"), data.decode("utf-8", "replace")):
+    texts = [data.decode("latin-1")]
+    if not data.isascii():
+        texts.append(data.decode("utf-8", "replace"))
+    for text in texts:
         for kind in _text_kinds(text, values):
             if kind not in kinds:
                 kinds.append(kind)
