@@ -72,7 +72,8 @@ def test_upload_process_and_watch_progress_in_the_browser(
     )
     assert page.inner_text("#df-percent") == "100"
     assert page.locator("#df-stages li.done").count() == 5
-    assert not page.is_visible("#df-waiting")
+    assert not page.is_visible("#df-waiting") and not page.is_visible("#df-error-button")
+    assert page.is_visible("#df-result-button")
     page.wait_for_timeout(600)  # let the bar's width transition finish before the screenshot
     page.screenshot(path=os.path.join(SHOTS, "dicomflow-upload-progress.png"), full_page=True)
 
