@@ -231,3 +231,33 @@ def test_sanity_against_a_research_subject(tmp_path):
     result = record_sanity_for_subject(wrong, target=patient)
     assert result.status == "CONFLICT" and result.subject == wrong and result.expected_source == "subject"
     assert [r["status"] for r in sanity_results(patient=patient)] == ["CONFLICT", "MATCHES"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cstore_reception_is_analysed_by_the_worker(tmp_path, celery_worker_process):
+    """The receiver catalogues without import_paths; the end of its ImportRun queues the analysis."""
+    import os
+    import subprocess
+
+    from conftest import require_tool
+    from fixtures_celery import wait_for
+
+    from dicomflow.catalog.models import SeriesCheck, SeriesReference
+    from dicomflow.intake.network.scp import StorageSCP
+
+    exe = require_tool("storescu")
+    study = synth.write_rt_study(tmp_path / "rt", n_slices=4, with_mr=False)
+    scp = StorageSCP("ANALYSE_SCP", 0, [], host="127.0.0.1").start()
+    try:
+        sent = subprocess.run([exe, "-aet", "SENDER", "-aec", "ANALYSE_SCP", "127.0.0.1", str(scp.port),
+                               "+sd", "+r", str(study.out_dir)], env=dict(os.environ, TCP_NODELAY="1"),
+                              capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        scp.stop(grace=5)
+    n_series = len(study.series_uids)
+    wait_for(lambda: SeriesCheck.objects.filter(series__study__study_instance_uid=study.study_uid).count() == n_series,
+             timeout=90, worker=celery_worker_process, what="the analysis of the received study")
+    present = set(SeriesReference.objects.filter(missing=False).values_list(
+        "source__series_instance_uid", "target__series_instance_uid"))
+    assert present == study.edges

@@ -8,3 +8,6 @@ class CatalogConfig(AppConfig):
     def ready(self):
         # Bind shared tasks to our Celery app in every Django process (web, worker, CLI).
         from dicomflow import celery_app  # noqa: F401
+        from dicomflow.catalog import signals
+
+        signals.connect()  # analysis after C-STORE receptions
