@@ -75,3 +75,7 @@ class RuleDefinitionError(InputError):
 
 class SegmentationError(ProcessingError):
     """A segmentation processor cannot work on its input (not a usable CT stack, nothing found)."""
+
+
+class UploadError(InputError):
+    """A resumable upload request cannot be applied (wrong offset, checksum, state or size limit)."""

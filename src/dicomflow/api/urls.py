@@ -1,9 +1,28 @@
-"""REST API routes; OpenAPI schema at /api/schema/, browsable docs at /api/docs/."""
+"""REST API routes; OpenAPI schema at /api/schema/, browsable docs at /api/docs/.
 
-from django.urls import path
+Catalog: ``patients/``, ``studies/<uid>/`` (+ ``rt-tree/``), ``series/<uid>/`` (+ ``download/``),
+``instances/<uid>/``; ``imports/``; resumable ``uploads/`` (+ ``files/<n>/``, ``finalize/``);
+``auth/token/`` gives an API token for a username and password (for the SDK).
+"""
+
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.routers import DefaultRouter
+
+from dicomflow.api import views
+
+router = DefaultRouter()
+router.register("patients", views.PatientViewSet, basename="patient")
+router.register("studies", views.StudyViewSet, basename="study")
+router.register("series", views.SeriesViewSet, basename="series")
+router.register("instances", views.InstanceViewSet, basename="instance")
+router.register("imports", views.ImportRunViewSet, basename="importrun")
+router.register("uploads", views.UploadSessionViewSet, basename="upload")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
+    path("", include(router.urls)),
 ]

@@ -198,3 +198,66 @@ class FolderIntake(models.Model):
 
     def __str__(self) -> str:
         return f"{self.watched_folder.name}/{self.folder_name}"
+
+
+
+# --- resumable uploads (REST/SDK and browser folder upload) ----------------------------------------
+class UploadSessionStatus(models.TextChoices):
+    RECEIVING = "receiving", "Receiving"
+    QUEUED = "queued", "Queued for import"
+    IMPORTING = "importing", "Importing"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class UploadSession(models.Model):
+    """One resumable upload: a batch of declared files sent in chunks, then imported as one ImportRun.
+
+    The protocol is in ``dicomflow.intake.resumable``; the bytes live in
+    ``$DICOMFLOW_HOME/uploads/sessions/<id>/`` until the import has taken them.
+    """
+
+    id = models.UUIDField(primary_key=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="upload_sessions"
+    )
+    source_kind = models.CharField(max_length=32, choices=SourceKind.choices, default=SourceKind.API_UPLOAD)
+    status = models.CharField(
+        max_length=16, choices=UploadSessionStatus.choices, default=UploadSessionStatus.RECEIVING, db_index=True
+    )
+    file_count = models.IntegerField(default=0)
+    files_complete = models.IntegerField(default=0)
+    total_size = models.BigIntegerField(default=0)
+    received_size = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    import_done = models.IntegerField(default=0, help_text="Files imported so far (ZIP members count).")
+    import_total = models.IntegerField(default=0, help_text="Files to import (ZIP members counted).")
+    import_run = models.ForeignKey(ImportRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    result = models.JSONField(null=True, blank=True, help_text="The import report (CLI contract shape).")
+    error_message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"upload session {self.pk} ({self.get_status_display()})"
+
+
+class UploadFile(models.Model):
+    """One declared file of an upload session; ``received`` is the offset the next chunk must start at."""
+
+    session = models.ForeignKey(UploadSession, on_delete=models.CASCADE, related_name="upload_files")
+    index = models.IntegerField()
+    name = models.CharField(max_length=1024, help_text="The client's (relative) file name, for reports.")
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, blank=True, default="", help_text="Declared by the client, or computed.")
+    sha256_declared = models.BooleanField(default=False)
+    received = models.BigIntegerField(default=0)
+    complete = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["session_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["session", "index"], name="uniq_upload_file_index")]

@@ -27,3 +27,11 @@ def scan_watched_folders() -> dict:
 def import_watched_folder(intake_id: int) -> dict | None:
     report = watch.import_intake(intake_id)
     return None if report is None else report.as_dict() | {"conflicts": len(report.conflicts), "ignored": len(report.ignored)}
+
+
+@app.task(name="dicomflow.intake.tasks.import_upload_session", acks_late=True)
+def import_upload_session(session_id: str) -> dict:
+    """Import a finalized resumable upload (REST/SDK or browser); a re-delivered task does nothing."""
+    from dicomflow.intake import resumable
+
+    return resumable.import_session(session_id)

@@ -1,0 +1,371 @@
+"""Resumable uploads: the REST/SDK upload and the browser folder upload use this one protocol.
+
+1. **Create** a session declaring its files: ``[{"name", "size", "sha256"?}]`` (a single DICOM
+   file, a ZIP, or a whole folder's files). Limits on total size, file count and file size are
+   checked here, before any byte is sent.
+2. **Send chunks**: ``write_chunk(session, index, offset, data)``. ``offset`` must equal the bytes
+   the server holds for that file (``received``) — ask the session to learn it after an
+   interruption. A chunk that repeats bytes already held (a retry whose answer was lost) is
+   accepted when those bytes are identical, so sending is idempotent; anything else is refused
+   with the offset to resume from. When a file is complete its sha256 is verified (or computed,
+   when the client declared none); a mismatch discards the file's bytes and asks for it again.
+3. **Finalize**: once every file is complete the session is queued; a Celery task
+   (:func:`import_session`) imports the files with :func:`dicomflow.intake.services.import_paths`,
+   reporting progress (files done / total) on the session, then removes the uploaded bytes.
+
+Chunks are bounded (``max_chunk``) and read into memory before the session row is locked, so a
+slow client never holds the database's write lock. Files are stored under numbered names; the
+client's names are used only in reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from dicomflow.errors import DicomflowError, UploadError
+from dicomflow.intake.models import SourceKind, UploadFile, UploadSession, UploadSessionStatus
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+_HEX = set("0123456789abcdef")
+
+
+class UploadOffsetError(UploadError):
+    """A chunk does not start where the server's copy of the file ends."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.offset = offset
+
+
+class UploadChecksumError(UploadError):
+    """A complete file's sha256 differs from the declared one; its bytes were discarded."""
+
+
+class UploadLimitError(UploadError):
+    """The upload is larger (bytes, files, chunk) than this server accepts."""
+
+
+class UploadStateError(UploadError):
+    """The session is not in a state that allows this (e.g. chunks after finalize)."""
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Upper bounds, from ``DICOMFLOW_UPLOAD_MAX_BYTES`` / ``_MAX_FILES`` / ``_MAX_CHUNK`` (bytes).
+
+    20 GiB per session matches the archive extraction budget (``ArchiveLimits``); 8 MiB chunks keep
+    each request short and bounded in memory.
+    """
+
+    max_bytes: int = 20 * GiB
+    max_files: int = 100_000
+    max_chunk: int = 8 * MiB
+
+    @classmethod
+    def from_env(cls) -> UploadLimits:
+        def value(name: str, default: int) -> int:
+            raw = os.environ.get(f"DICOMFLOW_UPLOAD_{name}", "")
+            try:
+                return int(raw) if raw.strip() else default
+            except ValueError:
+                from dicomflow.errors import ConfigurationError
+
+                raise ConfigurationError(f"DICOMFLOW_UPLOAD_{name} must be a whole number of bytes/files") from None
+
+        return cls(value("MAX_BYTES", cls.max_bytes), value("MAX_FILES", cls.max_files),
+                   value("MAX_CHUNK", cls.max_chunk))
+
+
+def sessions_root() -> Path:
+    return Path(settings.UPLOAD_DIR) / "sessions"
+
+
+def session_dir(session: UploadSession) -> Path:
+    return sessions_root() / session.pk.hex
+
+
+def file_path(session: UploadSession, index: int) -> Path:
+    return session_dir(session) / f"{index:06d}"
+
+
+def _clean_name(name: object, index: int) -> str:
+    """The client's relative name, for reports only: no leading slash, no control characters."""
+    text = "".join(ch for ch in str(name or "") if ch.isprintable()).replace("\\", "/").lstrip("/")
+    return text[:1024] or f"file-{index}"
+
+
+def create_session(files: list[dict], *, owner=None, source_kind: str = SourceKind.API_UPLOAD,
+                   limits: UploadLimits | None = None) -> UploadSession:
+    """Declare an upload of ``files`` (``name``, ``size``, optional ``sha256``); nothing is sent yet."""
+    limits = limits or UploadLimits.from_env()
+    if not files:
+        raise UploadError("declare at least one file (name and size) to upload")
+    if len(files) > limits.max_files:
+        raise UploadLimitError(f"{len(files)} files declared; this server accepts at most {limits.max_files} per upload")
+    rows, total = [], 0
+    for index, entry in enumerate(files):
+        size = entry.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise UploadError(f"file {index}: size must be a whole number of bytes (0 or more)")
+        digest = str(entry.get("sha256") or "").lower()
+        if digest and (len(digest) != 64 or not set(digest) <= _HEX):
+            raise UploadError(f"file {index}: sha256 must be 64 hexadecimal digits")
+        total += size
+        rows.append(UploadFile(index=index, name=_clean_name(entry.get("name"), index), size=size,
+                               sha256=digest, sha256_declared=bool(digest)))
+    if total > limits.max_bytes:
+        raise UploadLimitError(f"the upload totals {total} bytes; this server accepts at most {limits.max_bytes} bytes")
+    if source_kind not in (SourceKind.API_UPLOAD, SourceKind.BROWSER_UPLOAD):
+        raise UploadError("source must be the REST/SDK upload or the browser upload")
+    with transaction.atomic():
+        session = UploadSession.objects.create(
+            id=uuid.uuid4(), owner=owner if getattr(owner, "is_authenticated", False) else None,
+            source_kind=source_kind, file_count=len(rows), total_size=total,
+        )
+        for row in rows:
+            row.session = session
+        UploadFile.objects.bulk_create(rows, batch_size=1000)
+    session_dir(session).mkdir(parents=True, exist_ok=True)
+    empties = [r.index for r in rows if r.size == 0]
+    for index in empties:  # nothing to send: complete now (checksum verified on the empty content)
+        _complete_file(session.pk, index)
+    return session
+
+
+def write_chunk(session_id, index: int, offset: int, data: bytes, limits: UploadLimits | None = None) -> UploadFile:
+    """Write ``data`` at ``offset`` of file ``index``; returns the file row (``received`` = next offset)."""
+    limits = limits or UploadLimits.from_env()
+    if len(data) > limits.max_chunk:
+        raise UploadLimitError(f"chunk of {len(data)} bytes; send at most {limits.max_chunk} bytes per request")
+    if not isinstance(offset, int) or offset < 0:
+        raise UploadError("the offset must be a whole number of bytes (0 or more)")
+    with transaction.atomic():
+        session = UploadSession.objects.select_for_update().get(pk=session_id)
+        if session.status != UploadSessionStatus.RECEIVING:
+            raise UploadStateError(f"this upload is {session.get_status_display().lower()}; it takes no more data")
+        try:
+            row = UploadFile.objects.select_for_update().get(session=session, index=index)
+        except UploadFile.DoesNotExist:
+            raise UploadError(f"this upload has no file number {index} (files are 0 to {session.file_count - 1})") from None
+        if row.complete:
+            if offset + len(data) <= row.size and _same_bytes(session, index, offset, data):
+                return row  # a retried chunk of a finished file
+            raise UploadOffsetError("this file is already complete", row.received)
+        if offset > row.received:
+            raise UploadOffsetError(
+                f"wrong offset {offset}: the server holds {row.received} bytes of file {index}; resume from there",
+                row.received,
+            )
+        if offset + len(data) > row.size:
+            raise UploadError(f"the chunk ends at byte {offset + len(data)}, beyond the declared size {row.size} of file {index}")
+        overlap = row.received - offset
+        if overlap and not _same_bytes(session, index, offset, data[:overlap]):
+            raise UploadOffsetError(
+                f"the chunk at offset {offset} differs from the bytes the server already holds; "
+                f"resume from offset {row.received}",
+                row.received,
+            )
+        fresh = data[overlap:]
+        if fresh:
+            _write_at(file_path(session, index), row.received, fresh)
+            row.received += len(fresh)
+            UploadFile.objects.filter(pk=row.pk).update(received=row.received)
+            UploadSession.objects.filter(pk=session.pk).update(
+                received_size=F("received_size") + len(fresh), updated_at=timezone.now()
+            )
+    if row.received == row.size and not row.complete:
+        row = _complete_file(session_id, index)
+    return row
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, offset)  # drop bytes of an earlier, interrupted request past the offset
+        view = memoryview(data)
+        position = offset
+        while view:
+            written = os.pwrite(fd, view, position)
+            view, position = view[written:], position + written
+    finally:
+        os.close(fd)
+
+
+def _same_bytes(session: UploadSession, index: int, offset: int, data: bytes) -> bool:
+    try:
+        with open(file_path(session, index), "rb") as fh:
+            fh.seek(offset)
+            return fh.read(len(data)) == data
+    except OSError:
+        return False
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(MiB):
+                digest.update(block)
+    except FileNotFoundError:
+        pass  # an empty file was never written
+    return digest.hexdigest()
+
+
+def _complete_file(session_id, index: int) -> UploadFile:
+    """Verify (or record) the sha256 of a fully received file; discard it on mismatch."""
+    session = UploadSession.objects.get(pk=session_id)
+    path = file_path(session, index)
+    if not path.exists():
+        path.touch(mode=0o600)
+    actual = _sha256_of(path)
+    with transaction.atomic():
+        row = UploadFile.objects.select_for_update().get(session_id=session_id, index=index)
+        if row.complete:
+            return row
+        mismatch = row.sha256_declared and row.sha256 != actual
+        if mismatch:  # committed before the error is raised (outside this block)
+            UploadFile.objects.filter(pk=row.pk).update(received=0)
+            UploadSession.objects.filter(pk=session_id).update(received_size=F("received_size") - row.received)
+            path.unlink(missing_ok=True)
+        else:
+            row.sha256, row.complete = actual, True
+            UploadFile.objects.filter(pk=row.pk).update(sha256=actual, complete=True)
+            UploadSession.objects.filter(pk=session_id).update(files_complete=F("files_complete") + 1)
+    if mismatch:
+        raise UploadChecksumError(
+            f"file {index} arrived complete but its sha256 differs from the declared one; "
+            "its bytes were discarded: send it again from offset 0"
+        )
+    return row
+
+
+def finalize(session_id) -> UploadSession:
+    """All files complete → Queued, and the import task is sent once this transaction commits."""
+    from dicomflow.intake.tasks import import_upload_session
+
+    with transaction.atomic():
+        session = UploadSession.objects.select_for_update().get(pk=session_id)
+        if session.status in (UploadSessionStatus.QUEUED, UploadSessionStatus.IMPORTING, UploadSessionStatus.COMPLETED):
+            return session  # finalize is idempotent
+        if session.status != UploadSessionStatus.RECEIVING:
+            raise UploadStateError(f"this upload is {session.get_status_display().lower()}; it cannot be imported")
+        missing = UploadFile.objects.filter(session=session, complete=False).count()
+        if missing:
+            raise UploadStateError(
+                f"{missing} of {session.file_count} files are not complete yet; send their remaining bytes first"
+            )
+        session.status = UploadSessionStatus.QUEUED
+        session.save(update_fields=["status", "updated_at"])
+        transaction.on_commit(lambda: import_upload_session.delay(str(session_id)))
+    return session
+
+
+def cancel(session_id) -> UploadSession:
+    """Stop a session that is still receiving and remove its bytes (idempotent)."""
+    with transaction.atomic():
+        session = UploadSession.objects.select_for_update().get(pk=session_id)
+        if session.status in (UploadSessionStatus.QUEUED, UploadSessionStatus.IMPORTING):
+            raise UploadStateError("this upload is being imported; it can no longer be cancelled")
+        if session.status == UploadSessionStatus.RECEIVING:
+            session.status = UploadSessionStatus.CANCELLED
+            session.finished_at = timezone.now()
+            session.save(update_fields=["status", "finished_at", "updated_at"])
+    shutil.rmtree(session_dir(session), ignore_errors=True)
+    return session
+
+
+def _count_to_import(path: Path) -> int:
+    """Files the import will see in one uploaded file: ZIP members, else 1 (nested archives: estimate)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return max(1, sum(1 for info in zf.infolist() if not info.is_dir()))
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return 1
+
+
+def import_session(session_id) -> dict:
+    """Import a queued session's files (the Celery task's body); a re-delivered task does nothing."""
+    from dicomflow.intake.services import import_paths
+
+    taken = UploadSession.objects.filter(pk=session_id, status=UploadSessionStatus.QUEUED).update(
+        status=UploadSessionStatus.IMPORTING, updated_at=timezone.now()
+    )
+    if not taken:
+        log.info("upload session %s is not queued (already taken or gone); nothing to do", session_id)
+        return {"session": str(session_id), "skipped": True}
+    session = UploadSession.objects.get(pk=session_id)
+    names = dict(UploadFile.objects.filter(session=session).values_list("index", "name"))
+    paths = [file_path(session, i) for i in sorted(names)]
+    try:
+        total = sum(_count_to_import(p) for p in paths)
+        UploadSession.objects.filter(pk=session_id).update(import_total=total, import_done=0)
+        step = max(1, total // 100)
+
+        def progress(done: int, _total: int | None) -> None:
+            if done % step == 0 or done == total:
+                UploadSession.objects.filter(pk=session_id).update(import_done=done, import_total=max(total, done))
+
+        report = import_paths(
+            paths, source_kind=session.source_kind, received_from=f"upload session {session.pk}", progress=progress
+        )
+        _rename_entries(report, {str(file_path(session, i)): name for i, name in names.items()})
+        result = report.as_dict()
+        UploadSession.objects.filter(pk=session_id).update(
+            status=UploadSessionStatus.COMPLETED, finished_at=timezone.now(), import_run_id=report.import_run_id,
+            result=result, import_done=report.files_seen, import_total=report.files_seen,
+        )
+        shutil.rmtree(session_dir(session), ignore_errors=True)
+        return {"session": str(session_id), "status": UploadSessionStatus.COMPLETED, "import_run": report.import_run_id}
+    except DicomflowError as exc:
+        _fail(session_id, str(exc))
+        return {"session": str(session_id), "status": UploadSessionStatus.FAILED}
+    except Exception as exc:
+        _fail(session_id, f"internal error ({type(exc).__name__}); see the worker log")
+        log.exception("upload session %s failed", session_id)
+        raise
+
+
+def _rename_entries(report, names: dict[str, str]) -> None:
+    """Report the client's file names (``name`` or ``name!member``), never our storage paths."""
+    from dicomflow.intake.models import ImportRun
+
+    for entry in (*report.conflicts, *report.ignored):
+        stored, sep, member = entry["path"].partition("!")
+        if stored in names:
+            entry["path"] = names[stored] + sep + member
+    ImportRun.objects.filter(pk=report.import_run_id).update(conflicts=report.conflicts, ignored=report.ignored)
+
+
+def _fail(session_id, message: str) -> None:
+    UploadSession.objects.filter(pk=session_id).update(
+        status=UploadSessionStatus.FAILED, finished_at=timezone.now(), error_message=message[:4000]
+    )
+    log.warning("upload session %s failed: %s", session_id, message)
+
+
+def purge_stale(days: float = 7.0) -> int:
+    """Cancel sessions that received nothing for ``days`` and remove their bytes; returns how many."""
+    cutoff = timezone.now() - timezone.timedelta(days=days)
+    stale = list(
+        UploadSession.objects.filter(status=UploadSessionStatus.RECEIVING, updated_at__lt=cutoff).values_list("pk", flat=True)
+    )
+    for pk in stale:
+        cancel(pk)
+    return len(stale)
