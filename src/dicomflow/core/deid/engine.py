@@ -136,8 +136,19 @@ def _is_deferred(raw) -> bool:
 
 
 def _raw_value(raw, ds: Dataset, tag: int):
-    """The value of an element about to be removed (converted while it is still in ``ds``)."""
-    return raw.value if not isinstance(raw, RawDataElement) else ds[tag].value
+    """The value(s) of an element about to be removed, for the leak scan only.
+
+    Raw bytes are decoded directly (UTF-8, else Latin-1) instead of through pydicom's full
+    conversion: the text only feeds the identifying-value sets.
+    """
+    if not isinstance(raw, RawDataElement):
+        return raw.value
+    data = raw.value or b""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    return [v.strip(" \x00") for v in text.split("\\")]
 
 
 def _text(ds: Dataset, tag: int) -> str:

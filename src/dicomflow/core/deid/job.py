@@ -201,6 +201,12 @@ _WORKER: Deidentifier | None = None
 
 def _init_worker(key: ProjectKey, options: Options, subject_ids: dict | None) -> None:
     global _WORKER
+    from pydicom import config
+
+    # Our own worker processes: skip pydicom's per-value validation (the engine writes values
+    # it built itself; the input was valid enough to be read). Not changed in callers' processes.
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
     _WORKER = Deidentifier(key, options, subject_ids)
 
 
