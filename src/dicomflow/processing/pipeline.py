@@ -94,15 +94,16 @@ def _choose_series(job: Job) -> tuple[int, object]:
     states = {s.series_id: s for s in services.evaluate_series(candidates, job=job)}
     if job.template_id:
         template = job.template
-        fitting = [sid for sid in candidates
-                   if not template_problems(template.core(), services.series_context(sid))]
-        if len(fitting) != 1:
-            if job.series_id:
-                problems = template_problems(template.core(), services.series_context(job.series_id))
-                raise InputError("; ".join(problems))
-            raise InputError(f"{len(fitting)} of {len(candidates)} series fit template '{template.name}'; "
-                             "give a folder with exactly one series it can process")
-        return fitting[0], template
+        problems = {sid: template_problems(template.core(), services.series_context(sid)) for sid in candidates}
+        fitting = [sid for sid in candidates if not problems[sid]]
+        if len(fitting) == 1:
+            return fitting[0], template
+        if len(candidates) == 1:
+            raise InputError("; ".join(problems[candidates[0]]))
+        why = "; ".join(sorted({p for sid in candidates for p in problems[sid]}))
+        raise InputError(f"{len(fitting)} of {len(candidates)} series fit template '{template.name}'"
+                         + (f" ({why})" if why and not fitting else "")
+                         + "; give a folder with exactly one series it can process")
     matched = [sid for sid in candidates if states[sid].status == SeriesStatus.RULE_MATCHED.value]
     if job.series_id and not matched:
         state = SeriesState.objects.get(series_id=job.series_id)
