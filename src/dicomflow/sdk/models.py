@@ -1,0 +1,124 @@
+"""Typed values the SDK returns (plain dataclasses; unknown fields from newer servers are ignored)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: int
+    patient_id: str
+    patient_name: str = ""
+    issuer_of_patient_id: str = ""
+    birth_date: str | None = None
+    sex: str = ""
+    project: str | None = None
+    study_count: int | None = None
+    created_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Study:
+    study_instance_uid: str
+    patient: int
+    patient_id: str = ""
+    study_date: str | None = None
+    study_time: str = ""
+    study_id: str = ""
+    accession_number: str = ""
+    description: str = ""
+    project: str | None = None
+    series_count: int | None = None
+    created_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Series:
+    series_instance_uid: str
+    study_instance_uid: str
+    modality: str
+    patient: int | None = None
+    series_number: int | None = None
+    description: str = ""
+    series_date: str | None = None
+    body_part_examined: str = ""
+    frame_of_reference_uid: str = ""
+    project: str | None = None
+    instance_count: int | None = None
+    created_at: str | None = None
+    image: dict | None = None  # geometry (detail only)
+    rt: dict | None = None  # structure sets / plans / doses / RT images (detail only)
+    checks: dict | None = None  # stored check result (detail only)
+
+
+@dataclass(frozen=True)
+class Instance:
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    instance_number: int | None = None
+    transfer_syntax_uid: str = ""
+    sha256: str = ""
+    size: int = 0
+    received_at: str | None = None
+    image: dict | None = None
+
+
+@dataclass(frozen=True)
+class ImportRun:
+    id: int
+    source_kind: str
+    source: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    files_seen: int = 0
+    instances_new: int = 0
+    instances_duplicate: int = 0
+    conflicts: Any = None  # a count in lists, [{"path", "reason"}] in details
+    ignored: Any = None
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an upload's import did: the ``dicomflow import --json`` counters."""
+
+    files_seen: int
+    instances_new: int
+    instances_duplicate: int
+    conflicts: list[dict] = field(default_factory=list)
+    ignored: list[dict] = field(default_factory=list)
+    patients: int = 0
+    studies: int = 0
+    series: int = 0
+    import_run: int | None = None
+    session: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    id: str
+    status: str
+    file_count: int = 0
+    files_complete: int = 0
+    total_size: int = 0
+    received_size: int = 0
+    import_done: int = 0
+    import_total: int = 0
+    import_run: int | None = None
+    result: dict | None = None
+    error_message: str = ""
+    finished: bool = False
+    created_at: str | None = None
+    finished_at: str | None = None
+    source_kind: str = ""
+    files: list[dict] | None = None
