@@ -6,7 +6,8 @@ the name a template's ``processor`` gives. It sees only de-identified data and t
 ``request.log`` (captured into the job's processing log).
 
 - ``builtin.ct_body_lungs``: classical CT body + lungs autosegmentation (:mod:`dicomflow.core.segmentation`);
-- ``external.command``: any program given input and output folders, optionally through NIfTI.
+- ``external.command``: any program given input and output folders, optionally through NIfTI;
+- ``remote.dicom_node``: C-STORE to a processing node, the result comes back through our receiver.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ Processor = Callable[[ProcessorRequest], list[Path]]
 
 
 def _registry() -> dict[str, Processor]:
-    from dicomflow.processing.processors import builtin, external
+    from dicomflow.processing.processors import builtin, external, remote_dicom
 
-    return {builtin.NAME: builtin.run, external.NAME: external.run}
+    return {builtin.NAME: builtin.run, external.NAME: external.run, remote_dicom.NAME: remote_dicom.run}
 
 
 def get_processor(name: str) -> Processor:
