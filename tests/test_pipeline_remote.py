@@ -131,3 +131,119 @@ def test_remote_dicom_node_without_answer_times_out(tmp_path, receiver):
     finally:
         node.stop()
     assert job.status == JobStatus.FAILED and "no complete result" in job.error
+
+
+class ProcessingServer:
+    """A remote HTTP processing server (the protocol of ``remote.http``) on a real socket: it
+    unpacks the upload, segments it with the built-in algorithm and serves the RTSTRUCT as a ZIP."""
+
+    def __init__(self, folder: Path, corrupt_checksum: bool = False, fail: bool = False):
+        import hashlib
+        import io
+        import json
+        import zipfile
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+        self.tasks: dict[str, dict] = {}
+        self.headers_seen: list[dict] = []
+
+        def segment(task_id: str, body: bytes) -> None:
+            work = folder / task_id
+            with zipfile.ZipFile(io.BytesIO(body)) as zf:
+                zf.extractall(work / "in")
+            written = ct_body_lungs.run(sorted((work / "in").iterdir()), work / "out")
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as zf:
+                for p in written:
+                    zf.write(p, arcname=p.name)
+            data = buffer.getvalue()
+            digest = hashlib.sha256(data + (b"x" if corrupt_checksum else b"")).hexdigest()
+            server.tasks[task_id].update(status="failed" if fail else "done", result=data, sha256=digest,
+                                         message="model crashed" if fail else "")
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _json(self, document, code=200):
+                data = json.dumps(document).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                server.headers_seen.append(dict(self.headers))
+                task_id = f"t{len(server.tasks) + 1}"
+                server.tasks[task_id] = {"status": "running"}
+                threading.Thread(target=segment, args=(task_id, body), daemon=True).start()
+                self._json({"id": task_id}, 201)
+
+            def do_GET(self):
+                parts = self.path.strip("/").split("/")
+                task = server.tasks.get(parts[1]) if len(parts) > 1 else None
+                if task is None:
+                    return self._json({"error": "no such task"}, 404)
+                if len(parts) == 3 and parts[2] == "result":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/zip")
+                    self.send_header("Content-Length", str(len(task["result"])))
+                    self.end_headers()
+                    self.wfile.write(task["result"])
+                    return None
+                return self._json({k: v for k, v in task.items() if k != "result"})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
+def _http_template(name: str, url: str) -> None:
+    Template.objects.create(name=name, definition={
+        "processor": "remote.http",
+        "parameters": {"url": url, "token_env": "TEST_SEG_TOKEN", "options": {"model": "body"},
+                       "poll_seconds": 0.1, "timeout_seconds": 60},
+        "requires": {"modalities": ["CT"], "min_images": 10},
+    })
+
+
+def test_remote_http_server_upload_poll_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_SEG_TOKEN", "s3cret-token")
+    server = ProcessingServer(tmp_path / "server")
+    try:
+        _http_template("http-seg", server.url)
+        series, info = _ct_series(tmp_path, "remote-http")
+        job = services.run_job_inline(services.create_job(project_key="REMOTE", series_id=series.id,
+                                                          template_name="http-seg").pk)
+    finally:
+        server.stop()
+    assert job.status == JobStatus.FINISHED, job.error
+    [headers] = server.headers_seen
+    assert headers["Authorization"] == "Bearer s3cret-token"
+    assert '"model": "body"' in headers["X-Dicomflow-Options"]
+    [result] = Result.objects.filter(job=job)
+    ds = pydicom.dcmread(result.path)
+    assert ds.PatientID == PATIENT.patient_id and ds.StudyInstanceUID == info.study_uid
+    assert LogEntry.objects.filter(job=job, message__contains="checksum verified").exists()
+    assert not LogEntry.objects.filter(message__contains="s3cret").exists()
+
+
+@pytest.mark.parametrize("mode,reason", [("corrupt", "does not match its checksum"), ("fail", "model crashed")])
+def test_remote_http_server_bad_checksum_or_failure(tmp_path, monkeypatch, mode, reason):
+    monkeypatch.setenv("TEST_SEG_TOKEN", "t")
+    server = ProcessingServer(tmp_path / "server", corrupt_checksum=mode == "corrupt", fail=mode == "fail")
+    try:
+        _http_template("http-bad", server.url)
+        series, _ = _ct_series(tmp_path, f"remote-http-{mode}")
+        job = services.run_job_inline(services.create_job(project_key="REMOTE", series_id=series.id,
+                                                          template_name="http-bad").pk)
+    finally:
+        server.stop()
+    assert job.status == JobStatus.FAILED and reason in job.error
+    assert not Result.objects.filter(job=job).exists()

@@ -7,7 +7,8 @@ the name a template's ``processor`` gives. It sees only de-identified data and t
 
 - ``builtin.ct_body_lungs``: classical CT body + lungs autosegmentation (:mod:`dicomflow.core.segmentation`);
 - ``external.command``: any program given input and output folders, optionally through NIfTI;
-- ``remote.dicom_node``: C-STORE to a processing node, the result comes back through our receiver.
+- ``remote.dicom_node``: C-STORE to a processing node, the result comes back through our receiver;
+- ``remote.http``: upload to a processing server, poll, download, checksum verified.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ Processor = Callable[[ProcessorRequest], list[Path]]
 
 
 def _registry() -> dict[str, Processor]:
-    from dicomflow.processing.processors import builtin, external, remote_dicom
+    from dicomflow.processing.processors import builtin, external, remote_dicom, remote_http
 
-    return {builtin.NAME: builtin.run, external.NAME: external.run, remote_dicom.NAME: remote_dicom.run}
+    return {builtin.NAME: builtin.run, external.NAME: external.run, remote_dicom.NAME: remote_dicom.run,
+            remote_http.NAME: remote_http.run}
 
 
 def get_processor(name: str) -> Processor:
