@@ -331,6 +331,8 @@ def run_staging_job(job_id: int) -> StagingJob:
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     job.finished_at = timezone.now()
+    # keep the progress columns as the reporter committed them (the last stage's done/total)
+    job.done, job.total = StagingJob.objects.filter(pk=job_id).values_list("done", "total").get()
     job.save()
     return job
 
