@@ -105,6 +105,44 @@ def test_tree_edges_approval_orphans_and_closures_equal_the_folder_core(rt_study
         assert set(closure) == chain | {start}
     draft_dose = rt_study.dose_for(rt_study.unapproved_plan).series_uid
     assert rt_study.approved_plan.series_uid not in selection_closure(draft_dose)
+    for uid in folder_graph.series:  # every series, and a multi-series selection
+        assert selection_closure(uid) == folder_graph.closure(uid)
+    assert selection_closure(draft_dose, dose) == folder_graph.closure(draft_dose, dose)
+
+
+@pytest.mark.django_db
+def test_registration_and_plan_without_structure_set_through_frames_of_reference(tmp_path):
+    """Frame-of-reference edges (REG → MR and CT across two studies; plan → CT) equal the folder's."""
+    from dicomflow.core.rt import graph_from_path
+
+    study = synth.write_rt_study(tmp_path / "rt", n_slices=6, with_registration=True, plan_without_structure_set=True)
+    report, _ = _import_and_analyse(study.out_dir)
+    graph, _ = graph_from_path(study.out_dir)
+    assert _catalog_tree(report.study_ids) == {e["uid"]: e for e in graph.tree()["series"]}
+    from dicomflow.catalog.models import SeriesReference
+
+    present = set(SeriesReference.objects.filter(missing=False).values_list(
+        "source__series_instance_uid", "target__series_instance_uid"))
+    assert present == study.edges
+    assert SeriesReference.objects.filter(source__series_instance_uid=study.plans[2].series_uid,
+                                          via="frame_of_reference", missing=False).exists()
+
+
+@pytest.mark.django_db
+def test_two_patients_in_one_import_stay_apart(tmp_path):
+    from dicomflow.catalog.models import Patient, SeriesReference
+    from dicomflow.catalog.rt_selectors import orphan_series
+
+    a = synth.write_rt_study(tmp_path / "in" / "a", n_slices=4, with_mr=False,
+                             patient=synth.PatientSpec("PA", "A^A", "F", "19600101"))
+    b = synth.write_rt_study(tmp_path / "in" / "b", n_slices=4, with_mr=True,
+                             patient=synth.PatientSpec("PB", "B^B", "M", "19700101"))
+    _import_and_analyse(tmp_path / "in")
+    present = set(SeriesReference.objects.filter(missing=False).values_list(
+        "source__series_instance_uid", "target__series_instance_uid"))
+    assert present == a.edges | b.edges
+    assert orphan_series(Patient.objects.get(patient_id="PA")) == []
+    assert orphan_series(Patient.objects.get(patient_id="PB")) == [b.mr.series_uid]
 
 
 @pytest.mark.django_db
