@@ -132,12 +132,13 @@ LOGIN_URL = "/admin/login/"
 BROKER_DIR = HOME / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _d in ("queue", "processed"):
+    for _d in ("queue", "processed", "control"):
         (BROKER_DIR / _d).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),  # else kombu writes ./control in the cwd
         "store_processed": False,
     }
     # The filesystem transport has no broadcast exchange: no remote control, no events.
