@@ -73,7 +73,7 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ("project_key", "error")
     readonly_fields = ("state", "error", "started_at", "finished_at", "created_by")
     inlines = [JobStageInline, ResultInline]
-    actions = ["retry", "cancel", "approve", "reject"]
+    actions = ["retry", "cancel", "approve", "reject", "download_results"]
 
     def _each(self, request, queryset, fn, verb):
         done = 0
@@ -99,6 +99,23 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Quality control: approve the result")
     def approve(self, request, queryset):
         self._each(request, queryset, lambda pk: tasks.decide_quality_control(pk, True, request.user), "approved")
+
+    @admin.action(description="Download the re-identified results (ZIP, one job)")
+    def download_results(self, request, queryset):
+        from django.http import FileResponse
+
+        from dicomflow.processing import services
+
+        if queryset.count() != 1:
+            self.message_user(request, "choose exactly one job to download", messages.WARNING)
+            return None
+        job = queryset.get()
+        try:
+            path = services.job_results_zip(job.pk)
+        except DicomflowError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+            return None
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)
 
     @admin.action(description="Quality control: reject the result")
     def reject(self, request, queryset):
