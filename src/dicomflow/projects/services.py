@@ -110,6 +110,13 @@ def create_project(key: str, name: str, options: dict | Options | None = None, d
     return project
 
 
+def sync_key_store(project: Project) -> None:
+    """Make sure the project's key exists and the key store holds its current options."""
+    store = key_store()
+    store.project_key(project.key, create=True)
+    store.save_options(project.key, project.deid_options())
+
+
 def update_project_options(project: Project, options: dict | Options) -> Project:
     """Change a project's options; the key store copy follows so ``dicomflow deid`` agrees."""
     _apply_options(project, _options_from(options))

@@ -1,0 +1,110 @@
+"""Admin pages of projects, and subjects/events/upload slots with link history."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.conf import settings
+from django.urls import reverse
+
+from dicomflow.catalog.models import Patient, Study
+from dicomflow.errors import InputError
+from dicomflow.projects import services
+from dicomflow.projects.models import Project, StagingJob, UploadSlotLink
+from dicomflow.testing import synth
+
+
+@pytest.fixture
+def staged(tmp_path):
+    from dicomflow.intake.services import import_paths
+
+    info = synth.write_rt_study(tmp_path / "src", synth.PatientSpec("PATSLOT77", "Slot^Sam", "M", "19770707"),
+                                n_slices=4, rows=16, cols=16, with_mr=False)
+    import_paths([info.out_dir], workers=1)
+    study = Study.objects.get(study_instance_uid=info.study_uid, project__isnull=True)
+    project = services.create_project("slots-a", "Slots")
+    job = services.stage_series(project, study, [info.ct.series_uid], run_inline=True)
+    return {"info": info, "study": study, "project": project, "job": job}
+
+
+@pytest.mark.django_db
+def test_slot_link_replacement_keeps_history(staged, django_user_model):
+    project, study = staged["project"], staged["study"]
+    patient = Patient.objects.get(patient_id="PATSLOT77")
+    subject = services.enrol_subject(project, None, patient)
+    baseline = services.add_event(subject, "Baseline")
+    follow_up = services.add_event(subject, "Follow-up")
+    assert (baseline.order, follow_up.order) == (0, 1)
+    slot = services.add_slot(baseline, "Planning CT")
+    assert services.add_slot(baseline, "Planning CT") == slot
+
+    first_copy = Study.objects.get(project=project)
+    with pytest.raises(InputError):  # a clinical study never goes into a slot
+        services.link_study(slot, study)
+    user = django_user_model.objects.create_user("dora")
+    services.link_study(slot, first_copy, user)
+    # another project's copy of the same study
+    other = services.create_project("slots-b", "Other")
+    services.stage_series(other, study, [staged["info"].ct.series_uid], run_inline=True)
+    with pytest.raises(InputError):  # another project's study does not fit this project's slot
+        services.link_study(slot, Study.objects.get(project=other))
+
+    second_info = synth.write_image_series(staged["info"].out_dir.parent / "ct2", synth.PatientSpec("PATSLOT77", "Slot^Sam", "M", "19770707"),
+                                           "CT", 4, 16, 16)
+    from dicomflow.intake.services import import_paths
+
+    import_paths([second_info.paths[0].parent], workers=1)
+    second_clinical = Study.objects.get(study_instance_uid=second_info.study_uid)
+    services.stage_series(project, second_clinical, None, run_inline=True)
+    second_copy = Study.objects.filter(project=project).exclude(pk=first_copy.pk).get()
+    slot = services.link_study(slot, second_copy, user)
+    assert slot.study == second_copy
+    links = list(UploadSlotLink.objects.filter(slot=slot).order_by("id"))
+    assert [link.study_id for link in links] == [first_copy.pk, second_copy.pk]
+    assert links[0].replaced_at is not None and links[1].replaced_at is None
+    assert links[0].linked_by == user
+    assert services.link_study(slot, second_copy, user) and UploadSlotLink.objects.filter(slot=slot).count() == 2
+
+
+@pytest.mark.django_db
+def test_update_options_follow_into_key_store(staged):
+    project = staged["project"]
+    services.update_project_options(project, {"retain_patient_characteristics": True, "date_shift_days": [-10, -5]})
+    project.refresh_from_db()
+    assert (project.date_shift_min_days, project.date_shift_max_days) == (-10, -5)
+    stored = json.loads((settings.KEYS_DIR / "projects" / "slots-a.options.json").read_text())
+    assert stored["retain_patient_characteristics"] is True and stored["date_shift_days"] == [-10, -5]
+    with pytest.raises(InputError):
+        services.update_project_options(project, {"retain_long_full_dates": True})  # and modified dates: both
+
+
+@pytest.mark.django_db
+def test_admin_pages(admin_client, staged):
+    for model in ("project", "subject", "event", "uploadslot", "stagingjob", "stagedseries"):
+        response = admin_client.get(reverse(f"admin:projects_{model}_changelist"))
+        assert response.status_code == 200, model
+    assert admin_client.get(reverse("admin:deid_reidentificationaudit_changelist")).status_code == 200
+    job = staged["job"]
+    page = admin_client.get(reverse("admin:projects_stagingjob_changelist")).content.decode()
+    assert "Completed" in page and f"{job.done}/{job.total}" in page
+    assert admin_client.get(reverse("admin:projects_stagingjob_change", args=[job.pk])).status_code == 200
+    assert admin_client.get(reverse("admin:projects_project_change", args=[staged["project"].pk])).status_code == 200
+
+    response = admin_client.post(reverse("admin:projects_project_add"), {
+        "key": "admin-made", "name": "From the admin", "description": "",
+        "options": json.dumps({"clean_descriptors": True, "retain_long_modified_dates": True}),
+        "uid_root": "1.2.826.0.1.3680043.10.99", "date_shift_min_days": "-100", "date_shift_max_days": "-1",
+        "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    made = Project.objects.get(key="admin-made")
+    assert made.deid_options().uid_root == "1.2.826.0.1.3680043.10.99"
+    assert (settings.KEYS_DIR / "projects" / "admin-made.key").exists()
+    bad = admin_client.post(reverse("admin:projects_project_add"), {
+        "key": "admin-bad", "name": "x", "options": "{}", "uid_root": "not.a.uid",
+        "date_shift_min_days": "0", "date_shift_max_days": "1",
+        "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+    })
+    assert bad.status_code == 200 and not Project.objects.filter(key="admin-bad").exists()
+    assert StagingJob.objects.count() == 1
