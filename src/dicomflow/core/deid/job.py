@@ -2,8 +2,8 @@
 
 Per file (in a worker process): read the header with large values deferred (Pixel Data is never
 decoded nor held by the engine), de-identify, write ``<newStudy>/<newSeries>/<newSOP>.dcm`` into a
-staging folder inside DST (the pixel bytes are copied straight from the source file), then leak-scan
-the object and the written bytes. The job then checks RT references over the whole output and moves
+staging folder inside DST (untouched elements are copied as read, ``fastwrite``; the pixel bytes go
+straight from the source file with ``sendfile``), then leak-scan the bytes written. The job then checks RT references over the whole output and moves
 the staged files into DST only when the leak scan found nothing: any finding releases nothing.
 """
 
@@ -260,6 +260,7 @@ def deidentify_paths(
 ) -> JobReport:
     """De-identify the given files (e.g. the series chosen for staging) into ``dst``."""
     files = [Path(f) for f in files]
+    _MADE_DIRS.clear()
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     stage = dst / f"{STAGE_PREFIX}{secrets.token_hex(6)}"

@@ -1,9 +1,11 @@
 """Leak scan: search every element of an output object, then its raw bytes, for identifying values.
 
 Any finding fails the job. Findings name the tag, keyword and the class of value (name, id, date,
-uid, text) — never the value. The element pass looks at every element (private, binary and file
-meta included; Pixel Data is left to the byte pass); the byte pass reads the written file and
-searches the longer values (>= 5 characters: shorter ones would match random pixel bytes).
+uid, text) — never the value. The job scans the bytes it wrote before Pixel Data (file meta and
+every element, private and binary included: ``scan_bytes``) and walks the elements
+(``scan_dataset``) only to say where a hit is. Pixel Data copied byte for byte from the source is
+not re-scanned; when pydicom wrote the whole file, the written file is read back instead
+(``scan_file_bytes``, values >= 5 characters: shorter ones would match random pixel bytes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dicomflow.core.deid.engine import _is_deferred, _vr_of, tag_text
 from dicomflow.core.deid.values import IdentifyingValues
 
 _WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+")
+_ASCII_WORD = re.compile(r"[0-9A-Za-z]+")
 _UIDISH = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 _DATE_FORMS = re.compile(r"(\d{4})[-./](\d{2})[-./](\d{2})|(\d{2})[-./](\d{2})[-./](\d{4})")
 RAW_MIN = 5
@@ -37,19 +40,30 @@ class Finding:
 
 
 def _text_kinds(text: str, values: IdentifyingValues) -> list[str]:
+    """Kinds found in ``text``, which may be serialised bytes read as text.
+
+    In serialised data a value can touch a neighbouring byte that reads as a letter or digit (the
+    low byte of the next tag's group, e.g. 0x32 '2' for group 0032): words and UID runs are also
+    tried without one character at either end (words of 6+ characters only, to stay specific).
+    """
     kinds = []
     upper = text.upper()
-    words = set(_WORD.findall(upper))
-    if words & values.tokens:
+    words = set(_WORD.findall(upper)) | set(_ASCII_WORD.findall(upper))
+    trimmed = {w[:-1] for w in words if len(w) >= 6} | {w[1:] for w in words if len(w) >= 6}
+    if (words | trimmed) & values.tokens:
         kinds.append("name/id")
     if values.dates:
-        digits = {w[:8] for w in words if len(w) >= 8 and w.isdigit()}
+        # DA is 8 digits, DT up to 14 before its fraction; longer runs are UID components.
+        digits = {w[:8] for w in words if 8 <= len(w) <= 14 and w.isdigit()}
         for m in _DATE_FORMS.finditer(text):
             digits.add(m.group(1) + m.group(2) + m.group(3) if m.group(1) else m.group(6) + m.group(5) + m.group(4))
         if digits & values.dates:
             kinds.append("date")
-    if values.uids and set(_UIDISH.findall(text)) & values.uids:
-        kinds.append("uid")
+    if values.uids:
+        runs = set(_UIDISH.findall(text))
+        runs |= {r[1:] for r in runs} | {r[:-1] for r in runs} | {r[1:-1] for r in runs}
+        if runs & values.uids:
+            kinds.append("uid")
     if any(p in upper for p in values.phrases):
         kinds.append("text")
     return kinds
