@@ -71,10 +71,12 @@ def study_tree(study: Study) -> dict:
         )
     )
     rows.sort(key=lambda r: (_ORDER.get(r["modality"], 0), r["series_instance_uid"]))
-    return {
-        "series": [
+    series = []
+    for r in rows:
+        uid = r["series_instance_uid"]
+        series.append(
             {
-                "uid": (uid := r["series_instance_uid"]),
+                "uid": uid,
                 "modality": r["modality"],
                 "references": sorted(references[uid]),
                 "missing_references": sorted(missing[uid]),
@@ -85,9 +87,8 @@ def study_tree(study: Study) -> dict:
                 "missing_frames_of_reference": sorted(missing_frames[uid]),
                 "analysed": r["check_result__id"] is not None,
             }
-            for r in rows
-        ]
-    }
+        )
+    return {"series": series}
 
 
 def selection_closure(*series_uids: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from dicomflow.catalog import analysis
 from dicomflow.celery_app import app
@@ -13,7 +13,13 @@ from dicomflow.celery_app import app
 log = logging.getLogger(__name__)
 
 
-@app.task(name="dicomflow.catalog.tasks.analyse_studies", acks_late=True)
+@app.task(
+    name="dicomflow.catalog.tasks.analyse_studies",
+    acks_late=True,
+    autoretry_for=(OperationalError,),  # e.g. SQLite "database is locked" under many writers
+    retry_backoff=5,
+    max_retries=3,
+)
 def analyse_studies(study_ids: list[int]) -> dict:
     """Rebuild the RT edges and check results of these studies (idempotent: results are replaced)."""
     return analysis.analyse_studies(study_ids).as_dict()
