@@ -182,6 +182,8 @@ class ImportReportSerializer(serializers.Serializer):
     patients = serializers.IntegerField()
     studies = serializers.IntegerField()
     series = serializers.IntegerField()
+    series_uids = serializers.ListField(child=serializers.CharField(), required=False,
+                                        help_text="Series the import touched (at most 200).")
 
 
 class UploadSessionSerializer(serializers.ModelSerializer):

@@ -327,6 +327,7 @@ def import_session(session_id) -> dict:
         )
         _rename_entries(report, {str(file_path(session, i)): name for i, name in names.items()})
         result = report.as_dict()
+        result["series_uids"] = _series_uids(report.series_ids)
         UploadSession.objects.filter(pk=session_id).update(
             status=UploadSessionStatus.COMPLETED, finished_at=timezone.now(), import_run_id=report.import_run_id,
             result=result, import_done=report.files_seen, import_total=report.files_seen,
@@ -340,6 +341,14 @@ def import_session(session_id) -> dict:
         _fail(session_id, f"internal error ({type(exc).__name__}); see the worker log")
         log.exception("upload session %s failed", session_id)
         raise
+
+
+def _series_uids(series_ids: set[int], limit: int = 200) -> list[str]:
+    """The Series Instance UIDs an import touched (at most ``limit``), so the result can link to them."""
+    from dicomflow.catalog.models import Series
+
+    return list(Series.objects.filter(pk__in=list(series_ids)[:limit]).order_by("pk").values_list(
+        "series_instance_uid", flat=True))
 
 
 def _rename_entries(report, names: dict[str, str]) -> None:

@@ -100,6 +100,7 @@ class ImportResult:
     patients: int = 0
     studies: int = 0
     series: int = 0
+    series_uids: list[str] = field(default_factory=list)
     import_run: int | None = None
     session: str | None = None
 

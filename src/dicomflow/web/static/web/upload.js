@@ -1,0 +1,164 @@
+// Browser folder upload over the resumable REST API: declare the files (size, sha256) in one
+// session, send each in chunks from the offset the server reports (retrying after network
+// errors), finalize, then poll the session until the import's result is there.
+(function () {
+  "use strict";
+  const root = document.getElementById("df-upload");
+  const $ = (id) => document.getElementById(id);
+  const api = root.dataset.api, csrf = root.dataset.csrf, chunk = parseInt(root.dataset.chunk, 10);
+  const maxBytes = parseInt(root.dataset.maxBytes, 10), maxFiles = parseInt(root.dataset.maxFiles, 10);
+  const PARALLEL = 4, RETRIES = 6, HASH_LIMIT = 256 * 1024 * 1024;
+  let files = [];
+
+  const human = (n) => n < 1024 ? n + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KB"
+    : n < 1073741824 ? (n / 1048576).toFixed(1) + " MB" : (n / 1073741824).toFixed(2) + " GB";
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  function show(stage, detail, fraction) {
+    $("df-stage").textContent = stage;
+    $("df-detail").textContent = detail || "";
+    const pct = Math.max(0, Math.min(100, Math.floor(100 * fraction)));
+    $("df-bar").style.width = pct + "%";
+    $("df-percent").textContent = pct;
+  }
+  function fail(message) {
+    $("df-error").textContent = message;
+    $("df-error").hidden = false;
+    $("df-start").disabled = false;
+  }
+
+  async function call(method, url, body, headers) {
+    const response = await fetch(url, {
+      method, body, credentials: "same-origin",
+      headers: Object.assign({ "X-CSRFToken": csrf, "Accept": "application/json" }, headers || {}),
+    });
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) {
+      const err = new Error((data && data.detail) || ("the server answered HTTP " + response.status));
+      err.status = response.status; err.offset = data && data.offset;
+      throw err;
+    }
+    return data;
+  }
+
+  async function sha256(file) {
+    if (!(window.crypto && crypto.subtle) || file.size > HASH_LIMIT) return "";  // the server computes it
+    const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+    return Array.from(new Uint8Array(digest)).map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  $("df-folder").addEventListener("change", (ev) => {
+    files = Array.from(ev.target.files);
+    const total = files.reduce((s, f) => s + f.size, 0);
+    let text = files.length + " file" + (files.length === 1 ? "" : "s") + ", " + human(total);
+    let ok = files.length > 0;
+    if (files.length > maxFiles) { text += " — too many files for one upload"; ok = false; }
+    if (total > maxBytes) { text += " — larger than this server accepts"; ok = false; }
+    $("df-selection").textContent = text;
+    $("df-start").disabled = !ok;
+  });
+
+  async function sendFile(session, file, entry, sent) {
+    let offset = entry.received, failures = 0;
+    while (offset < entry.size) {
+      const end = Math.min(entry.size, offset + chunk);
+      try {
+        const r = await call("PUT", api + session + "/files/" + entry.index + "/", file.slice(offset, end),
+          { "Upload-Offset": String(offset), "Content-Type": "application/octet-stream" });
+        sent.bytes += r.received - offset;
+        offset = r.received; failures = 0;
+      } catch (err) {
+        if (err.status === 409 && typeof err.offset === "number" && failures < RETRIES) {
+          failures++; sent.bytes += err.offset - offset; offset = err.offset; continue;
+        }
+        if (err.status && err.status < 500) throw err;
+        if (++failures > RETRIES) throw err;
+        await sleep(500 * failures);  // network trouble: ask the server where this file stands
+        const state = await call("GET", api + session + "/");
+        const now = state.files[entry.index].received;
+        sent.bytes += now - offset; offset = now;
+      }
+      sent.report();
+    }
+  }
+
+  async function run() {
+    $("df-start").disabled = true;
+    $("df-error").hidden = true;
+    $("df-result").hidden = true;
+    $("df-progress").hidden = false;
+    const declared = [];
+    for (let i = 0; i < files.length; i++) {
+      show("Preparing", "checksums " + (i + 1) + " / " + files.length, i / files.length);
+      const f = files[i];
+      declared.push({ name: f.webkitRelativePath || f.name, size: f.size, sha256: await sha256(f) });
+    }
+    const session = await call("POST", api, JSON.stringify({ files: declared, source: "browser" }),
+      { "Content-Type": "application/json" });
+    const total = declared.reduce((s, f) => s + f.size, 0) || 1;
+    const sent = { bytes: 0, report() { show("Uploading", human(this.bytes) + " of " + human(total), this.bytes / total); } };
+    let next = 0;
+    const workers = [];
+    for (let w = 0; w < PARALLEL; w++) {
+      workers.push((async () => {
+        while (next < files.length) {
+          const i = next++;
+          await sendFile(session.id, files[i], session.files[i], sent);
+        }
+      })());
+    }
+    await Promise.all(workers);
+    show("Importing", "queued", 0);
+    await call("POST", api + session.id + "/finalize/");
+    for (;;) {
+      const state = await call("GET", api + session.id + "/?files=0");
+      if (state.status === "completed") { show("Done", "", 1); result(state); return; }
+      if (state.status === "failed" || state.status === "cancelled") { throw new Error(state.error_message || "the import failed"); }
+      const t = state.import_total || 0;
+      show("Importing", t ? state.import_done + " / " + t + " files" : state.status, t ? state.import_done / t : 0);
+      await sleep(500);
+    }
+  }
+
+  function result(state) {
+    const r = state.result;
+    const set = (id, v) => { $(id).textContent = v; };
+    set("df-r-files", r.files_seen); set("df-r-new", r.instances_new); set("df-r-duplicate", r.instances_duplicate);
+    set("df-r-conflicts", r.conflicts.length); set("df-r-ignored", r.ignored.length);
+    set("df-r-patients", r.patients); set("df-r-studies", r.studies); set("df-r-series", r.series);
+    $("df-r-run").href = root.dataset.importUrl.replace("/0/", "/" + state.import_run + "/");
+    const list = $("df-r-series-list");
+    list.innerHTML = "";
+    if (r.series_uids && r.series_uids.length) {
+      const h = document.createElement("h2"); h.textContent = "Series imported"; list.appendChild(h);
+      const ul = document.createElement("ul");
+      r.series_uids.forEach((uid) => {
+        const li = document.createElement("li"), a = document.createElement("a");
+        a.href = root.dataset.seriesUrl.replace("UID", encodeURIComponent(uid)); a.textContent = uid; a.className = "uid df-series-link";
+        li.appendChild(a); ul.appendChild(li);
+      });
+      list.appendChild(ul);
+    }
+    const problems = $("df-r-problems");
+    problems.innerHTML = "";
+    const rows = r.conflicts.map((c) => ["conflict", c]).concat(r.ignored.map((c) => ["ignored", c]));
+    if (rows.length) {
+      const h = document.createElement("h2"); h.textContent = "Not imported"; problems.appendChild(h);
+      const table = document.createElement("table"); table.id = "df-r-problem-table";
+      table.innerHTML = "<thead><tr><th>File</th><th>Outcome</th><th>Reason</th></tr></thead>";
+      const body = document.createElement("tbody");
+      rows.forEach(([kind, c]) => {
+        const tr = document.createElement("tr");
+        [c.path, kind, c.reason].forEach((text, k) => {
+          const td = document.createElement("td"); td.textContent = text; if (k === 0) td.className = "uid"; tr.appendChild(td);
+        });
+        body.appendChild(tr);
+      });
+      table.appendChild(body); problems.appendChild(table);
+    }
+    $("df-result").hidden = false;
+    $("df-start").disabled = false;
+  }
+
+  $("df-start").addEventListener("click", () => { run().catch((err) => fail(err.message)); });
+})();

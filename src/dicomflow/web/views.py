@@ -1,0 +1,174 @@
+"""Web pages: server-rendered, paginated, thin. What a user sees comes from ``dicomflow.api.access``
+(the same rule as the API); details from ``dicomflow.api.reads``; uploads use the REST API from JS.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.shortcuts import get_object_or_404, render
+
+from dicomflow.api import access, reads
+from dicomflow.errors import InputError
+from dicomflow.intake.models import ImportRun, UploadSession
+from dicomflow.intake.resumable import UploadLimits
+
+PAGE = 50
+
+
+def _page(request, qs, per_page: int = PAGE):
+    return Paginator(qs, per_page).get_page(request.GET.get("page"))
+
+
+def _filtered(request, fn, qs):
+    """Apply the API's filters; a malformed parameter becomes a message on the page, not an error."""
+    try:
+        return fn(qs, request.GET), ""
+    except InputError as exc:
+        return fn(qs, {}), str(exc)
+
+
+@login_required
+def home(request):
+    user = request.user
+    counts = {
+        "patients": access.patients(user).count(),
+        "studies": access.studies(user).count(),
+        "series": access.series(user).count(),
+        "instances": access.instances(user).count(),
+    }
+    modalities = (
+        access.series(user).values("modality").annotate(n=Count("id")).order_by("-n", "modality")[:12]
+    )
+    imports = ImportRun.objects.order_by("-started_at", "-id")[:8] if access.can_view_imports(user) else None
+    uploads = UploadSession.objects.filter(owner=user).order_by("-created_at")[:5]
+    return render(request, "web/home.html", {
+        "counts": counts, "modalities": modalities, "imports": imports, "uploads": uploads,
+        "can_upload": access.can_upload(user), "nav": "home",
+    })
+
+
+@login_required
+def patients(request):
+    qs, error = _filtered(request, reads.filter_patients, access.patients(request.user).select_related("project"))
+    return render(request, "web/patients.html", {
+        "page": _page(request, qs.order_by("patient_id", "pk")), "q": request.GET.get("q", ""), "error": error,
+        "nav": "patients",
+    })
+
+
+@login_required
+def patient(request, pk: int):
+    obj = get_object_or_404(access.patients(request.user), pk=pk)
+    studies = reads.filter_studies(access.studies(request.user).filter(patient=obj), {}).order_by("-study_date")
+    modalities = {}
+    for study_id, modality in access.series(request.user).filter(study__patient=obj).values_list("study_id", "modality").distinct():
+        modalities.setdefault(study_id, []).append(modality)
+    rows = [(s, sorted(modalities.get(s.pk, []))) for s in studies]
+    return render(request, "web/patient.html", {"patient": obj, "rows": rows, "nav": "patients"})
+
+
+@login_required
+def studies(request):
+    qs, error = _filtered(request, reads.filter_studies, access.studies(request.user))
+    return render(request, "web/studies.html", {
+        "page": _page(request, qs.order_by("-study_date", "study_instance_uid")), "params": request.GET,
+        "error": error, "nav": "studies",
+    })
+
+
+@login_required
+def study(request, uid: str):
+    obj = get_object_or_404(access.studies(request.user).select_related("patient"), study_instance_uid=uid)
+    series = reads.filter_series(access.series(request.user).filter(study=obj), {}).order_by(
+        "series_number", "series_instance_uid")
+    module = access.rt_selectors()
+    tree = checks = approval = None
+    analysed = False
+    if module is not None:
+        analysed = module.is_analysed(obj)
+        tree = module.study_tree(obj)["series"]
+        checks = {c["uid"]: c for c in module.study_checks(obj)}
+        approval = module.approval_statuses(obj, include_review=access.can_see_review(request.user))
+        for node in tree:
+            node["check"] = checks.get(node["uid"])
+        tree = _flatten_tree(tree, {s.series_instance_uid: s for s in series})
+    return render(request, "web/study.html", {
+        "study": obj, "series_list": series, "tree": tree, "approval": approval, "analysed": analysed,
+        "rt_available": module is not None, "nav": "studies",
+    })
+
+
+_DEPTH_ORDER = {"RTSTRUCT": 1, "RTPLAN": 2, "RTDOSE": 3, "RTIMAGE": 3}
+
+
+def _flatten_tree(nodes: list[dict], series_by_uid: dict) -> list[dict]:
+    """Pre-order rows (with ``indent``): images first, each followed by what references it
+    (RTSTRUCT › RTPLAN › RTDOSE/RTIMAGE). A series referencing several others is shown under the
+    most specific one (a dose under its plan rather than under the CT)."""
+    by_uid = {n["uid"]: n for n in nodes}
+    children: dict[str, list[str]] = {}
+    roots = []
+    for node in nodes:
+        present = [r for r in node["references"] if r in by_uid and r != node["uid"]]
+        if present:
+            parent = max(present, key=lambda r: (_DEPTH_ORDER.get(by_uid[r]["modality"], 0), r))
+            children.setdefault(parent, []).append(node["uid"])
+        else:
+            roots.append(node["uid"])
+    rows, placed = [], set()
+
+    def visit(uid: str, depth: int) -> None:
+        if uid in placed:
+            return
+        placed.add(uid)
+        rows.append(by_uid[uid] | {"indent": depth * 24, "series": series_by_uid.get(uid)})
+        for child in children.get(uid, []):
+            visit(child, depth + 1)
+
+    for uid in roots + [n["uid"] for n in nodes]:  # then anything only reachable through a cycle
+        visit(uid, 0)
+    return rows
+
+
+@login_required
+def series(request, uid: str):
+    obj = get_object_or_404(
+        access.series(request.user).select_related("study", "study__patient"), series_instance_uid=uid
+    )
+    instances = reads.filter_instances(access.instances(request.user).filter(series=obj), {}).order_by(
+        "instance_number", "sop_instance_uid")
+    return render(request, "web/series.html", {
+        "series": obj, "page": _page(request, instances, 100), "image": reads.image_geometry(obj),
+        "rt": reads.rt_details(obj), "checks": reads.series_checks(obj), "nav": "studies",
+    })
+
+
+@login_required
+def imports(request):
+    if not access.can_view_imports(request.user):
+        raise PermissionDenied("you may not see imports")
+    qs = ImportRun.objects.order_by("-started_at", "-id")
+    if kind := request.GET.get("source_kind"):
+        qs = qs.filter(source_kind=kind)
+    return render(request, "web/imports.html", {"page": _page(request, qs), "nav": "imports"})
+
+
+@login_required
+def import_detail(request, pk: int):
+    if not access.can_view_imports(request.user):
+        raise PermissionDenied("you may not see imports")
+    run = get_object_or_404(ImportRun, pk=pk)
+    return render(request, "web/import_detail.html", {"run": run, "nav": "imports"})
+
+
+@login_required
+def upload(request):
+    if not access.can_upload(request.user):
+        raise PermissionDenied("you may not upload")
+    limits = UploadLimits.from_env()
+    return render(request, "web/upload.html", {"limits": limits, "chunk": min(limits.max_chunk, 4 * 1024 * 1024),
+                                              "nav": "upload"})
+
