@@ -96,3 +96,12 @@ def test_multiple_patients_get_their_own_shift_and_pseudonym(tmp_path):
     (_, oa), (_, ob) = outs
     assert oa.patient["pseudonym"] != ob.patient["pseudonym"]
     assert oa.patient["date_offset_days"] != ob.patient["date_offset_days"]
+
+
+def test_non_ascii_names_found_in_utf8_and_latin1_bytes():
+    values = IdentifyingValues()
+    values.add_name("Müller^Jürgen")
+    assert not values.ascii_only
+    assert scan_bytes("x Müller x".encode("utf-8"), values) == ["name/id"]
+    assert scan_bytes("x Müller x".encode("latin-1"), values) == ["name/id"]
+    assert scan_bytes("x Muller x".encode("latin-1"), values) == []

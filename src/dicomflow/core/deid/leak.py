@@ -48,7 +48,9 @@ def _text_kinds(text: str, values: IdentifyingValues) -> list[str]:
     """
     kinds = []
     upper = text.upper()
-    words = set(_WORD.findall(upper)) | set(_ASCII_WORD.findall(upper))
+    words = set(_ASCII_WORD.findall(upper))
+    if not values.ascii_only:
+        words |= set(_WORD.findall(upper))
     trimmed = {w[:-1] for w in words if len(w) >= 6} | {w[1:] for w in words if len(w) >= 6}
     if (words | trimmed) & values.tokens:
         kinds.append("name/id")
@@ -112,8 +114,8 @@ def scan_bytes(data: bytes, values: IdentifyingValues) -> list[str]:
     """Kinds of identifying values found in serialised bytes (read as UTF-8 and as Latin-1)."""
     kinds: list[str] = []
     texts = [data.decode("latin-1")]
-    if not data.isascii():
-        texts.append(data.decode("utf-8", "replace"))
+    if not values.ascii_only and not data.isascii():
+        texts.append(data.decode("utf-8", "replace"))  # non-ASCII names written as UTF-8
     for text in texts:
         for kind in _text_kinds(text, values):
             if kind not in kinds:

@@ -29,6 +29,11 @@ class IdentifyingValues:
     uids: set[str] = field(default_factory=set)
     phrases: set[str] = field(default_factory=set)  # upper-case free text
 
+    @property
+    def ascii_only(self) -> bool:
+        """True when every word and phrase is plain ASCII (one decoding of the bytes suffices)."""
+        return all(t.isascii() for t in self.tokens) and all(p.isascii() for p in self.phrases)
+
     def add_name(self, value: str) -> None:
         for word in _WORD.findall(value):
             if len(word) >= MIN_TOKEN:
