@@ -205,3 +205,21 @@ def test_failing_external_command_fails_the_job_and_retry_succeeds(tmp_path, cel
     truth = phantom_masks(info).body
     assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) >= 0.9
     assert np.any(mask)
+
+
+def test_folder_job_waits_for_quality_control_then_exports(tmp_path, celery_worker_process, django_user_model):
+    reviewer = django_user_model.objects.create_user("qc-reviewer")
+    write_image_series(tmp_path / "in", patient=PATIENT, n_slices=12, rows=32, cols=32, seed="e2e-qc")
+    out = tmp_path / "out"
+    job = services.create_job(project_key="E2E", input_path=tmp_path / "in", template_name=CT_BODY_LUNGS,
+                              out_dir=out, require_qc=True)
+    tasks.start_job(job.pk)
+    job = _wait_job(job.pk, celery_worker_process, statuses=(JobStatus.WAITING_QC, JobStatus.FAILED))
+    assert job.status == JobStatus.WAITING_QC, job.error
+    assert JobStage.objects.get(job=job, name="importing").status == "done"
+    assert job.series is not None and not out.exists()
+    tasks.decide_quality_control(job.pk, True, reviewer)
+    job = _wait_job(job.pk, celery_worker_process)
+    assert job.status == JobStatus.FINISHED, job.error
+    [exported] = out.iterdir()
+    assert pydicom.dcmread(exported).PatientID == PATIENT.patient_id
