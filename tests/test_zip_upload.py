@@ -311,3 +311,19 @@ def test_conflicting_copy_is_reported_and_stored_copy_kept(admin_client, celery_
     assert (Path(settings.STORE_DIR) / stored.stored_path).read_bytes() == before
     page = admin_client.get(reverse("intake:upload-result", args=[upload.pk])).content.decode()
     assert "with_conflict.zip!export/first.dcm" in page and "Conflicts" in page
+
+
+def test_file_names_on_the_result_page_need_catalog_permission(admin_client, client, celery_worker_process, tmp_path):
+    from django.contrib.auth.models import Permission, User
+
+    upload = upload_via_admin(admin_client, _traversal_zip(tmp_path))
+    uploads.request_processing([upload.pk])
+    assert wait_finished(upload, celery_worker_process).ignored_count == 2
+    clerk = User.objects.create_user("clerk", password="pw-clerk-1", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_zipupload"))
+    client.force_login(clerk)
+    page = client.get(reverse("intake:upload-result", args=[upload.pk])).content.decode()
+    assert 'id="df-ignored">2<' in page and "df-files-hidden" in page
+    assert "escaped" not in page
+    full = admin_client.get(reverse("intake:upload-result", args=[upload.pk])).content.decode()
+    assert "sneaky.zip!../../escaped.dcm" in full and "df-files-hidden" not in full

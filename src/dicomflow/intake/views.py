@@ -71,12 +71,16 @@ def upload_progress_json(request, pk: int):
 def upload_result(request, pk: int):
     upload = get_object_or_404(ZipUpload.objects.select_related("import_run"), pk=pk)
     run = upload.import_run
+    # File names inside a ZIP often carry patient IDs: list them only to those who may see the catalog.
+    may_see_files = request.user.has_perm("catalog.view_instance")
     return render(
         request,
         "intake/upload_result.html",
         _context(
             request, upload, f"Result of ZIP upload #{pk}",
-            conflicts=(run.conflicts if run else []), ignored=(run.ignored if run else []),
+            may_see_files=may_see_files,
+            conflicts=(run.conflicts if run and may_see_files else []),
+            ignored=(run.ignored if run and may_see_files else []),
         ),
     )
 
