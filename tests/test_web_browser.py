@@ -1,0 +1,102 @@
+"""A real browser (Debian's Chromium through Playwright) uploads a FOLDER through ``/upload/`` on a
+live server; a real Celery worker imports it; then the user browses to the series page.
+
+Screenshots land in /tmp (``dicomflow-web-*.png``) for a human look.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import require_tool
+from dicomflow.catalog.models import SeriesCheck
+from dicomflow.intake.models import ImportRun, SourceKind, UploadSession
+from dicomflow.testing.synth import PatientSpec, write_rt_study
+from fixtures_celery import wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+SHOTS = "/tmp"
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def page(monkeypatch):
+    require_tool(CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM reads between browser steps
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1300, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=os.path.join(SHOTS, f"dicomflow-web-{name}.png"), full_page=True)
+
+
+def test_folder_upload_result_and_series_page(page, live_server, admin_user, celery_worker_process, tmp_path):
+    folder = tmp_path / "ward_export"
+    rt = write_rt_study(folder, PatientSpec("BRW-1", "Browser^Bea", "F", "19620303"), n_slices=8, rows=48,
+                        cols=48, with_mr=False, seed="browser")
+    (folder / "README.txt").write_text("exported by the TPS")
+    n_dicom = len(rt.paths)
+
+    page.goto(f"{live_server.url}/upload/")
+    page.fill("#id_username", "admin")  # the admin's login page, then back to /upload/
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#df-folder")
+    page.set_input_files("#df-folder", str(folder))
+    assert page.inner_text("#df-selection").startswith(f"{n_dicom + 1} files")
+    shot(page, "upload-chosen")
+    page.click("#df-start")
+    page.wait_for_selector("#df-result", state="visible", timeout=90_000)
+    assert page.is_hidden("#df-error")
+    assert page.inner_text("#df-r-files") == str(n_dicom + 1)
+    assert page.inner_text("#df-r-new") == str(n_dicom)
+    assert page.inner_text("#df-r-ignored") == "1"
+    assert page.inner_text("#df-r-series") == str(len(set(rt.series_uids)))
+    assert page.inner_text("#df-percent") == "100"
+    problems = page.inner_text("#df-r-problem-table")
+    assert "ward_export/README.txt" in problems and "ignored" in problems
+    shot(page, "upload-result")
+
+    session = UploadSession.objects.get(owner=admin_user)
+    assert session.status == "completed" and session.file_count == n_dicom + 1
+    assert ImportRun.objects.get(pk=session.import_run_id).source_kind == SourceKind.BROWSER_UPLOAD
+
+    page.click(f'a.df-series-link[href="/series/{rt.ct.series_uid}/"]')
+    page.wait_for_selector("#df-geometry")
+    assert page.inner_text("#df-matrix") == "48 × 48"
+    assert page.inner_text("#df-slices") == str(len(rt.ct.paths))
+    assert page.locator("#df-instances tbody tr").count() == len(rt.ct.paths)
+    shot(page, "series")
+
+    wait_for(lambda: SeriesCheck.objects.filter(series__series_instance_uid=rt.ct.series_uid).exists(),
+             timeout=60, worker=celery_worker_process, what="the study's analysis")
+    page.click(".crumbs a >> nth=2")  # breadcrumb to the study
+    page.wait_for_selector("#df-rt-tree")
+    tree = page.inner_text("#df-rt-tree")
+    assert "APPROVED" in tree and "RTDOSE" in tree
+    shot(page, "study")
+
+    page.goto(f"{live_server.url}/")
+    assert page.inner_text("#df-count-instances") == str(n_dicom)
+    shot(page, "home")
+    page.goto(f"{live_server.url}/patients/?q=BRW")
+    assert "Browser^Bea" in page.inner_text("#df-patients")
+    shot(page, "patients")
