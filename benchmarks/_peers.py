@@ -401,12 +401,17 @@ class MemoryTrace:
 
     times: list[float] = field(default_factory=list)
     tree_rss: list[int] = field(default_factory=list)
+    tree_pss: list[int] = field(default_factory=list)  # shared pages counted once (forked workers)
     max_process_rss: int = 0
     max_processes: int = 0
 
     @property
     def peak_tree_rss(self) -> int:
         return max(self.tree_rss, default=0)
+
+    @property
+    def peak_tree_pss(self) -> int:
+        return max(self.tree_pss, default=0)
 
     def quarter_peaks(self) -> list[int]:
         """Peak tree RSS in each quarter of the run: flat memory means the later quarters do not grow."""
@@ -437,17 +442,19 @@ def run_sampling_memory(cmd: list[str], env: dict, interval: float = 0.05, timeo
                 members = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
-            total = 0
+            total = pss_total = 0
             for p in members:
                 try:
-                    rss = p.memory_info().rss
+                    info = p.memory_full_info()
                 except psutil.Error:
                     continue
-                total += rss
-                trace.max_process_rss = max(trace.max_process_rss, rss)
+                total += info.rss
+                pss_total += getattr(info, "pss", info.rss)
+                trace.max_process_rss = max(trace.max_process_rss, info.rss)
             trace.max_processes = max(trace.max_processes, len(members))
             trace.times.append(time.perf_counter())
             trace.tree_rss.append(total)
+            trace.tree_pss.append(pss_total)
             done.wait(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
