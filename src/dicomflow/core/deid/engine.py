@@ -321,7 +321,51 @@ class Deidentifier:
                 del ds[tag]
                 st.note(tag, action, column)
                 continue
+            if vr != "SQ" and " or " not in vr and not _is_deferred(raw) and (action != "C" or vr in ("DA", "DT", "TM")):
+                self._replace(ds, tag, vr, raw, action, column, st)
+                continue
             self._apply(ds, tag, vr, action, column, st, mode)
+
+    def _replace(self, ds: Dataset, tag: int, vr: str, raw, action: str, column: str, st: _State) -> None:
+        """Replace a plain value from its raw bytes (no pydicom conversion of the old value).
+
+        Text cleaning is not done here: it needs the character set, so it goes through pydicom.
+        """
+        st.note(tag, action, column)
+        if action == "C" and vr == "TM":
+            return  # times are kept when dates are shifted
+        old = [str(v) for v in _values(_raw_value(raw, ds, tag)) if v] if vr in STRING_VRS else []
+        keyword = _keyword(tag)
+        for v in old:
+            if not (vr == "UI" and is_well_known_uid(v)):
+                st.out.values.collect(keyword, vr, v)
+        if action == "P":
+            new = st.pseudonym
+        elif action == "Z":
+            new = "" if vr in STRING_VRS else (b"" if vr in BINARY_VRS else None)
+        elif action == "U" or (action == "D" and vr == "UI"):
+            if vr != "UI":
+                del ds[tag]
+                return
+            mapped = [v if is_well_known_uid(v) else self._map_uid(v, st.out) for v in old]
+            new = mapped if len(mapped) != 1 else mapped[0]
+        elif action == "D":
+            if vr in DUMMIES:
+                new = DUMMIES[vr]
+            elif vr in STRING_VRS:
+                new = DUMMY_TEXT
+            elif vr in BINARY_VRS:
+                new = b"\x00\x00"
+            else:
+                new = 0
+        elif action == "C" and vr in ("DA", "DT"):
+            shift = shift_da if vr == "DA" else shift_dt
+            shifted = [x for x in (shift(v, st.offset) for v in old) if x]
+            new = (shifted if len(shifted) != 1 else shifted[0]) if shifted else ""
+        else:  # any other action on a plain value: remove, the safe side
+            del ds[tag]
+            return
+        ds[tag] = DataElement(tag, vr, new)
 
     def _apply(self, ds: Dataset, tag: int, vr: str, action: str, column: str, st: _State, mode: str) -> None:
         elem = ds[tag]
