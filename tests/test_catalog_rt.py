@@ -216,6 +216,7 @@ def _run_cli(home: Path, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow  # six CLI processes (~15 s idle, more under load)
 def test_cli_import_analyse_then_catalog_tree_select_and_checks(tmp_path, rt_study, folder_graph):
     home = tmp_path / "home"
     _run_cli(home, "import", "--analyse", str(rt_study.out_dir))
@@ -232,9 +233,8 @@ def test_cli_import_analyse_then_catalog_tree_select_and_checks(tmp_path, rt_stu
     again = _run_cli(home, "catalog", "analyse", "--all")
     assert len(again["studies"]) == 2 and again["read_from_store"] == 0
 
-
-def test_cli_tree_of_unknown_study_fails_clearly(tmp_path):
-    env = dict(os.environ, DICOMFLOW_HOME=str(tmp_path / "home"))
+    # an unknown study fails clearly, with the JSON error document
+    env = dict(os.environ, DICOMFLOW_HOME=str(home))
     env.pop("DATABASE_URL", None)
     result = subprocess.run([DICOMFLOW, "catalog", "tree", "1.2.3.999", "--json"], env=env,
                             capture_output=True, text=True, timeout=120)
