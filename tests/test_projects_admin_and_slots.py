@@ -89,6 +89,12 @@ def test_admin_pages(admin_client, staged):
     page = admin_client.get(reverse("admin:projects_stagingjob_changelist")).content.decode()
     assert "Completed" in page and f"{job.done}/{job.total}" in page
     assert admin_client.get(reverse("admin:projects_stagingjob_change", args=[job.pk])).status_code == 200
+    record = admin_client.get(reverse("admin:projects_stagingjob_record", args=[job.pk, "csv"])).content.decode()
+    lines = record.splitlines()
+    assert lines[0] == "tag,keyword,action,option" and len(lines) == len(job.deid_record) + 1 > 10
+    assert '"(0010,0010)",PatientName,P,basic' in lines and "PATSLOT77" not in record and "Slot" not in record
+    as_json = admin_client.get(reverse("admin:projects_stagingjob_record", args=[job.pk, "json"])).json()
+    assert as_json["record"] == job.deid_record and as_json["rt_integrity"]["external"] == []
     assert admin_client.get(reverse("admin:projects_project_change", args=[staged["project"].pk])).status_code == 200
 
     response = admin_client.post(reverse("admin:projects_project_add"), {

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 from django import forms
 from django.contrib import admin
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from dicomflow.errors import DicomflowError
@@ -131,7 +138,36 @@ class UploadSlotAdmin(admin.ModelAdmin):
 class StagingJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["id", "project", "status_badge", "stage", "progress", "files_out", "created_by", "created_at"]
     list_filter = ["status", "project"]
-    readonly_fields = [f.name for f in StagingJob._meta.fields]
+    readonly_fields = ["record_downloads"] + [f.name for f in StagingJob._meta.fields]
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.record_view)
+        return [path("<int:job_id>/record.<str:fmt>", view, name="projects_stagingjob_record")] + super().get_urls()
+
+    def record_view(self, request, job_id: int, fmt: str):
+        """The job's de-identification record (tag, keyword, action, option — never values)."""
+        if not self.has_view_permission(request):
+            raise Http404
+        job = get_object_or_404(StagingJob, pk=job_id)
+        if fmt == "json":
+            body = json.dumps({"record": job.deid_record, "rt_integrity": job.rt_integrity}, indent=1)
+            content_type = "application/json"
+        elif fmt == "csv":
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=["tag", "keyword", "action", "option"])
+            writer.writeheader()
+            writer.writerows(job.deid_record)
+            body, content_type = buffer.getvalue(), "text/csv"
+        else:
+            raise Http404
+        response = HttpResponse(body, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="staging-{job.pk}-deid-record.{fmt}"'
+        return response
+
+    @admin.display(description="de-identification record")
+    def record_downloads(self, obj):
+        url = reverse("admin:projects_stagingjob_record", args=[obj.pk, "csv"])
+        return format_html('<a href="{}">CSV</a> · <a href="{}">JSON</a>', url, url[:-3] + "json")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
