@@ -173,6 +173,12 @@ class UploadFileSerializer(serializers.ModelSerializer):
         fields = ["index", "name", "size", "sha256", "received", "complete"]
 
 
+class SeriesTouchedSerializer(serializers.Serializer):
+    uid = serializers.CharField()
+    modality = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+
+
 class ImportReportSerializer(serializers.Serializer):
     files_seen = serializers.IntegerField()
     instances_new = serializers.IntegerField()
@@ -184,6 +190,7 @@ class ImportReportSerializer(serializers.Serializer):
     series = serializers.IntegerField()
     series_uids = serializers.ListField(child=serializers.CharField(), required=False,
                                         help_text="Series the import touched (at most 200).")
+    series_list = SeriesTouchedSerializer(many=True, required=False)
 
 
 class UploadSessionSerializer(serializers.ModelSerializer):

@@ -327,7 +327,7 @@ def import_session(session_id) -> dict:
         )
         _rename_entries(report, {str(file_path(session, i)): name for i, name in names.items()})
         result = report.as_dict()
-        result["series_uids"] = _series_uids(report.series_ids)
+        result["series_uids"], result["series_list"] = _series_touched(report.series_ids)
         UploadSession.objects.filter(pk=session_id).update(
             status=UploadSessionStatus.COMPLETED, finished_at=timezone.now(), import_run_id=report.import_run_id,
             result=result, import_done=report.files_seen, import_total=report.files_seen,
@@ -343,12 +343,15 @@ def import_session(session_id) -> dict:
         raise
 
 
-def _series_uids(series_ids: set[int], limit: int = 200) -> list[str]:
-    """The Series Instance UIDs an import touched (at most ``limit``), so the result can link to them."""
+def _series_touched(series_ids: set[int], limit: int = 200) -> tuple[list[str], list[dict]]:
+    """The series an import touched (at most ``limit``): UIDs, and UID/modality/description for pages."""
     from dicomflow.catalog.models import Series
 
-    return list(Series.objects.filter(pk__in=list(series_ids)[:limit]).order_by("pk").values_list(
-        "series_instance_uid", flat=True))
+    rows = list(Series.objects.filter(pk__in=sorted(series_ids)[:limit]).order_by("study_id", "series_number", "pk")
+                .values("series_instance_uid", "modality", "description"))
+    return [r["series_instance_uid"] for r in rows], [
+        {"uid": r["series_instance_uid"], "modality": r["modality"], "description": r["description"]} for r in rows
+    ]
 
 
 def _rename_entries(report, names: dict[str, str]) -> None:

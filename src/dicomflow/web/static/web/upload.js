@@ -129,15 +129,22 @@
     $("df-r-run").href = root.dataset.importUrl.replace("/0/", "/" + state.import_run + "/");
     const list = $("df-r-series-list");
     list.innerHTML = "";
-    if (r.series_uids && r.series_uids.length) {
+    const touched = r.series_list || [];
+    if (touched.length) {
       const h = document.createElement("h2"); h.textContent = "Series imported"; list.appendChild(h);
-      const ul = document.createElement("ul");
-      r.series_uids.forEach((uid) => {
-        const li = document.createElement("li"), a = document.createElement("a");
-        a.href = root.dataset.seriesUrl.replace("UID", encodeURIComponent(uid)); a.textContent = uid; a.className = "uid df-series-link";
-        li.appendChild(a); ul.appendChild(li);
+      const table = document.createElement("table"); table.id = "df-r-series-table";
+      table.innerHTML = "<thead><tr><th>Modality</th><th>Description</th><th>Series UID</th></tr></thead>";
+      const body = document.createElement("tbody");
+      touched.forEach((s) => {
+        const tr = document.createElement("tr"), mod = document.createElement("td"), desc = document.createElement("td");
+        const uid = document.createElement("td"), badge = document.createElement("span"), a = document.createElement("a");
+        badge.className = "badge"; badge.textContent = s.modality; mod.appendChild(badge);
+        a.href = root.dataset.seriesUrl.replace("UID", encodeURIComponent(s.uid));
+        a.textContent = s.description || "(no description)"; a.className = "df-series-link"; desc.appendChild(a);
+        uid.className = "uid"; uid.textContent = s.uid;
+        tr.append(mod, desc, uid); body.appendChild(tr);
       });
-      list.appendChild(ul);
+      table.appendChild(body); list.appendChild(table);
     }
     const problems = $("df-r-problems");
     problems.innerHTML = "";
