@@ -90,6 +90,24 @@ def build_corpus(out_dir: Path, n_slices: int = 6, size: int = 32, **kw) -> synt
     )
 
 
+def source_dates(paths) -> set[str]:
+    """Every date (DA, and the date part of DT) anywhere in the source files."""
+    found: set[str] = set()
+
+    def walk(ds):
+        for elem in ds:
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    walk(item)
+            elif elem.VR in ("DA", "DT") and elem.value:
+                values = elem.value if elem.VM > 1 else [elem.value]
+                found.update(str(v)[:8] for v in values if len(str(v)) >= 8)
+
+    for p in paths:
+        walk(dcmread(p, stop_before_pixels=True))
+    return found
+
+
 def source_uids(paths) -> set[str]:
     """Every UID value (not a registered DICOM UID) of the source files."""
     found: set[str] = set()
@@ -143,6 +161,9 @@ def test_no_marker_no_original_uid_or_date_in_output(corpus_run):
     uids = source_uids(info.paths)
     assert len(uids) > 20
     assert [u for u in uids if u.encode() in blob] == []
+    dates = source_dates(info.paths)
+    assert {"19511122", synth.STUDY_DATE, "19990909"} <= dates
+    assert [d for d in dates if d.encode() in blob] == []
     # Output names are made of new UIDs only.
     assert not any(u in str(p) for p in outs for u in uids)
 

@@ -105,3 +105,23 @@ def test_non_ascii_names_found_in_utf8_and_latin1_bytes():
     assert scan_bytes("x Müller x".encode("utf-8"), values) == ["name/id"]
     assert scan_bytes("x Müller x".encode("latin-1"), values) == ["name/id"]
     assert scan_bytes("x Muller x".encode("latin-1"), values) == []
+
+
+def test_latin1_object_cleaned_and_scanned(tmp_path):
+    from dicomflow.core.deid import deidentify_folder
+
+    def decorate(ds):
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.StudyDescription = "Thorax Müller"
+
+    synth.write_image_series(
+        tmp_path / "src", patient=synth.PatientSpec("PM1", "Müller^Jürgen"), n_slices=2, rows=8, cols=8, decorate=decorate, seed=3
+    )
+    report = deidentify_folder(tmp_path / "src", tmp_path / "out", ProjectKey("L1", b"l" * 32), Options(), workers=1)
+    assert report.ok and report.files_out == 2
+    from pydicom import dcmread
+
+    for p in (tmp_path / "out").rglob("*.dcm"):
+        data = p.read_bytes()
+        assert "Müller".encode("latin-1") not in data and b"M\xfcller".upper() not in data.upper()
+        assert dcmread(p).StudyDescription == "Thorax"
