@@ -175,3 +175,48 @@ def test_staging_refuses_bad_requests(clinical, django_user_model):
     with pytest.raises(InputError):  # a copy is not staged again
         services.stage_series(project, copy_study, None, run_inline=True)
     assert job.status == StagingStatus.COMPLETED
+
+
+@pytest.mark.django_db
+def test_burned_in_screenshot_is_quarantined_and_study_stays_partly(clinical):
+    """A screenshot with burned-in annotation in the study: quarantined (with its reason), not copied."""
+    from dicomflow.intake.services import import_paths
+
+    sc = synth.write_secondary_capture(clinical.out_dir.parent / "sc", PATIENT, study_uid=clinical.study_uid)
+    import_paths([sc.paths[0]], workers=1)
+    project = services.create_project("stg-burned", "Burned")
+    job = services.stage_series(project, clinical.study, None, run_inline=True)
+    assert job.status == StagingStatus.COMPLETED, job.error
+    assert len(job.quarantined) == 1 and "Burned In Annotation" in job.quarantined[0]["reason"]
+    assert job.files_out == job.files_in - 1
+    assert not Series.objects.filter(project=project, modality="OT").exists()
+    n_series = clinical.study.series.count()
+    status = selectors.study_pseudonymization(clinical.study)[0]
+    assert (status["status"], status["series_staged"], status["series_total"]) == ("partly", n_series - 1, n_series)
+
+    allowing = services.create_project("stg-burned-ok", "Allowed", {"allow_burned_in": True})
+    job = services.stage_series(allowing, clinical.study, [sc.series_uid], run_inline=True)
+    assert job.status == StagingStatus.COMPLETED and job.quarantined == [] and job.files_out == 1
+
+
+@pytest.mark.django_db
+def test_leak_scan_finding_stages_nothing(tmp_path):
+    """Fail closed: any leak-scan finding fails the job and nothing reaches the catalog or the map.
+
+    The scan looks for every part of the patient's name anywhere in the output, code strings
+    included; a family name "Original" meets Image Type ORIGINAL in every CT slice.
+    """
+    from dicomflow.intake.services import import_paths
+
+    patient = synth.PatientSpec("PATLEAK01", "Original^Olga", "F", "19500101")
+    info = synth.write_rt_study(tmp_path / "src", patient, n_slices=4, rows=16, cols=16, with_mr=False)
+    import_paths([info.out_dir], workers=1)
+    study = Study.objects.get(study_instance_uid=info.study_uid)
+    project = services.create_project("stg-leak", "Leak")
+    job = services.stage_series(project, study, [info.ct.series_uid], run_inline=True)
+    assert job.status == StagingStatus.FAILED and "leak scan" in job.error
+    assert job.leak_findings > 0 and job.files_out == 0 and job.instances_new == 0
+    assert "Olga" not in job.error and "Original^" not in str(job.failed)
+    assert not Series.objects.filter(project=project).exists()
+    assert services.key_store().load_reverse_records("stg-leak") == []
+    assert not list(Path(settings.WORK_DIR).glob(f"staging-{job.pk}-*"))
