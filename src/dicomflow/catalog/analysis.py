@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -55,6 +56,7 @@ from dicomflow.core.checks.findings import worst
 from dicomflow.core.checks.geometry import Box
 from dicomflow.core.rt import InstanceRef, RefKind, RTGraph, read_header
 from dicomflow.core.rt.scan import _read_and_extract
+from dicomflow.core.store import FileStore
 from dicomflow.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -179,10 +181,8 @@ def load_records(study_ids: Iterable[int], workers: int | None = None) -> _Loade
 
     RTSTRUCT records get their structure-set summary from the stored file.
     """
-    from dicomflow.intake.services import file_store
-
     study_ids = sorted(set(study_ids))
-    store = file_store()
+    store = FileStore(settings.STORE_DIR, settings.DICOMFLOW_FSYNC)
     out = _Loaded()
     stored = {
         row["instance_id"]: row
