@@ -104,7 +104,7 @@ def start_worker(database: str, concurrency: int = 2, pool: str = "prefork",
     return worker
 
 
-def stop_worker(worker: CeleryWorker, timeout: float = 10.0) -> None:
+def stop_worker(worker: CeleryWorker, timeout: float = 3.0) -> None:
     """Cold shutdown (SIGQUIT: the session is over, no task matters), then kill its process group."""
     process = worker.process
     if process.poll() is None:
