@@ -278,8 +278,8 @@ class Deidentifier:
 
     def _collect_words(self, ds: Dataset, values: IdentifyingValues, sop_class: str) -> None:
         """Name parts and IDs inside a sequence that is removed or emptied (for the cleaner)."""
-        for tag in list(ds.keys()):
-            raw = ds.get_item(tag, keep_deferred=True)
+        for tag in list(ds._dict):
+            raw = ds._dict[tag]  # as stored: raw, deferred or converted
             if _is_deferred(raw):
                 continue
             vr = _vr_of(tag, raw)
@@ -306,10 +306,10 @@ class Deidentifier:
 
     def _walk(self, ds: Dataset, st: _State, mode: str) -> None:
         self._private(ds, st)
-        for tag in list(ds.keys()):
+        for tag in list(ds._dict):
             if tag >> 16 & 1:
                 continue
-            raw = ds.get_item(tag, keep_deferred=True)
+            raw = ds._dict[tag]  # as stored: raw, deferred or converted
             vr = _vr_of(tag, raw)
             action, column = self.decide(tag, vr, mode, st.sop_class)
             if action == "K" and vr != "SQ":

@@ -60,8 +60,8 @@ def encode(ds) -> bytes:
     body.is_little_endian, body.is_implicit_VR = True, implicit
     encodings = ds._character_set
     write = body.write
-    for tag in sorted(ds.keys(), key=int):
-        raw = ds.get_item(tag, keep_deferred=True)
+    for tag in sorted(ds._dict, key=int):
+        raw = ds._dict[tag]  # as stored: raw, deferred or converted
         if (
             isinstance(raw, RawDataElement)
             and raw.value is not None

@@ -40,9 +40,9 @@ _SKIP = tag_for_keyword("DeidentificationMethodCodeSequence")
 
 
 def _walk(ds: Dataset, refs: set, depth: int) -> None:
-    for tag in list(ds.keys()):
+    for tag in list(ds._dict):
         found = _TAG_KINDS.get(int(tag))
-        raw = ds.get_item(tag, keep_deferred=True)
+        raw = ds._dict[tag]  # as stored: raw, deferred or converted
         if found is None:
             # Only sequences need a look inside; other elements are not converted at all.
             if tag == _SKIP or _is_deferred(raw) or _vr_of(tag, raw) != "SQ":
