@@ -180,10 +180,19 @@ def test_late_images_resolve_a_missing_reference(tmp_path):
     shutil.copytree(study.out_dir, first_dir, ignore=shutil.ignore_patterns("CT"))
     shutil.copytree(study.out_dir / "CT", ct_dir)
 
+    from dicomflow.catalog.models import Study
+    from dicomflow.catalog.rt_selectors import analysis_state
+    from dicomflow.intake.services import import_paths
+
     _import_and_analyse(first_dir)
+    catalogued = Study.objects.get(study_instance_uid=study.study_uid)
+    assert analysis_state(catalogued)["stale"] is False
     rs, ct = study.rtstruct.series_uid, study.ct.series_uid
     assert SeriesReference.objects.filter(source__series_instance_uid=rs, target_uid=ct, missing=True).exists()
+    import_paths([ct_dir], analyse=False, workers=1)
+    assert analysis_state(catalogued)["stale"] is True  # instances arrived after the analysis
     _import_and_analyse(ct_dir)
+    assert analysis_state(catalogued)["stale"] is False
     edges = SeriesReference.objects.filter(source__series_instance_uid=rs, target_uid=ct)
     assert {e.via for e in edges} == {"series", "image"}  # Referenced Series and Contour Image items
     assert all(not e.missing and e.target.series_instance_uid == ct for e in edges)

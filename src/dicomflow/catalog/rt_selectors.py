@@ -44,6 +44,20 @@ def is_analysed(study: Study) -> bool:
     return SeriesCheck.objects.filter(study=study).exists()
 
 
+def analysis_state(study: Study) -> dict:
+    """When the study was analysed and whether instances arrived since (``stale``: results may lag)."""
+    from django.db.models import Max, Min
+
+    from dicomflow.catalog.models import Instance
+
+    checked = SeriesCheck.objects.filter(study=study).aggregate(at=Min("checked_at"))["at"]
+    received = Instance.objects.filter(series__study=study).aggregate(at=Max("received_at"))["at"]
+    return {
+        "analysed_at": checked.isoformat() if checked else None,
+        "stale": checked is None or (received is not None and received > checked),
+    }
+
+
 def study_tree(study: Study) -> dict:
     """The stored RT tree of one study: ``{"series": [...]}`` like ``RTGraph.tree()``.
 
