@@ -22,6 +22,13 @@ renamed into ``$DICOMFLOW_HOME/datastore/folders/<name>`` (a unique name, reserv
 ``mkdir``); if the source changed while it was copied, the copy is discarded and the folder waits
 again. The import itself (``import_intake``) is a second conditional update ``COPIED → IMPORTING``
 followed by :func:`dicomflow.intake.services.import_paths` with ``source_kind=WATCHED_FOLDER``.
+
+Conventions for whoever delivers into a watched folder: put each delivery in its own sub-folder
+(files lying directly in the watched folder are not taken); a name is taken once per watched
+folder for ever — deliver again under a new name (exports usually carry a timestamp or UID); fill
+a folder under a hidden name (``.name``) and rename it when complete if you can. The source is
+left as it is; the copy stays in the datastore after the import. Administrators can retry failed
+or stuck folders from the admin (:func:`retry`).
 """
 
 from __future__ import annotations
