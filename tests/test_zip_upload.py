@@ -210,6 +210,10 @@ def test_bomb_and_damaged_zip_fail_with_a_clear_error(admin_client, celery_worke
         assert page.status_code == 200
         assert done.error_message.encode()[:40] in page.content
         assert Path(done.file.path).exists()  # kept, so it can be processed again
+        change = admin_client.get(reverse("admin:intake_zipupload_change", args=[upload.pk]))
+        assert change.status_code == 200 and b"Process now" not in change.content
+        listing = admin_client.get(reverse("admin:intake_zipupload_changelist")).content.decode()
+        assert f'value="{upload.pk}">Process now</button>' in listing  # failed: can be retried
     assert catalog_counts()["instances"] == 0
     assert ZipUpload.objects.get(pk=damaged.pk).stage == UploadStage.INITIALISE
 
