@@ -321,7 +321,7 @@ def fps(results: dict, name: str) -> float | None:
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a and b else None
+    return float(f"{a / b:.3g}") if a and b else None  # 3 significant digits: tiny runs give tiny ratios
 
 
 def build_report(bench: Bench, memory: dict | None, memory_error: str | None, started: float) -> dict:
