@@ -151,6 +151,24 @@ def _raw_value(raw, ds: Dataset, tag: int):
     return [v.strip(" \x00") for v in text.split("\\")]
 
 
+def _ascii(ds: Dataset, tag: int) -> str:
+    """Text of an ASCII-only attribute (UI, CS, DA...) straight from its raw bytes."""
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return ""
+    if isinstance(elem, RawDataElement) and elem.value is not None:
+        return elem.value.decode("latin-1").strip(" \x00")
+    return _text(ds, tag)
+
+
+def _raw_key(ds: Dataset, tag: int):
+    """A hashable stand-in for an element's value (its raw bytes when still raw)."""
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return None
+    return elem.value if isinstance(elem, RawDataElement) else str(elem.value)
+
+
 def _text(ds: Dataset, tag: int) -> str:
     """A single value as text by tag ('' when absent or empty), without keyword look-ups."""
     if tag not in ds._dict:
@@ -181,6 +199,7 @@ class Deidentifier:
         self.safe_private = SAFE_PRIVATE | frozenset(options.safe_private)
         self._decisions: dict[tuple[int, str, str], tuple[str, str]] = {}
         self._codes_raw: dict[bool, tuple[bytes, int]] = {}
+        self._patients: dict[tuple, dict] = {}  # same patient, same record: converted once
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -232,13 +251,13 @@ class Deidentifier:
     def deidentify(self, ds: Dataset) -> DeidOutcome:
         """De-identify ``ds`` in place (file meta included)."""
         out = DeidOutcome()
-        burned = _text(ds, 0x00280301).upper()  # Burned In Annotation
-        sop_class = _text(ds, 0x00080016)
+        burned = _ascii(ds, 0x00280301).upper()  # Burned In Annotation
+        sop_class = _ascii(ds, 0x00080016)
         if not self.options.allow_burned_in:
             if burned == "YES":
                 out.quarantine_reason = "Burned In Annotation is YES (pixel data may show identity)"
                 return out
-            if not burned and (sop_class in BURNED_IN_SUSPECT_CLASSES or _text(ds, 0x00080060) == "US"):
+            if not burned and (sop_class in BURNED_IN_SUSPECT_CLASSES or _ascii(ds, 0x00080060) == "US"):
                 out.quarantine_reason = (
                     "secondary capture or ultrasound without Burned In Annotation (pixel data may show identity)"
                 )
@@ -247,20 +266,26 @@ class Deidentifier:
         patient_id = _text(ds, PATIENT_ID)
         pseudonym = self.pseudo.patient_pseudonym(patient_id)
         offset = self.pseudo.date_offset(patient_id) if self.options.retain_long_modified_dates else 0
-        out.patient = {
-            "kind": "patient",
-            "pseudonym": pseudonym,
-            "patient_id": patient_id,
-            "patient_name": _text(ds, PATIENT_NAME),
-            "birth_date": _text(ds, 0x00100030),
-            "sex": _text(ds, 0x00100040),
-            "date_offset_days": offset,
-        }
+        key = (patient_id, _raw_key(ds, PATIENT_NAME), _raw_key(ds, 0x00100030), _raw_key(ds, 0x00100040))
+        patient = self._patients.get(key)
+        if patient is None:
+            patient = {
+                "kind": "patient",
+                "pseudonym": pseudonym,
+                "patient_id": patient_id,
+                "patient_name": _text(ds, PATIENT_NAME),
+                "birth_date": _text(ds, 0x00100030),
+                "sex": _text(ds, 0x00100040),
+                "date_offset_days": offset,
+            }
+            if len(self._patients) < 10000:
+                self._patients[key] = patient
+        out.patient = dict(patient)
         study = {
             "accession_number": _text(ds, 0x00080050),
             "study_id": _text(ds, 0x00200010),
         }
-        original_study_uid = _text(ds, 0x0020000D)
+        original_study_uid = _ascii(ds, 0x0020000D)
 
         state = _State(out, sop_class, offset, pseudonym)
         self._walk(ds, state, "normal")
@@ -273,7 +298,7 @@ class Deidentifier:
         self._finish(ds, state)
         self._rewrite_meta(ds, state)
         if original_study_uid:
-            out.study = {"kind": "study", "uid": _text(ds, 0x0020000D), **study}
+            out.study = {"kind": "study", "uid": _ascii(ds, 0x0020000D), **study}
         return out
 
     def _collect_words(self, ds: Dataset, values: IdentifyingValues, sop_class: str) -> None:
@@ -471,12 +496,11 @@ class Deidentifier:
         """Set the attributes that say what was done (PS3.15 E.1.1 and C.7.1.1)."""
         ds.add_new(0x00120062, "CS", "YES")  # Patient Identity Removed
         ds.add_new(0x00120063, "LO", self.options.method_description())
-        codes = self._code_items()
         raw = self._encoded_codes(ds)
         if raw is not None:
             ds[0x00120064] = raw  # pre-encoded once: copied as bytes by the writer
         else:
-            ds.add_new(0x00120064, "SQ", codes)
+            ds.add_new(0x00120064, "SQ", self._code_items())
         if self.options.retain_long_full_dates:
             temporal = "UNMODIFIED"
         elif self.options.retain_long_modified_dates:
@@ -527,13 +551,13 @@ class Deidentifier:
         old = getattr(ds, "file_meta", None) or FileMetaDataset()
         meta = FileMetaDataset()
         meta.add_new(0x00020001, "OB", b"\x00\x01")
-        meta.add_new(0x00020002, "UI", _text(ds, 0x00080016) or _text(old, 0x00020002))
-        meta.add_new(0x00020003, "UI", _text(ds, 0x00080018))
-        old_sop = _text(old, 0x00020003)
+        meta.add_new(0x00020002, "UI", _ascii(ds, 0x00080016) or _ascii(old, 0x00020002))
+        meta.add_new(0x00020003, "UI", _ascii(ds, 0x00080018))
+        old_sop = _ascii(old, 0x00020003)
         if old_sop and not is_well_known_uid(old_sop):
             if not self.options.retain_uids:
                 st.out.values.uids.add(old_sop)
-        meta.add_new(0x00020010, "UI", _text(old, 0x00020010) or "1.2.840.10008.1.2")
+        meta.add_new(0x00020010, "UI", _ascii(old, 0x00020010) or "1.2.840.10008.1.2")
         meta.add_new(0x00020012, "UI", IMPLEMENTATION_CLASS_UID)
         meta.add_new(0x00020013, "SH", IMPLEMENTATION_VERSION)
         for t in old.keys():
@@ -565,11 +589,20 @@ class _State:
         self.pending: list[DataElement] = []  # text elements to clean once all words are known
 
     def note(self, tag: int, action: str, column: str, private: bool = False) -> None:
-        if private:
-            text = f"({tag >> 16:04X},xx{tag & 0xFF:02X})" if tag & 0xFFFF > 0xFF else tag_text(tag)
-            self.out.record.add((text, "", action, column))
-        else:
-            self.out.record.add((tag_text(tag), _keyword(tag), action, column))
+        key = (int(tag), action, column, private)
+        row = _ROWS.get(key)
+        if row is None:
+            if private:
+                text = f"({tag >> 16:04X},xx{tag & 0xFF:02X})" if tag & 0xFFFF > 0xFF else tag_text(tag)
+                row = (text, "", action, column)
+            else:
+                row = (tag_text(tag), _keyword(tag), action, column)
+            if len(_ROWS) < 100000:
+                _ROWS[key] = row
+        self.out.record.add(row)
+
+
+_ROWS: dict[tuple, tuple[str, str, str, str]] = {}  # record rows, built once per process
 
 
 # A fixed UUID-derived UID (PS3.5 B.2) naming dicomflow as the writer of the file.
