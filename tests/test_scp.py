@@ -48,9 +48,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def storescu(port: int, files_or_dir, calling: str = "STORESCU", called: str = AET, host: str = "127.0.0.1"):
+def storescu(port: int, files_or_dir, calling: str = "STORESCU", called: str = AET, host: str = "127.0.0.1",
+             extra: tuple[str, ...] = ()):
     exe = require_tool("storescu")
-    args = [exe, "-aet", calling, "-aec", called, host, str(port)]
+    args = [exe, *extra, "-aet", calling, "-aec", called, host, str(port)]
     if isinstance(files_or_dir, (str, Path)) and Path(files_or_dir).is_dir():
         args += ["+sd", str(files_or_dir)]
     else:
@@ -137,6 +138,7 @@ def test_store_adopt_moves_without_overwriting(tmp_path):
 
 # --- real associations ---------------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
 def test_storescu_series_lands_in_catalog_raw(series, receiver):
     from django.conf import settings
 
@@ -166,6 +168,7 @@ def test_storescu_series_lands_in_catalog_raw(series, receiver):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
 def test_sending_twice_gives_duplicates(series, receiver):
     from dicomflow.intake.models import ImportRun
 
@@ -182,6 +185,7 @@ def test_sending_twice_gives_duplicates(series, receiver):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
 def test_calling_aet_not_on_allowlist_is_rejected(series, receiver):
     scp = receiver(allow=["GOODSCU@127.0.0.1"])
     refused = storescu(scp.port, series.paths[:2], calling="BADSCU")
@@ -201,6 +205,7 @@ def test_calling_aet_not_on_allowlist_is_rejected(series, receiver):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
 def test_host_not_on_allowlist_is_rejected(series, receiver):
     scp = receiver(allow=["GOODSCU@192.0.2.10"])  # right AE title, wrong host
     result = storescu(scp.port, series.paths[:1], calling="GOODSCU")
@@ -221,6 +226,7 @@ def _non_loopback_address() -> str | None:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
 def test_without_allowlist_only_loopback_is_accepted(series):
     from dicomflow.intake.network.scp import StorageSCP
 
@@ -239,6 +245,7 @@ def test_without_allowlist_only_loopback_is_accepted(series):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
 def test_wrong_called_aet_rejected_and_echo_works(receiver):
     exe = require_tool("echoscu")
     scp = receiver()
@@ -286,6 +293,7 @@ def test_unreadable_data_set_gets_cannot_understand(receiver):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
 def test_batches_flush_by_size(series, receiver):
     scp = receiver(batch_size=3, flush_interval=30)  # only size (and release) can trigger a flush
     result = storescu(scp.port, series.paths)
@@ -293,3 +301,83 @@ def test_batches_flush_by_size(series, receiver):
     scp.stop()
     assert len(catalogued()) == len(series.paths)
     assert scp.batcher.batches >= len(series.paths) // 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
+def test_compressed_data_set_is_kept_as_sent(tmp_path, receiver):
+    """An RLE Lossless file goes in compressed and stays byte-identical (nothing decodes it)."""
+    from django.conf import settings
+    from pydicom.uid import RLELossless
+
+    info = synth.write_image_series(tmp_path / "plain", n_slices=2, rows=32, cols=32, seed="scp-rle")
+    (tmp_path / "rle").mkdir()
+    compressed = []
+    for path in info.paths:
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        target = tmp_path / "rle" / path.name
+        ds.save_as(target, enforce_file_format=True)
+        compressed.append(target)
+    scp = receiver()
+    result = storescu(scp.port, compressed, extra=("-xr",))  # propose RLE Lossless
+    assert result.returncode == 0, result.stderr
+    scp.stop()
+    rows = catalogued()
+    assert len(rows) == 2
+    for source in compressed:
+        row = rows[str(pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID)]
+        assert row.transfer_syntax_uid == RLELossless
+        assert dataset_bytes(Path(settings.STORE_DIR) / row.stored_path) == dataset_bytes(source)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_store_failure_answers_out_of_resources(tmp_path, receiver):
+    """When the store cannot take the file the peer hears 0xA700 and nothing is catalogued."""
+    from dicomflow.core.store import sanitize_component
+    from dicomflow.intake.models import ImportRun
+
+    info = synth.write_image_series(tmp_path / "ct", n_slices=1, rows=32, cols=32, seed="scp-full")
+    store = FileStore(tmp_path / "blocked-store", fsync="never")
+    patient_id = str(pydicom.dcmread(info.paths[0], stop_before_pixels=True).PatientID)
+    store.path_of(sanitize_component(patient_id)).write_bytes(b"a file where a folder must go")
+    scp = receiver(store=store)
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, info.transfer_syntax_uid)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title=AET)
+    try:
+        status = assoc.send_c_store(info.paths[0])
+    finally:
+        assoc.release()
+    assert status.Status == 0xA700
+    scp.stop()
+    assert catalogued() == {}
+    run = ImportRun.objects.get()
+    assert run.instances_new == 0 and "out of resources" in run.ignored[0]["reason"]
+    assert patient_id not in str(run.ignored)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.dcmtk
+def test_concurrent_associations_each_get_their_run(tmp_path, receiver):
+    from dicomflow.intake.models import ImportRun
+
+    one = synth.write_image_series(tmp_path / "a", n_slices=6, rows=32, cols=32, seed="scp-a")
+    two = synth.write_image_series(tmp_path / "b", modality="MR", n_slices=6, rows=32, cols=32, seed="scp-b")
+    scp = receiver(allow=["SENDERA@127.0.0.1", "SENDERB@127.0.0.1"])
+    exe = require_tool("storescu")
+    procs = [
+        subprocess.Popen([exe, "-aet", name, "-aec", AET, "127.0.0.1", str(scp.port), "+sd", str(folder)],
+                         env=DCMTK_ENV, stderr=subprocess.PIPE, text=True)
+        for name, folder in (("SENDERA", tmp_path / "a"), ("SENDERB", tmp_path / "b"))
+    ]
+    for proc in procs:
+        assert proc.wait(120) == 0, proc.stderr.read()
+    scp.stop()
+    rows = catalogued()
+    assert set(rows) == set(one.sop_instance_uids) | set(two.sop_instance_uids)
+    assert {rows[u].received_from for u in one.sop_instance_uids} == {"dicom:SENDERA@127.0.0.1"}
+    assert {rows[u].received_from for u in two.sop_instance_uids} == {"dicom:SENDERB@127.0.0.1"}
+    runs = {r.source: r for r in ImportRun.objects.all()}
+    assert set(runs) == {"SENDERA@127.0.0.1", "SENDERB@127.0.0.1"}
+    assert all(r.instances_new == 6 and r.files_seen == 6 for r in runs.values())

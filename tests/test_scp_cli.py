@@ -11,9 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import require_tool
 
 from dicomflow.testing import synth
+
+
+pytestmark = pytest.mark.dcmtk
 
 
 def free_port() -> int:

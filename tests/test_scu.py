@@ -27,6 +27,9 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 PEER_AET = "STORESCP"
 
 
+pytestmark = pytest.mark.dcmtk
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
