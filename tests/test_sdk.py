@@ -83,6 +83,15 @@ def test_upload_folder_browse_and_download_back(live_server, token, celery_worke
             client.get_series("1.2.3.999")
         assert err.value.status == 404
 
+        from dicomflow.catalog.models import Series as SeriesRow
+        from dicomflow.processing.services import create_job
+
+        made = create_job(project_key="SDK-PROJ", series_id=SeriesRow.objects.get(series_instance_uid=series.series_uid).pk)
+        assert [(j.id, j.series_instance_uid) for j in client.jobs()] == [(made.pk, series.series_uid)]
+        job = client.job(made.pk)
+        assert job.status == "pending" and job.stages[0]["name"] == "uploading"
+        assert [e["message"] for e in client.job_log(made.pk)] == ["job created"]
+
 
 def test_interrupted_upload_is_resumed_by_another_client(live_server, token, celery_worker_process, tmp_path):
     series = write_image_series(tmp_path / "ct", PatientSpec("SDK-2", "Sdk^Sue"), n_slices=2, rows=64, cols=64,

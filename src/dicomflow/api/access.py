@@ -60,6 +60,41 @@ def can_see_review(user) -> bool:
     return _active(user) and user.is_staff
 
 
+VIEW_JOBS_PERMISSION = "processing.view_job"
+
+
+def jobs(user):
+    """Processing jobs: all for superusers; with ``processing.view_job``, those on series the user
+    sees or that the user created; None when the processing app is absent."""
+    try:
+        from dicomflow.processing.models import Job
+    except ImportError:  # pragma: no cover
+        return None
+    if not _active(user):
+        return Job.objects.none()
+    if user.is_superuser:
+        return Job.objects.all()
+    if not user.has_perm(VIEW_JOBS_PERMISSION):
+        return Job.objects.none()
+    from django.db.models import Q
+
+    return Job.objects.filter(Q(series__in=series(user)) | Q(created_by=user))
+
+
+def processing_state(series_obj) -> dict | None:
+    """The series' processing status (rules, chosen template) when the processing app is present."""
+    try:
+        from dicomflow.processing.models import SeriesState
+    except ImportError:  # pragma: no cover
+        return None
+    state = SeriesState.objects.filter(series=series_obj).select_related("template").first()
+    if state is None:
+        return None
+    return {"status": state.status, "template": state.template.name if state.template else None,
+            "explanation": state.explanation or None,
+            "evaluated_at": state.evaluated_at.isoformat() if state.evaluated_at else None}
+
+
 def rt_selectors():
     """``dicomflow.catalog.rt_selectors`` when the RT analysis has landed, else None."""
     try:

@@ -72,9 +72,16 @@ class SeriesDetailSerializer(SeriesSerializer):
     image = serializers.SerializerMethodField(help_text="Geometry from the catalogued headers (image series).")
     rt = serializers.SerializerMethodField(help_text="Structure sets with ROIs, plans, doses, RT images.")
     checks = serializers.SerializerMethodField(help_text="Stored check result (like one 'dicomflow check' entry).")
+    processing = serializers.SerializerMethodField(help_text="Processing status, template chosen by the rules.")
 
     class Meta(SeriesSerializer.Meta):
-        fields = SeriesSerializer.Meta.fields + ["image", "rt", "checks"]
+        fields = SeriesSerializer.Meta.fields + ["image", "rt", "checks", "processing"]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_processing(self, obj):
+        from dicomflow.api.access import processing_state
+
+        return processing_state(obj)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_image(self, obj):
@@ -220,3 +227,38 @@ class ChunkResultSerializer(serializers.Serializer):
     size = serializers.IntegerField()
     complete = serializers.BooleanField()
     sha256 = serializers.CharField(allow_blank=True)
+
+
+# --- processing jobs ----------------------------------------------------------------------------------
+class JobStageSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    status = serializers.CharField()
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    error = serializers.CharField(allow_blank=True)
+
+
+class JobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    current_stage = serializers.CharField(allow_blank=True)
+    series_instance_uid = serializers.CharField(source="series.series_instance_uid", default=None, allow_null=True)
+    template = serializers.CharField(source="template.name", default=None, allow_null=True)
+    project_key = serializers.CharField()
+    require_qc = serializers.BooleanField()
+    error = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class JobDetailSerializer(JobSerializer):
+    stages = JobStageSerializer(many=True, source="summary.stages")
+    results = serializers.ListField(child=serializers.CharField(), source="summary.results")
+
+
+class LogEntrySerializer(serializers.Serializer):
+    time = serializers.DateTimeField()
+    level = serializers.CharField()
+    stage = serializers.CharField(allow_blank=True)
+    message = serializers.CharField()

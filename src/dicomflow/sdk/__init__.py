@@ -8,6 +8,6 @@
 """
 
 from dicomflow.sdk.client import ApiError, Client
-from dicomflow.sdk.models import ImportResult, ImportRun, Instance, Patient, Series, Study, UploadSession
+from dicomflow.sdk.models import ImportResult, ImportRun, Instance, Job, Patient, Series, Study, UploadSession
 
-__all__ = ["ApiError", "Client", "ImportResult", "ImportRun", "Instance", "Patient", "Series", "Study", "UploadSession"]
+__all__ = ["ApiError", "Client", "ImportResult", "ImportRun", "Instance", "Job", "Patient", "Series", "Study", "UploadSession"]

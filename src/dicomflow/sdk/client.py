@@ -23,6 +23,7 @@ from dicomflow.sdk.models import (
     ImportResult,
     ImportRun,
     Instance,
+    Job,
     Patient,
     Series,
     Study,
@@ -172,6 +173,17 @@ class Client:
 
     def import_run(self, id: int) -> ImportRun:
         return from_dict(ImportRun, self._request("GET", f"imports/{id}/").json())
+
+    # --- processing jobs ------------------------------------------------------------------------------
+    def jobs(self, status: str | None = None, series_uid: str | None = None) -> list[Job]:
+        return [from_dict(Job, d) for d in self._pages("jobs/", {"status": status, "series_uid": series_uid})]
+
+    def job(self, id: int) -> Job:
+        """One job with its stages (status, done/total) and result paths."""
+        return from_dict(Job, self._request("GET", f"jobs/{id}/").json())
+
+    def job_log(self, id: int, level: str | None = None, stage: str | None = None) -> list[dict]:
+        return list(self._pages(f"jobs/{id}/log/", {"level": level, "stage": stage}))
 
     # --- uploads -----------------------------------------------------------------------------------------
     def upload_session(self, session_id: str) -> UploadSession:

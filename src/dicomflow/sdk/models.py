@@ -59,6 +59,7 @@ class Series:
     image: dict | None = None  # geometry (detail only)
     rt: dict | None = None  # structure sets / plans / doses / RT images (detail only)
     checks: dict | None = None  # stored check result (detail only)
+    processing: dict | None = None  # processing status and template (detail only)
 
 
 @dataclass(frozen=True)
@@ -123,3 +124,22 @@ class UploadSession:
     finished_at: str | None = None
     source_kind: str = ""
     files: list[dict] | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A processing job; ``stages`` (detail only): ``[{"name", "status", "done", "total", "error"}]``."""
+
+    id: int
+    status: str
+    project_key: str = ""
+    current_stage: str = ""
+    series_instance_uid: str | None = None
+    template: str | None = None
+    require_qc: bool = False
+    error: str = ""
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    stages: list[dict] | None = None
+    results: list[str] | None = None

@@ -143,7 +143,15 @@ def series(request, uid: str):
     return render(request, "web/series.html", {
         "series": obj, "page": _page(request, instances, 100), "image": reads.image_geometry(obj),
         "rt": reads.rt_details(obj), "checks": reads.series_checks(obj), "nav": "studies",
+        "processing": access.processing_state(obj), "jobs": _jobs_of(request.user, obj),
     })
+
+
+def _jobs_of(user, series_obj) -> list | None:
+    qs = access.jobs(user)
+    if qs is None:
+        return None
+    return list(qs.filter(series=series_obj).select_related("template").order_by("-created_at")[:10])
 
 
 @login_required
