@@ -25,7 +25,7 @@ def _enqueue() -> None:
     from dicomflow.processing import tasks
 
     try:
-        tasks.evaluate_series.delay()
+        tasks.evaluate_series.apply_async(retry=False)  # never hold an import up on a broker outage
     except Exception as exc:  # a broker hiccup must never break an import
         log.warning("could not enqueue rule evaluation after an import (%s)", exc.__class__.__name__)
 
