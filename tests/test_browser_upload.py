@@ -88,3 +88,12 @@ def test_upload_process_and_watch_progress_in_the_browser(
     page.goto(f"{live_server.url}/admin/intake/zipupload/")
     assert "Completed" in page.locator("#result_list tbody tr", has_text="ward_export.zip").inner_text()
     page.screenshot(path=os.path.join(SHOTS, "dicomflow-upload-list-done.png"), full_page=True)
+
+    # What the upload brought, as users see it first: the catalog's series with instance counts.
+    page.goto(f"{live_server.url}/admin/catalog/series/?modality__exact=CT")
+    counts = page.locator("#result_list td.field-n_instances").all_inner_texts()
+    assert counts == ["6", "6", "6"]
+    page.screenshot(path=os.path.join(SHOTS, "dicomflow-catalog-series.png"), full_page=True)
+    page.goto(f"{live_server.url}/admin/catalog/instance/")
+    assert page.locator("#result_list tbody tr").count() == info.n_files
+    page.screenshot(path=os.path.join(SHOTS, "dicomflow-catalog-instances.png"), full_page=False)

@@ -54,6 +54,11 @@ class ViewOnlyInline:
         return False
 
 
+def _uid(value: str):
+    """UIDs are long: small, breakable, last column — searchable all the same."""
+    return format_html('<code style="font-size:11px;word-break:break-all;max-width:16em;display:inline-block">{}</code>', value)
+
+
 def _link(obj, label=None):
     if obj is None:
         return "-"
@@ -123,7 +128,8 @@ class PatientAdmin(ViewOnlyAdmin):
 
 @admin.register(Study)
 class StudyAdmin(ViewOnlyAdmin):
-    list_display = ["study_instance_uid", "patient_link", "study_date", "description", "accession_number", "n_series"]
+    list_display = ["study_label", "patient_link", "study_date", "accession_number", "n_series", "uid"]
+    list_display_links = ["study_label"]
     search_fields = [
         "study_instance_uid", "accession_number", "description", "patient__patient_id", "patient__patient_name",
     ]
@@ -134,6 +140,14 @@ class StudyAdmin(ViewOnlyAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_n_series=Count("series", distinct=True))
+
+    @admin.display(description="study", ordering="description")
+    def study_label(self, obj):
+        return obj.description or "(no description)"
+
+    @admin.display(description="Study Instance UID", ordering="study_instance_uid")
+    def uid(self, obj):
+        return _uid(obj.study_instance_uid)
 
     @admin.display(description="patient", ordering="patient__patient_id")
     def patient_link(self, obj):
@@ -147,9 +161,9 @@ class StudyAdmin(ViewOnlyAdmin):
 @admin.register(Series)
 class SeriesAdmin(ViewOnlyAdmin):
     list_display = [
-        "series_instance_uid", "modality", "series_number", "description", "patient_link", "study_link",
-        "series_date", "n_instances",
+        "series_label", "modality", "series_number", "patient_link", "study_link", "series_date", "n_instances", "uid",
     ]
+    list_display_links = ["series_label"]
     search_fields = [
         "series_instance_uid", "description", "frame_of_reference_uid", "study__study_instance_uid",
         "study__patient__patient_id", "study__patient__patient_name",
@@ -164,6 +178,14 @@ class SeriesAdmin(ViewOnlyAdmin):
     def n_instances(self, obj):
         return obj._n_instances
 
+    @admin.display(description="series", ordering="description")
+    def series_label(self, obj):
+        return obj.description or f"{obj.modality} series"
+
+    @admin.display(description="Series Instance UID", ordering="series_instance_uid")
+    def uid(self, obj):
+        return _uid(obj.series_instance_uid)
+
     @admin.display(description="patient", ordering="study__patient__patient_id")
     def patient_link(self, obj):
         return _link(obj.study.patient)
@@ -175,18 +197,23 @@ class SeriesAdmin(ViewOnlyAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(ViewOnlyAdmin):
-    list_display = [
-        "sop_instance_uid", "instance_number", "modality", "sop_class_uid", "series_link", "size",
-        "received_from", "received_at",
-    ]
+    list_display = ["instance_label", "modality", "series_link", "size", "received_from", "received_at", "uid"]
+    list_display_links = ["instance_label"]
     search_fields = [
         "sop_instance_uid", "sha256", "series__series_instance_uid", "series__study__study_instance_uid",
         "series__study__patient__patient_id", "series__study__patient__patient_name",
     ]
-    list_filter = ["series__modality", "received_at", "sop_class_uid"]
+    list_filter = ["series__modality", "received_at"]
     list_select_related = ["series"]
     show_full_result_count = False
     inlines = [ImageInformationInline, RTStructureSetInline, RTPlanInline, RTDoseInline, RTImageInline, ConflictInline]
+
+    @admin.display(description="instance", ordering="instance_number")
+    def instance_label(self, obj):
+        from pydicom.uid import UID
+
+        name = UID(obj.sop_class_uid).name if obj.sop_class_uid else "instance"
+        return f"{name.removesuffix(' Storage')} #{obj.instance_number}" if obj.instance_number is not None else name
 
     @admin.display(description="modality", ordering="series__modality")
     def modality(self, obj):
@@ -194,7 +221,11 @@ class InstanceAdmin(ViewOnlyAdmin):
 
     @admin.display(description="series")
     def series_link(self, obj):
-        return _link(obj.series, obj.series.series_instance_uid)
+        return _link(obj.series, obj.series.description or obj.series.modality)
+
+    @admin.display(description="SOP Instance UID", ordering="sop_instance_uid")
+    def uid(self, obj):
+        return _uid(obj.sop_instance_uid)
 
 
 @admin.register(RTStructureSet)
