@@ -63,6 +63,23 @@ def test_folder_upload_result_and_series_page(page, live_server, admin_user, cel
     page.set_input_files("#df-folder", str(folder))
     assert page.inner_text("#df-selection").startswith(f"{n_dicom + 1} files")
     shot(page, "upload-chosen")
+
+    # the network fails twice: a chunk that never reaches the server, and one whose answer is lost
+    puts, failed = [], []
+
+    def flaky(route):
+        puts.append(route.request.url)
+        if len(puts) == 2:
+            failed.append("not sent")
+            route.abort("connectionreset")
+        elif len(puts) == 4:
+            route.fetch()  # the server stores the chunk...
+            failed.append("answer lost")
+            route.abort("connectionreset")  # ...but the browser never hears back
+        else:
+            route.continue_()
+
+    page.route("**/api/uploads/*/files/*/", flaky)
     page.click("#df-start")
     page.wait_for_selector("#df-result", state="visible", timeout=90_000)
     assert page.is_hidden("#df-error")
@@ -71,12 +88,15 @@ def test_folder_upload_result_and_series_page(page, live_server, admin_user, cel
     assert page.inner_text("#df-r-ignored") == "1"
     assert page.inner_text("#df-r-series") == str(len(set(rt.series_uids)))
     assert page.inner_text("#df-percent") == "100"
+    assert failed == ["not sent", "answer lost"] and len(puts) >= n_dicom + 1 + 1  # one chunk re-sent
     problems = page.inner_text("#df-r-problem-table")
     assert "ward_export/README.txt" in problems and "ignored" in problems
     shot(page, "upload-result")
 
     session = UploadSession.objects.get(owner=admin_user)
     assert session.status == "completed" and session.file_count == n_dicom + 1
+    assert all(f.sha256_declared and f.complete for f in session.upload_files.all())  # verified end to end
+    assert session.received_size == session.total_size == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert ImportRun.objects.get(pk=session.import_run_id).source_kind == SourceKind.BROWSER_UPLOAD
 
     page.click(f'a.df-series-link[href="/series/{rt.ct.series_uid}/"]')

@@ -104,3 +104,19 @@ def test_users_without_access_see_nothing(client, imported, django_user_model):
     assert client.get("/upload/").status_code == 403
     charlie.user_permissions.add(Permission.objects.get(codename="add_uploadsession"))
     assert client.get("/upload/").status_code == 200
+
+
+def test_api_token_page_creates_and_replaces_the_token(admin_client, admin_user):
+    from rest_framework.authtoken.models import Token
+
+    assert "You have no token yet" in admin_client.get("/token/").content.decode()
+    html = admin_client.post("/token/").content.decode()
+    first = Token.objects.get(user=admin_user).key
+    assert f'id="df-token">{first}<' in html
+    admin_client.post("/token/")
+    second = Token.objects.get(user=admin_user).key
+    assert second != first and Token.objects.filter(user=admin_user).count() == 1
+    from rest_framework.test import APIClient
+
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {second}").get("/api/patients/").status_code == 200
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {first}").get("/api/patients/").status_code in (401, 403)

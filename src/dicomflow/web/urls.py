@@ -16,4 +16,5 @@ urlpatterns = [
     path("imports/", views.imports, name="imports"),
     path("imports/<int:pk>/", views.import_detail, name="import"),
     path("upload/", views.upload, name="upload"),
+    path("token/", views.api_token, name="api-token-page"),
 ]

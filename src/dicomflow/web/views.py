@@ -173,6 +173,20 @@ def import_detail(request, pk: int):
 
 
 @login_required
+def api_token(request):
+    """The user's API token for the SDK (``Client(url, token=...)``); POST makes a new one."""
+    from rest_framework.authtoken.models import Token
+
+    if request.method == "POST":
+        Token.objects.filter(user=request.user).delete()
+        token = Token.objects.create(user=request.user)
+    else:
+        token = Token.objects.filter(user=request.user).first()
+    return render(request, "web/token.html", {"token": token, "nav": "home",
+                                             "base_url": request.build_absolute_uri("/").rstrip("/")})
+
+
+@login_required
 def upload(request):
     if not access.can_upload(request.user):
         raise PermissionDenied("you may not upload")
