@@ -23,7 +23,6 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import UID
 
 from dicomflow.core.deid import fastwrite
 from dicomflow.core.deid.engine import PIXEL_DATA, Deidentifier, _is_deferred
