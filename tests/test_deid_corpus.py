@@ -241,3 +241,25 @@ def test_dciodvfy_no_new_errors(corpus_run):
         if extra:
             new[modality] = sorted(extra)
     assert new == {}
+
+
+def test_enhanced_multiframe_and_registration(tmp_path):
+    """Enhanced CT/MR (functional groups) and a spatial registration: valid, references intact."""
+    from conftest import require_tool
+
+    tool = require_tool("dciodvfy")
+    synth.write_image_series(tmp_path / "src" / "ect", n_slices=4, rows=16, cols=16, multiframe=True, seed=31)
+    synth.write_image_series(tmp_path / "src" / "emr", modality="MR", n_slices=3, rows=16, cols=16, multiframe=True, seed=32)
+    synth.write_rt_study(tmp_path / "src" / "rt", n_slices=3, rows=16, cols=16, with_registration=True, seed=33)
+    key = KeyStore(tmp_path / "keys").project_key("ENH")
+    report = deidentify_folder(tmp_path / "src", tmp_path / "out", key, Options(), workers=1)
+    assert report.ok and report.files_out == report.files_in
+    assert report.rt["external"] == [] and report.rt["references"] > 5
+    first_src, first_out = {}, {}
+    for p in sorted((tmp_path / "src").rglob("*.dcm")):
+        first_src.setdefault(str(dcmread(p, stop_before_pixels=True).SOPClassUID), p)
+    for p in output_files(tmp_path / "out"):
+        first_out.setdefault(str(dcmread(p, stop_before_pixels=True).SOPClassUID), p)
+    assert "1.2.840.10008.5.1.4.1.1.2.1" in first_out and "1.2.840.10008.5.1.4.1.1.66.1" in first_out
+    new = {k: sorted(_errors(p, tool) - _errors(first_src[k], tool)) for k, p in first_out.items()}
+    assert {k: v for k, v in new.items() if v} == {}
