@@ -45,6 +45,11 @@ def instances(user) -> QuerySet[Instance]:
     return _projects.visible_instances(user) if _projects else _staff_only(user, Instance.objects.all())
 
 
+def projects(user):
+    """Research projects whose copies ``user`` may see; None when the projects app is absent."""
+    return _projects.projects_for(user) if _projects else None
+
+
 def can_upload(user) -> bool:
     return _active(user) and (user.is_superuser or user.has_perm(UPLOAD_PERMISSION))
 

@@ -19,9 +19,10 @@ from dicomflow.catalog.models import ImageInformation, Instance, Series
 from dicomflow.errors import InputError
 
 FILTERS = {
-    "patients": ("patient_id", "name", "q"),
-    "studies": ("patient", "patient_id", "name", "study_uid", "accession_number", "modality", "date_from", "date_to", "q"),
-    "series": ("patient", "patient_id", "study_uid", "series_uid", "modality", "date_from", "date_to", "q"),
+    "patients": ("patient_id", "name", "project", "q"),
+    "studies": ("patient", "patient_id", "name", "study_uid", "accession_number", "modality", "date_from", "date_to",
+                "project", "q"),
+    "series": ("patient", "patient_id", "study_uid", "series_uid", "modality", "date_from", "date_to", "project", "q"),
     "instances": ("series_uid", "sop_instance_uid", "sop_class_uid"),
 }
 
@@ -50,7 +51,16 @@ def _text(params: Mapping, name: str) -> str:
     return (params.get(name) or "").strip()
 
 
+def _project(qs: QuerySet, params: Mapping) -> QuerySet:
+    """``project=<key>``: that project's de-identified copy; ``project=clinical``: the clinical pool."""
+    value = _text(params, "project")
+    if not value:
+        return qs
+    return qs.filter(project__isnull=True) if value == "clinical" else qs.filter(project__key=value)
+
+
 def filter_patients(qs: QuerySet, params: Mapping) -> QuerySet:
+    qs = _project(qs, params)
     if value := _text(params, "patient_id"):
         qs = qs.filter(patient_id=value)
     if value := _text(params, "name"):
@@ -61,6 +71,7 @@ def filter_patients(qs: QuerySet, params: Mapping) -> QuerySet:
 
 
 def filter_studies(qs: QuerySet, params: Mapping) -> QuerySet:
+    qs = _project(qs, params)
     if (value := _int(params, "patient")) is not None:
         qs = qs.filter(patient_id=value)
     if value := _text(params, "patient_id"):
@@ -86,6 +97,7 @@ def filter_studies(qs: QuerySet, params: Mapping) -> QuerySet:
 
 
 def filter_series(qs: QuerySet, params: Mapping) -> QuerySet:
+    qs = _project(qs, params)
     if (value := _int(params, "patient")) is not None:
         qs = qs.filter(study__patient_id=value)
     if value := _text(params, "patient_id"):

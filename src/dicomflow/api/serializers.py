@@ -262,3 +262,10 @@ class LogEntrySerializer(serializers.Serializer):
     level = serializers.CharField()
     stage = serializers.CharField(allow_blank=True)
     message = serializers.CharField()
+
+
+class ProjectSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()

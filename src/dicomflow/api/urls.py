@@ -1,7 +1,7 @@
 """REST API routes; OpenAPI schema at /api/schema/, browsable docs at /api/docs/.
 
 Catalog: ``patients/``, ``studies/<uid>/`` (+ ``rt-tree/``), ``series/<uid>/`` (+ ``download/``),
-``instances/<uid>/``; ``imports/``; processing ``jobs/`` (+ ``log/``); resumable ``uploads/`` (+ ``files/<n>/``, ``finalize/``);
+``instances/<uid>/``; ``imports/``; processing ``jobs/`` (+ ``log/``); ``projects/``; resumable ``uploads/`` (+ ``files/<n>/``, ``finalize/``);
 ``auth/token/`` gives an API token for a username and password (for the SDK).
 """
 
@@ -20,6 +20,7 @@ router.register("instances", views.InstanceViewSet, basename="instance")
 router.register("imports", views.ImportRunViewSet, basename="importrun")
 router.register("uploads", views.UploadSessionViewSet, basename="upload")
 router.register("jobs", views.JobViewSet, basename="job")
+router.register("projects", views.ProjectViewSet, basename="project")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

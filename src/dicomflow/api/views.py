@@ -172,6 +172,24 @@ class CanViewImports(IsAuthenticated):
         return access.can_view_imports(request.user)
 
 
+class ProjectViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
+    """Research projects you belong to (all, for superusers); filter the catalog with ``?project=<key>``."""
+
+    lookup_field = "key"
+    lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+    def get_serializer_class(self):
+        from dicomflow.api.serializers import ProjectSerializer
+
+        return ProjectSerializer
+
+    def get_queryset(self):
+        qs = access.projects(self.request.user)
+        if qs is None:
+            raise InputError("research projects are not available on this server")
+        return qs.order_by("key")
+
+
 # --- imports ---------------------------------------------------------------------------------------------
 @extend_schema_view(
     list=extend_schema(

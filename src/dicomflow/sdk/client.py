@@ -101,6 +101,10 @@ class Client:
         """Filters: ``patient_id``, ``name``, ``q``."""
         return [from_dict(Patient, d) for d in self._pages("patients/", filters)]
 
+    def projects(self) -> list[dict]:
+        """Research projects you belong to: ``[{"key", "name", "description", "created_at"}]``."""
+        return list(self._pages("projects/", {}))
+
     def patient(self, id: int) -> Patient:
         return from_dict(Patient, self._request("GET", f"patients/{id}/").json())
 
