@@ -243,3 +243,31 @@ def test_deidentify_paths_selected_files_only(tmp_path):
     info = synth.write_image_series(tmp_path / "src", n_slices=4, rows=16, cols=16, seed=8)
     report = deidentify_paths(info.paths[:2], tmp_path / "out", ProjectKey("SEL", b"s" * 32), Options(), workers=1)
     assert report.files_in == report.files_out == 2 and len(output_files(tmp_path / "out")) == 2
+
+
+def test_reidentify_a_result_made_from_deidentified_data(two_runs):
+    """A new RTSTRUCT produced on de-identified CT (new SOP UID) maps back to the clinical CT."""
+    from pydicom.uid import generate_uid
+
+    from dicomflow.core.deid import ReverseMap, reidentify_dataset
+
+    info, base, home, _ = two_runs
+    rmap = ReverseMap.from_records(KeyStore(home / "keys" / "projects").load_reverse_records("ALPHA"))
+    deid_rs = next(
+        dcmread(p) for p in output_files(base / "out1") if dcmread(p, stop_before_pixels=True).Modality == "RTSTRUCT"
+    )
+    result_uid = generate_uid()
+    deid_rs.SOPInstanceUID = result_uid
+    deid_rs.file_meta.MediaStorageSOPInstanceUID = result_uid
+    changed = reidentify_dataset(deid_rs, rmap)
+    assert changed > 5
+    assert deid_rs.SOPInstanceUID == result_uid  # its own new UID is not in the map: kept
+    assert deid_rs.PatientID == PATIENT.patient_id and deid_rs.StudyInstanceUID == info.study_uid
+    refs = {
+        i.ReferencedSOPInstanceUID
+        for c in deid_rs.ROIContourSequence
+        for contour in c.get("ContourSequence", [])
+        for i in contour.ContourImageSequence
+    }
+    assert refs and refs <= set(info.ct.sop_instance_uids)
+    assert deid_rs.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == info.ct.frame_of_reference_uid
