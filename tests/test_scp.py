@@ -61,7 +61,7 @@ def storescu(port: int, files_or_dir, calling: str = "STORESCU", called: str = A
 
 @pytest.fixture
 def series(tmp_path):
-    return synth.write_image_series(tmp_path / "ct", n_slices=8, rows=32, cols=32, seed="scp-series")
+    return synth.write_image_series(tmp_path / "ct", n_slices=8, rows=32, cols=32)
 
 
 @pytest.fixture
@@ -310,7 +310,7 @@ def test_compressed_data_set_is_kept_as_sent(tmp_path, receiver):
     from django.conf import settings
     from pydicom.uid import RLELossless
 
-    info = synth.write_image_series(tmp_path / "plain", n_slices=2, rows=32, cols=32, seed="scp-rle")
+    info = synth.write_image_series(tmp_path / "plain", n_slices=2, rows=32, cols=32)
     (tmp_path / "rle").mkdir()
     compressed = []
     for path in info.paths:
@@ -337,7 +337,7 @@ def test_store_failure_answers_out_of_resources(tmp_path, receiver):
     from dicomflow.core.store import sanitize_component
     from dicomflow.intake.models import ImportRun
 
-    info = synth.write_image_series(tmp_path / "ct", n_slices=1, rows=32, cols=32, seed="scp-full")
+    info = synth.write_image_series(tmp_path / "ct", n_slices=1, rows=32, cols=32)
     store = FileStore(tmp_path / "blocked-store", fsync="never")
     patient_id = str(pydicom.dcmread(info.paths[0], stop_before_pixels=True).PatientID)
     store.path_of(sanitize_component(patient_id)).write_bytes(b"a file where a folder must go")
@@ -362,8 +362,8 @@ def test_store_failure_answers_out_of_resources(tmp_path, receiver):
 def test_concurrent_associations_each_get_their_run(tmp_path, receiver):
     from dicomflow.intake.models import ImportRun
 
-    one = synth.write_image_series(tmp_path / "a", n_slices=6, rows=32, cols=32, seed="scp-a")
-    two = synth.write_image_series(tmp_path / "b", modality="MR", n_slices=6, rows=32, cols=32, seed="scp-b")
+    one = synth.write_image_series(tmp_path / "a", n_slices=6, rows=32, cols=32)
+    two = synth.write_image_series(tmp_path / "b", modality="MR", n_slices=6, rows=32, cols=32)
     scp = receiver(allow=["SENDERA@127.0.0.1", "SENDERB@127.0.0.1"])
     exe = require_tool("storescu")
     procs = [
@@ -381,3 +381,32 @@ def test_concurrent_associations_each_get_their_run(tmp_path, receiver):
     runs = {r.source: r for r in ImportRun.objects.all()}
     assert set(runs) == {"SENDERA@127.0.0.1", "SENDERB@127.0.0.1"}
     assert all(r.instances_new == 6 and r.files_seen == 6 for r in runs.values())
+
+
+@pytest.mark.dcmtk
+@pytest.mark.django_db(transaction=True)
+def test_resend_of_imported_files_is_duplicate_and_changed_data_is_conflict(tmp_path, series, receiver):
+    """Files imported from disk, then received: same data set ⇒ duplicate despite another File Meta;
+    a changed data set under the same SOP Instance UID ⇒ conflict, stored copy kept."""
+    from django.conf import settings
+
+    from dicomflow.intake.models import ImportRun
+    from dicomflow.intake.services import import_paths
+
+    assert import_paths([series.paths[0].parent], workers=1).instances_new == len(series.paths)
+    before = {uid: (row.sha256, (Path(settings.STORE_DIR) / row.stored_path).read_bytes()) for uid, row in catalogued().items()}
+
+    changed = tmp_path / "changed.dcm"
+    ds = pydicom.dcmread(series.paths[0])
+    ds.InstitutionName = "Another Hospital"
+    ds.save_as(changed, enforce_file_format=True)
+
+    scp = receiver()
+    result = storescu(scp.port, [*series.paths, changed])
+    assert result.returncode == 0, result.stderr
+    scp.stop()
+    run = ImportRun.objects.filter(source_kind="dicom").get()
+    assert (run.files_seen, run.instances_new, run.instances_duplicate) == (len(series.paths) + 1, 0, len(series.paths))
+    assert len(run.conflicts) == 1 and "different content" in run.conflicts[0]["reason"]
+    after = {uid: (row.sha256, (Path(settings.STORE_DIR) / row.stored_path).read_bytes()) for uid, row in catalogued().items()}
+    assert after == before  # nothing overwritten, nothing added

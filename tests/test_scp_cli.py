@@ -31,7 +31,7 @@ def test_scp_command_receives_and_stops_cleanly(tmp_path):
     echoscu = require_tool("echoscu")
     home = tmp_path / "home"
     env = {**os.environ, "DICOMFLOW_HOME": str(home), "DICOMFLOW_FSYNC": "never", "TCP_NODELAY": "1"}
-    series = synth.write_image_series(tmp_path / "ct", n_slices=6, rows=32, cols=32, seed="scp-cli")
+    series = synth.write_image_series(tmp_path / "ct", n_slices=6, rows=32, cols=32)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dicomflow.cli", "scp", "--port", str(port), "--aet", "CLISCP",

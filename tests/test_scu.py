@@ -76,7 +76,7 @@ def received(folder: Path) -> dict[str, Path]:
 
 def test_send_to_storescp_keeps_pixel_bytes(tmp_path, storescp):
     node, out = storescp
-    series = synth.write_image_series(tmp_path / "ct", n_slices=6, rows=48, cols=48, seed="scu-1")
+    series = synth.write_image_series(tmp_path / "ct", n_slices=6, rows=48, cols=48)
     assert echo(node) == 0
     report = send_instances(node, series.paths)
     assert (report.sent, report.failed) == (len(series.paths), 0)
@@ -92,7 +92,7 @@ def test_send_to_storescp_keeps_pixel_bytes(tmp_path, storescp):
 
 def test_peer_without_a_context_fails_per_file(tmp_path):
     """A peer that only takes CT: the CT goes, the RT objects fail with a reason (no transcoding)."""
-    study = synth.write_rt_study(tmp_path / "rt", n_slices=4, rows=32, cols=32, with_mr=False, seed="scu-2")
+    study = synth.write_rt_study(tmp_path / "rt", n_slices=4, rows=32, cols=32, with_mr=False)
     got: list[str] = []
     ae = AE(ae_title="CTONLY")
     ae.add_supported_context(CTImageStorage)
@@ -121,7 +121,7 @@ def test_round_trip_our_sender_to_our_receiver(tmp_path):
     from dicomflow.catalog.models import Instance
     from dicomflow.intake.network.scp import StorageSCP
 
-    series = synth.write_image_series(tmp_path / "mr", modality="MR", n_slices=5, rows=32, cols=32, seed="scu-3")
+    series = synth.write_image_series(tmp_path / "mr", modality="MR", n_slices=5, rows=32, cols=32)
     scp = StorageSCP("DFRECV", 0, ["DFSEND@127.0.0.1"], host="127.0.0.1").start()
     try:
         report = send_instances(RemoteNode("DFRECV", "127.0.0.1", scp.port, "DFSEND"), series.paths)
@@ -143,7 +143,7 @@ def test_send_study_from_catalog(tmp_path, storescp):
     from dicomflow.intake.services import import_paths
 
     node, out = storescp
-    study = synth.write_rt_study(tmp_path / "rt", n_slices=5, rows=32, cols=32, with_mr=True, seed="scu-4")
+    study = synth.write_rt_study(tmp_path / "rt", n_slices=5, rows=32, cols=32, with_mr=True)
     report = import_paths([study.out_dir], workers=1)
     assert report.instances_new == len(study.paths)
 
@@ -173,7 +173,7 @@ def _cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 def test_send_and_echo_commands(tmp_path, storescp):
     node, out = storescp
     home = tmp_path / "home"
-    series = synth.write_image_series(tmp_path / "ct", n_slices=4, rows=32, cols=32, seed="scu-5")
+    series = synth.write_image_series(tmp_path / "ct", n_slices=4, rows=32, cols=32)
     _cli(home, "import", str(tmp_path / "ct"), "--json")
 
     target = f"{node.ae_title}@{node.host}:{node.port}"

@@ -10,7 +10,9 @@ Why it is built this way:
   (``STORE_RECV_CHUNKED_DATASET``) with the File Meta Information of the association (SOP class,
   instance, the negotiated transfer syntax). We read the header only (``read_header`` stops
   before the pixels) and *move* the file into the store (``FileStore.adopt``: hard link, never
-  overwrites). The bytes on disk are the bytes the peer sent.
+  overwrites). The bytes on disk are the bytes the peer sent. A re-sent instance whose data set
+  equals the stored file's counts as a duplicate even if the stored file came with another File
+  Meta (imported from disk); a different data set under a known SOP Instance UID is a conflict.
 - **Success means stored.** C-STORE answers 0x0000 only after the file is in the store; an
   unreadable data set gets 0xC000 (cannot understand), a store failure 0xA700 (out of
   resources), each with a log line that names no identifying value.
@@ -26,6 +28,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import os
@@ -39,11 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomflow.core.dicom.header import read_header
 from dicomflow.core.ingest import StoredFile, store_path_for
-from dicomflow.core.store import FileStore
+from dicomflow.core.store import FileStore, StoreResult, sha256_of
 from dicomflow.errors import ConfigurationError, InputError, StorageError
 from dicomflow.intake.network.common import Allowlist, NoDelayAE, NoDelayAssociationServer, check_ae_title
 
@@ -411,14 +415,46 @@ class StorageSCP:
             log.warning("receiver: refused a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, str(exc))
             return STATUS_CANNOT_UNDERSTAND
+        relpath = store_path_for(header)
         try:
-            stored = self.store.adopt(path, store_path_for(header))
+            stored = self._same_as_stored(path, relpath) or self.store.adopt(path, relpath)
         except StorageError as exc:
             log.error("receiver: could not store a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, "could not be stored (out of resources)")
             return STATUS_OUT_OF_RESOURCES
         self.batcher.stored(key, source, StoredFile(display, header, stored))
         return STATUS_SUCCESS
+
+
+    def _same_as_stored(self, path: Path, relpath: str) -> StoreResult | None:
+        """A re-sent instance whose data set equals the stored file's, whatever their File Meta.
+
+        Our File Meta is built from the association, so a file imported from disk earlier and
+        received now differs in its meta (and whole-file sha256) even when every data set byte is
+        the same. Such a file counts as a duplicate of the stored one (same sha256 reported), not
+        as a conflict. Only costs a read when the store path is already taken.
+        """
+        existing = self.store.path_of(relpath)
+        if not existing.is_file():
+            return None
+        try:
+            if _data_set_digest(path) != _data_set_digest(existing):
+                return None
+            sha, size = sha256_of(existing)
+        except (OSError, ValueError, EOFError):
+            return None
+        return StoreResult(relpath, sha, size, created=False)
+
+
+def _data_set_digest(path: Path) -> str:
+    """sha256 of the bytes after the File Meta Information (the part that travels over DIMSE)."""
+    _, offset = split_dataset(Path(path))
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # --- foreground entry point (CLI ``dicomflow scp``, ``dicomflow serve`` subprocess) ------------------
