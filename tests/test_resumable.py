@@ -222,3 +222,21 @@ def test_finalized_upload_is_imported_by_a_real_celery_worker(api, zip_bytes, ce
     state = api.get(f"/api/uploads/{sid}/?files=0").json()
     assert state["finished"] and state["files"] is None and state["result"]["instances_new"] == result["instances_new"]
     assert put(api, sid, 0, 0, data[:10]).status_code == 409
+
+
+@pytest.mark.django_db
+def test_idle_sessions_are_purged(api):
+    import datetime
+
+    from django.utils import timezone
+
+    idle = create(api, [{"name": "a", "size": 10}])["id"]
+    busy = create(api, [{"name": "b", "size": 10}])["id"]
+    for sid in (idle, busy):
+        assert put(api, sid, 0, 0, b"01234").status_code == 200
+    UploadSession.objects.filter(pk=idle).update(updated_at=timezone.now() - datetime.timedelta(days=8))
+    assert resumable.purge_stale() == 1
+    idle_row = UploadSession.objects.get(pk=idle)
+    assert idle_row.status == UploadSessionStatus.CANCELLED and not resumable.session_dir(idle_row).exists()
+    busy_row = UploadSession.objects.get(pk=busy)
+    assert busy_row.status == UploadSessionStatus.RECEIVING and resumable.file_path(busy_row, 0).exists()

@@ -155,6 +155,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dicomflow.intake.tasks.scan_watched_folders",
         "schedule": float(os.environ.get("DICOMFLOW_WATCH_INTERVAL_SECONDS", "60")),
     },
+    "purge-stale-upload-sessions": {"task": "dicomflow.intake.tasks.purge_stale_upload_sessions", "schedule": 3600.0},
 }
 
 # --- dicomflow ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ client's names are used only in reports.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import os
@@ -372,9 +373,12 @@ def _fail(session_id, message: str) -> None:
     log.warning("upload session %s failed: %s", session_id, message)
 
 
-def purge_stale(days: float = 7.0) -> int:
-    """Cancel sessions that received nothing for ``days`` and remove their bytes; returns how many."""
-    cutoff = timezone.now() - timezone.timedelta(days=days)
+def purge_stale(days: float | None = None) -> int:
+    """Cancel sessions that received nothing for ``days`` (``DICOMFLOW_UPLOAD_STALE_DAYS``, default 7)
+    and remove their bytes; returns how many. Run hourly by beat."""
+    if days is None:
+        days = float(os.environ.get("DICOMFLOW_UPLOAD_STALE_DAYS", "7"))
+    cutoff = timezone.now() - datetime.timedelta(days=days)
     stale = list(
         UploadSession.objects.filter(status=UploadSessionStatus.RECEIVING, updated_at__lt=cutoff).values_list("pk", flat=True)
     )

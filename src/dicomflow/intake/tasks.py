@@ -35,3 +35,11 @@ def import_upload_session(session_id: str) -> dict:
     from dicomflow.intake import resumable
 
     return resumable.import_session(session_id)
+
+
+@app.task(name="dicomflow.intake.tasks.purge_stale_upload_sessions")
+def purge_stale_upload_sessions() -> dict:
+    """Periodic (beat): cancel resumable uploads idle for days and free their disk space."""
+    from dicomflow.intake import resumable
+
+    return {"cancelled": resumable.purge_stale()}
