@@ -35,7 +35,7 @@ def test_scp_command_receives_and_stops_cleanly(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dicomflow.cli", "scp", "--port", str(port), "--aet", "CLISCP",
-         "--allow", "MODALITY@127.0.0.1", "--allow", "ECHOER@*"],
+         "--allow", "MODALITY@127.0.0.1", "--allow", "ECHOER@*", "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -53,9 +53,13 @@ def test_scp_command_receives_and_stops_cleanly(tmp_path):
         assert sent.returncode == 0, sent.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "stopped" in stderr
+    summary = json.loads(stdout)
+    n = len(series.paths)
+    assert summary["port"] == port and summary["aet"] == "CLISCP"
+    assert (summary["associations"], summary["files"], summary["new"], summary["duplicate"]) == (1, n, n, 0)
     stats = subprocess.run([sys.executable, "-m", "dicomflow.cli", "stats", "--json"], env=env,
                            capture_output=True, text=True, timeout=120)
     assert json.loads(stats.stdout) == {"patients": 1, "studies": 1, "series": 1, "instances": len(series.paths)}

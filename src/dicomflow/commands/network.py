@@ -43,16 +43,25 @@ def scp_command(
     ),
     host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on."),
     grace: float = typer.Option(10.0, help="Seconds running associations get to finish on shutdown."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
+    """With --json, one document summarising the run is printed when the receiver stops."""
     setup_django()
     _log_to_stderr()
     from dicomflow.errors import DicomflowError
     from dicomflow.intake.network.scp import run_scp
 
     try:
-        run_scp(aet, port, allow or None, host=host, grace=grace)
+        summary = run_scp(aet, port, allow or None, host=host, grace=grace)
     except DicomflowError as exc:
-        fail(str(exc))
+        fail(str(exc), as_json)
+    emit(
+        summary,
+        as_json,
+        f"receiver {summary['aet']} stopped: {summary['files']} files in {summary['associations']} associations, "
+        f"{summary['new']} new, {summary['duplicate']} duplicate, {summary['conflicts']} conflicts, "
+        f"{summary['refused']} refused",
+    )
 
 
 def _node(to: str, our_aet: str | None):

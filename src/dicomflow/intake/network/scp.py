@@ -99,6 +99,8 @@ class CatalogBatcher(threading.Thread):
         self._pending = 0
         self._first_pending_at: float | None = None
         self.batches = 0  # flushes that recorded something (tests, monitoring)
+        self.totals = {"associations": 0, "files": 0, "new": 0, "duplicate": 0, "conflicts": 0, "refused": 0,
+                       "not_catalogued": 0}
 
     # producer side
     def stored(self, key: int, source: str, item: StoredFile) -> None:
@@ -140,7 +142,9 @@ class CatalogBatcher(threading.Thread):
                 state = self._runs.get(key)
                 if state is None:
                     state = self._runs[key] = _Run(source)
+                    self.totals["associations"] += 1
                 state.files_seen += 1
+                self.totals["files"] += 1
                 if kind == "stored":
                     state.pending.append(payload)
                     self._pending += 1
@@ -151,6 +155,7 @@ class CatalogBatcher(threading.Thread):
                 else:
                     display, reason = payload
                     state.ignored.append({"path": display, "reason": reason})
+                    self.totals["refused"] += 1
                 if self._first_pending_at is not None and (
                     time.monotonic() - self._first_pending_at >= self.flush_interval
                 ):
@@ -192,6 +197,9 @@ class CatalogBatcher(threading.Thread):
                 state.new += len(outcome.new)
                 state.duplicate += len(outcome.duplicates)
                 state.conflicts.extend({"path": i.display_name, "reason": r} for i, r in outcome.conflicts)
+                self.totals["new"] += len(outcome.new)
+                self.totals["duplicate"] += len(outcome.duplicates)
+                self.totals["conflicts"] += len(outcome.conflicts)
             self._save(state, finished=False)
         except Exception as exc:  # a database outage must not kill the receiver
             log.error(
@@ -202,6 +210,7 @@ class CatalogBatcher(threading.Thread):
                 exc.__class__.__name__,
             )
             state.ignored.extend({"path": i.display_name, "reason": "stored, catalogue write failed"} for i in batch)
+            self.totals["not_catalogued"] += len(batch)
 
     def _save(self, state: _Run, finished: bool) -> None:
         from django.utils import timezone
@@ -277,6 +286,7 @@ class StorageSCP:
         self._assoc_keys: dict[object, tuple[int, str]] = {}
         self._lock = threading.Lock()
         self._server = None
+        self._bound_port = 0
         self._thread: threading.Thread | None = None
         self._previous_tempdir: str | None = None
         self.ae = self._make_ae()
@@ -296,9 +306,7 @@ class StorageSCP:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            return self.requested_port
-        return int(self._server.server_address[1])
+        return self._bound_port or self.requested_port
 
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self) -> StorageSCP:
@@ -326,6 +334,7 @@ class StorageSCP:
                 "choose another port with --port"
             ) from None
         self.ae._servers.append(self._server)
+        self._bound_port = int(self._server.server_address[1])
         self.batcher.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicomflow-scp", daemon=True
@@ -467,13 +476,15 @@ def run_scp(
     grace: float = 10.0,
     stop_event: threading.Event | None = None,
     on_ready=None,
-) -> None:
+) -> dict:
     """Run the receiver until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly.
 
     Defaults come from ``DICOMFLOW_SCP_AET``, ``DICOMFLOW_SCP_PORT`` and ``DICOMFLOW_SCP_ALLOW``
     (comma-separated ``AET@HOST`` entries). Meant to own its process: it points the temporary-file
     directory at ``$DICOMFLOW_HOME/work`` so received files are moved, not copied, into the store.
-    ``on_ready(scp)`` is called once the port is listening.
+    ``on_ready(scp)`` is called once the port is listening. Returns what the run received:
+    ``{"aet", "port", "associations", "files", "new", "duplicate", "conflicts", "refused",
+    "not_catalogued"}`` (associations that stored or were refused a file; echoes do not count).
     """
     _ensure_django()
     from django.conf import settings
@@ -501,6 +512,7 @@ def run_scp(
         scp.stop(grace=grace)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    return {"aet": scp.aet, "port": scp.port, **scp.batcher.totals}
 
 
 def _ensure_django() -> None:
