@@ -256,6 +256,32 @@ class Bench:
             raise peers.PeerError(f"dicomflow stats reports {stats.get('instances')} of {n} instances")
         return elapsed, cpu
 
+    def run_minimal_scp(self, nodelay: bool) -> tuple[float, float]:
+        """Reference: a bare pynetdicom receiver (``_minimal_scp.py``) fed by the same storescu."""
+        if not peers.tool("storescu"):
+            raise peers.Unavailable("DCMTK storescu is not installed")
+        root = self.scratch("pynetdicom")
+        out = root / "received"
+        port = peers.free_port()
+        log = root / "scp.log"
+        script = Path(__file__).resolve().parent / "_minimal_scp.py"
+        proc = peers.spawn([sys.executable, str(script), str(port), str(out), "BENCH"],
+                           env=peers.dcmtk_env(nodelay), log=log)
+        try:
+            peers.wait_for_echo(port, "BENCH", proc, log=log)
+            peers.sync()
+            c0, t0 = peers.cpu_snapshot((proc.pid,)), time.perf_counter()
+            peers.storescu(port, "BENCH", self.ct, nodelay)
+            peers.sync()
+            elapsed, cpu = time.perf_counter() - t0, peers.cpu_snapshot((proc.pid,)) - c0
+        finally:
+            peers.stop(proc)
+        received = len(list(out.glob("*.dcm")))
+        self.discard(root)
+        if received != len(self.files):
+            raise peers.PeerError(f"the minimal pynetdicom receiver wrote {received} of {len(self.files)} files")
+        return elapsed, cpu
+
     # memory ------------------------------------------------------------------------------------
     def run_memory(self) -> dict:
         series, slices = self.args.mem_series, self.args.slices
@@ -334,6 +360,8 @@ def build_report(bench: Bench, memory: dict | None, memory_error: str | None, st
         "import_never_vs_cp": ratio(fps(r, "import/never"), fps(r, "cp -r")),
         "cstore_vs_storescp": ratio(fps(r, "dicomflow scp/nodelay"), fps(r, "storescp/nodelay")),
         "cstore_vs_storescp_nagle": ratio(fps(r, "dicomflow scp/nagle"), fps(r, "storescp/nagle")),
+        "cstore_vs_bare_pynetdicom": ratio(fps(r, "dicomflow scp/nodelay"), fps(r, "pynetdicom bare/nodelay")),
+        "bare_pynetdicom_vs_storescp": ratio(fps(r, "pynetdicom bare/nodelay"), fps(r, "storescp/nodelay")),
     }
     targets = []
 
@@ -428,6 +456,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-cstore", action="store_true")
     p.add_argument("--skip-nagle", action="store_true", help="C-STORE only with TCP_NODELAY=1")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-pynetdicom", action="store_true",
+                   help="leave out the bare pynetdicom receiver (reference for dicomflow scp)")
     p.add_argument("--mem-series", type=int, default=10,
                    help="memory run: series of --slices small slices each (default 10 → 10,000 files)")
     p.add_argument("--mem-size", type=int, default=64, help="memory run: rows = columns (default 64)")
@@ -470,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                     (f"dicomflow scp/{tag}", lambda nd=nodelay: bench.run_scp(nd)),
                     (f"storescp/{tag}", lambda nd=nodelay: bench.run_storescp(nd)),
                 ]
+                if nodelay and not args.skip_pynetdicom:
+                    cstore.append((f"pynetdicom bare/{tag}", lambda nd=nodelay: bench.run_minimal_scp(nd)))
         for group in (contenders, cstore):
             for name, _ in group:
                 bench.results.setdefault(name, {"seconds": [], "cpu_seconds": [], "files": len(bench.files)})
