@@ -116,6 +116,14 @@ def test_checksum_mismatch_discards_the_file_and_asks_for_it_again(api):
     r = api.post(f"/api/uploads/{sid}/finalize/")
     assert r.status_code == 409 and "1 of 1 files are not complete" in r.json()["detail"]
 
+    # the same in two chunks (the file is re-read and hashed once complete)
+    assert put(api, sid, 0, 0, data[:1000]).status_code == 200
+    r = put(api, sid, 0, 1000, data[1000:])
+    assert r.status_code == 422 and "sha256 differs" in r.json()["detail"]
+    row = UploadFile.objects.get(session_id=sid, index=0)
+    assert (row.received, row.complete) == (0, False) and not resumable.file_path(row.session, 0).exists()
+    assert UploadSession.objects.get(pk=sid).received_size == 0
+
 
 @pytest.mark.django_db
 def test_undeclared_checksum_is_computed_and_empty_files_complete_at_once(api):

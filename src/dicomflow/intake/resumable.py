@@ -155,14 +155,17 @@ def write_chunk(session_id, index: int, offset: int, data: bytes, limits: Upload
         raise UploadLimitError(f"chunk of {len(data)} bytes; send at most {limits.max_chunk} bytes per request")
     if not isinstance(offset, int) or offset < 0:
         raise UploadError("the offset must be a whole number of bytes (0 or more)")
-    with transaction.atomic():
-        session = UploadSession.objects.select_for_update().get(pk=session_id)
+    mismatch = False
+    with transaction.atomic():  # locks this file's row only: other files of the session go on in parallel
+        try:
+            row = UploadFile.objects.select_for_update(of=("self",)).select_related("session").get(
+                session_id=session_id, index=index)
+        except UploadFile.DoesNotExist:
+            count = UploadSession.objects.filter(pk=session_id).values_list("file_count", flat=True).first() or 0
+            raise UploadError(f"this upload has no file number {index} (files are 0 to {count - 1})") from None
+        session = row.session
         if session.status != UploadSessionStatus.RECEIVING:
             raise UploadStateError(f"this upload is {session.get_status_display().lower()}; it takes no more data")
-        try:
-            row = UploadFile.objects.select_for_update().get(session=session, index=index)
-        except UploadFile.DoesNotExist:
-            raise UploadError(f"this upload has no file number {index} (files are 0 to {session.file_count - 1})") from None
         if row.complete:
             if offset + len(data) <= row.size and _same_bytes(session, index, offset, data):
                 return row  # a retried chunk of a finished file
@@ -185,17 +188,43 @@ def write_chunk(session_id, index: int, offset: int, data: bytes, limits: Upload
         if fresh:
             _write_at(file_path(session, index), row.received, fresh)
             row.received += len(fresh)
-            UploadFile.objects.filter(pk=row.pk).update(received=row.received)
-            UploadSession.objects.filter(pk=session.pk).update(
-                received_size=F("received_size") + len(fresh), updated_at=timezone.now()
-            )
+            whole = len(fresh) == row.size  # the whole file in this one chunk: hash it here, no re-read
+            digest = hashlib.sha256(fresh).hexdigest() if whole else ""
+            mismatch = whole and row.sha256_declared and digest != row.sha256
+            if mismatch:  # committed, then the error is raised (below)
+                UploadFile.objects.filter(pk=row.pk).update(received=0)
+                file_path(session, index).unlink(missing_ok=True)
+            elif whole:
+                row.sha256, row.complete = digest, True
+                UploadFile.objects.filter(pk=row.pk).update(received=row.received, sha256=digest, complete=True)
+                UploadSession.objects.filter(pk=session.pk).update(
+                    received_size=F("received_size") + len(fresh), files_complete=F("files_complete") + 1,
+                    updated_at=timezone.now(),
+                )
+            else:
+                UploadFile.objects.filter(pk=row.pk).update(received=row.received)
+                UploadSession.objects.filter(pk=session.pk).update(
+                    received_size=F("received_size") + len(fresh), updated_at=timezone.now()
+                )
+    if mismatch:
+        raise _checksum_error(index)
     if row.received == row.size and not row.complete:
         row = _complete_file(session_id, index)
     return row
 
 
+def _checksum_error(index: int) -> UploadChecksumError:
+    return UploadChecksumError(
+        f"file {index} arrived complete but its sha256 differs from the declared one; "
+        "its bytes were discarded: send it again from offset 0"
+    )
+
+
 def _write_at(path: Path, offset: int, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # the session's folder is gone: cancelled or purged meanwhile
+        raise UploadStateError("this upload was cancelled; start a new one") from None
     try:
         os.ftruncate(fd, offset)  # drop bytes of an earlier, interrupted request past the offset
         view = memoryview(data)
@@ -248,10 +277,7 @@ def _complete_file(session_id, index: int) -> UploadFile:
             UploadFile.objects.filter(pk=row.pk).update(sha256=actual, complete=True)
             UploadSession.objects.filter(pk=session_id).update(files_complete=F("files_complete") + 1)
     if mismatch:
-        raise UploadChecksumError(
-            f"file {index} arrived complete but its sha256 differs from the declared one; "
-            "its bytes were discarded: send it again from offset 0"
-        )
+        raise _checksum_error(index)
     return row
 
 
