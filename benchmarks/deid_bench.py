@@ -167,7 +167,8 @@ def main() -> int:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-    venv = make_peers_venv(work)
+    peers = {"dicognito", "deid", "dicom-anonymizer"} - set(args.skip)
+    venv = make_peers_venv(work) if peers else work / "no-peers"
     peer_bin = venv / "bin"
     home = work / "home"
     shutil.rmtree(home, ignore_errors=True)
