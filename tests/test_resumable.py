@@ -146,7 +146,10 @@ def test_clear_errors_for_bad_requests(api, monkeypatch):
     r = api.post("/api/uploads/", {"files": []}, format="json")
     assert r.status_code == 400
     r = api.post("/api/uploads/", {"files": [{"name": "a", "size": 1, "sha256": "xyz"}]}, format="json")
-    assert r.status_code == 400 and "sha256" in json.dumps(r.json())
+    assert r.status_code == 400 and r.json()["detail"].startswith("files[0].sha256: ")
+    assert r.json()["code"] == "ValidationError" and "sha256" in json.dumps(r.json()["errors"])
+    r = api.post("/api/uploads/", {"files": [{"name": "a", "size": -1}]}, format="json")
+    assert r.status_code == 400 and r.json()["detail"].startswith("files[0].size: ")
 
     monkeypatch.setenv("DICOMFLOW_UPLOAD_MAX_BYTES", "100")
     r = api.post("/api/uploads/", {"files": [{"name": "a", "size": 60}, {"name": "b", "size": 60}]}, format="json")

@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -72,7 +72,27 @@ class DicomflowErrorsMixin:
             if "offset" in body:
                 response["Upload-Offset"] = str(body["offset"])
             return response
+        if isinstance(exc, ValidationError):  # serializer errors: one readable sentence plus the details
+            response = super().handle_exception(exc)
+            response.data = {"detail": _flatten(exc.detail), "code": "ValidationError", "errors": exc.detail}
+            return response
         return super().handle_exception(exc)
+
+
+def _flatten(detail, prefix: str = "") -> str:
+    """``{"files": [{"size": ["..."]}]}`` → ``files[0].size: ...`` (field paths, never values)."""
+    if isinstance(detail, dict):
+        def path(k) -> str:
+            if isinstance(k, int) or str(k).isdigit():
+                return f"{prefix}[{k}]"
+            return f"{prefix}.{k}" if prefix else str(k)
+
+        return "; ".join(_flatten(v, path(k)) for k, v in detail.items())
+    if isinstance(detail, list):
+        if all(not isinstance(v, dict | list) for v in detail):
+            return f"{prefix}: " + " ".join(str(v) for v in detail) if prefix else " ".join(str(v) for v in detail)
+        return "; ".join(_flatten(v, f"{prefix}[{i}]") for i, v in enumerate(detail) if v)
+    return f"{prefix}: {detail}" if prefix else str(detail)
 
 
 def _filter_parameters(kind: str) -> list[OpenApiParameter]:
