@@ -20,7 +20,7 @@ UPLOAD_DIR = HOME / "uploads"
 WORK_DIR = HOME / "work"
 LOG_DIR = HOME / "logs"
 KEYS_DIR = HOME / "keys"
-for _d in (STORE_DIR, DATASTORE_DIR, UPLOAD_DIR, WORK_DIR, LOG_DIR, KEYS_DIR):
+for _d in (STORE_DIR, DATASTORE_DIR, UPLOAD_DIR, WORK_DIR, LOG_DIR, KEYS_DIR, HOME / "static"):
     _d.mkdir(parents=True, exist_ok=True)
 
 

@@ -132,6 +132,9 @@ class RTStructureSet(models.Model):
     referenced_frame_of_reference_uid = models.CharField(max_length=64, blank=True, default="", db_index=True)
     referenced_series_uid = models.CharField(max_length=64, blank=True, default="", db_index=True)
 
+    class Meta:
+        verbose_name = "RT structure set"
+
 
 class ROI(models.Model):
     structure_set = models.ForeignKey(RTStructureSet, on_delete=models.CASCADE, related_name="rois")
@@ -158,6 +161,9 @@ class RTPlan(models.Model):
     fractions_planned = models.IntegerField(null=True, blank=True)
     beam_count = models.IntegerField(default=0)
 
+    class Meta:
+        verbose_name = "RT plan"
+
 
 class RTDose(models.Model):
     instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="dose")
@@ -166,12 +172,18 @@ class RTDose(models.Model):
     dose_units = models.CharField(max_length=16, blank=True, default="")
     referenced_plan_uid = models.CharField(max_length=64, blank=True, default="", db_index=True)
 
+    class Meta:
+        verbose_name = "RT dose"
+
 
 class RTImage(models.Model):
     instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="rt_image")
     label = models.CharField(max_length=64, blank=True, default="")
     referenced_plan_uid = models.CharField(max_length=64, blank=True, default="", db_index=True)
     referenced_beam_number = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "RT image"
 
 
 from dicomflow.catalog.models_rt import *  # noqa: E402,F401,F403  RT edges, check results, sanity (see there)
