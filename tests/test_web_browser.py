@@ -114,6 +114,13 @@ def test_folder_upload_result_and_series_page(page, live_server, admin_user, cel
     assert "APPROVED" in tree and "RTDOSE" in tree
     shot(page, "study")
 
+    page.goto(f"{live_server.url}/series/{rt.rtstruct.series_uid}/")
+    assert all(name in page.content() for name in rt.rtstruct.roi_names)
+    shot(page, "rtstruct")
+    page.goto(f"{live_server.url}/imports/{session.import_run_id}/")
+    assert page.inner_text("#df-new") == str(n_dicom) and "ward_export/README.txt" in page.content()
+    shot(page, "import")
+
     page.goto(f"{live_server.url}/")
     assert page.inner_text("#df-count-instances") == str(n_dicom)
     shot(page, "home")

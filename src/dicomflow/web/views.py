@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -140,9 +142,11 @@ def series(request, uid: str):
     )
     instances = reads.filter_instances(access.instances(request.user).filter(series=obj), {}).order_by(
         "instance_number", "sop_instance_uid")
+    checks = reads.series_checks(obj)
+    checked_at = datetime.datetime.fromisoformat(checks["checked_at"]) if checks else None
     return render(request, "web/series.html", {
         "series": obj, "page": _page(request, instances, 100), "image": reads.image_geometry(obj),
-        "rt": reads.rt_details(obj), "checks": reads.series_checks(obj), "nav": "studies",
+        "rt": reads.rt_details(obj), "checks": checks, "checked_at": checked_at, "nav": "studies",
         "processing": access.processing_state(obj), "jobs": _jobs_of(request.user, obj),
     })
 
