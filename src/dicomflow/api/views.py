@@ -40,7 +40,7 @@ from dicomflow.intake import resumable
 from dicomflow.intake.models import ImportRun, SourceKind, UploadSession
 
 log = logging.getLogger(__name__)
-UID_REGEX = r"[0-9][0-9.]{0,63}"
+UID_REGEX = r"[^/]{1,64}"
 
 
 def error_status(exc: DicomflowError) -> int:
