@@ -143,3 +143,25 @@ def test_dry_run_with_the_database_rules_explains_every_decision(tmp_path):
                 else:
                     assert node["reason"] and "matched" in node
     assert SeriesState.objects.count() == before
+
+
+def test_auto_start_creates_one_job_per_matched_series(tmp_path):
+    ct = _import_series(tmp_path, "auto-ct")
+    mr = _import_series(tmp_path, "auto-mr", modality="MR")
+    states = services.evaluate_series([ct.id, mr.id])
+    jobs = services.auto_start_jobs(states, "AUTO")
+    assert [(j.series_id, j.template.name, j.project_key) for j in jobs] == [(ct.id, CT_BODY_LUNGS, "AUTO")]
+    assert services.auto_start_jobs(services.evaluate_series([ct.id, mr.id]), "AUTO") == []  # never twice
+
+
+def test_evaluate_task_starts_jobs_only_when_auto_processing_is_on(tmp_path, monkeypatch):
+    from dicomflow.processing import tasks
+    from dicomflow.processing.models import Job
+
+    ct = _import_series(tmp_path, "auto-task")
+    monkeypatch.delenv("DICOMFLOW_AUTO_PROCESS_PROJECT", raising=False)
+    assert tasks.evaluate_series([ct.id]) == {str(ct.id): SeriesStatus.RULE_MATCHED.value}
+    assert not Job.objects.filter(series=ct).exists()
+    monkeypatch.setenv("DICOMFLOW_AUTO_PROCESS_PROJECT", "AUTO2")
+    tasks.evaluate_series([ct.id])
+    assert Job.objects.get(series=ct).project_key == "AUTO2"

@@ -150,6 +150,29 @@ def evaluate_new_series() -> list[SeriesState]:
     return evaluate_series(list(pending.values_list("id", flat=True)))
 
 
+def auto_project_key() -> str:
+    """The project new rule-matched series are processed for automatically ('' = off).
+
+    ``DICOMFLOW_AUTO_PROCESS_PROJECT``: the DRAW way — a series arrives, its rule matches, the job
+    starts with no one clicking. Off by default: processing needs a project chosen on purpose.
+    """
+    import os
+
+    return os.environ.get("DICOMFLOW_AUTO_PROCESS_PROJECT", "").strip()
+
+
+def auto_start_jobs(states: Iterable[SeriesState], project_key: str) -> list[Job]:
+    """A job for every RULE_MATCHED series that never had one (idempotent); the caller starts them."""
+    jobs = []
+    for state in states:
+        if state.status != SeriesStatus.RULE_MATCHED.value or state.template_id is None:
+            continue
+        if Job.objects.filter(series_id=state.series_id).exists():
+            continue
+        jobs.append(create_job(project_key=project_key, series_id=state.series_id, template_name=state.template.name))
+    return jobs
+
+
 def choose_template(series_id: int, template_name: str, user=None) -> SeriesState:
     """A person picks the template for a series by hand (checked against the template's requirements)."""
     template = get_template(template_name)

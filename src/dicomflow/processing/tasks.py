@@ -16,6 +16,10 @@ from dicomflow.processing import services
 def evaluate_series(series_ids: list[int] | None = None) -> dict:
     """Rules on the given series, or on every series without a processing state yet."""
     states = services.evaluate_series(series_ids) if series_ids else services.evaluate_new_series()
+    project = services.auto_project_key()
+    if project:  # DICOMFLOW_AUTO_PROCESS_PROJECT: matched series go straight into processing
+        for job in services.auto_start_jobs(states, project):
+            start_job(job.pk)
     return {str(s.series_id): s.status for s in states}
 
 
