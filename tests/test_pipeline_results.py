@@ -201,3 +201,21 @@ def test_job_needs_exactly_one_input(tmp_path):
     with pytest.raises(InputError, match="project key"):
         services.create_job(project_key="../evil", input_path=tmp_path)
     assert not Job.objects.exists()
+
+
+def test_stale_running_stage_is_failed_and_can_be_retried(ct):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _, series = ct
+    job = services.create_job(project_key="RES", series_id=series.id)
+    assert services._claim(job.pk, "checking")  # a worker took the stage ... and died
+    assert services.run_stage(job.pk, "checking") is None  # the re-delivered message leaves it alone
+    assert services.fail_stale_stages(3600) == []  # not old yet
+    JobStage.objects.filter(job=job, name="checking").update(started_at=timezone.now() - timedelta(hours=2))
+    assert services.fail_stale_stages(3600) == [job.pk]
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "did not finish within 3600 s" in job.error
+    assert services.retry_job(job.pk) == "checking"
+    assert services.run_job_inline(job.pk).status == JobStatus.FINISHED

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -321,6 +322,21 @@ def fail_stage(job_id: int, name: str, reason: str) -> None:
         if state is not None and state.status not in failed_statuses:
             state.status = SeriesStatus.ERROR.value
             state.save(update_fields=["status", "updated_at"])
+
+
+def fail_stale_stages(older_than_seconds: float) -> list[int]:
+    """Fail stages 'running' for longer than allowed (their worker died): they can then be retried.
+
+    A re-delivered message cannot tell a dead worker from a busy one, so it never takes a running
+    stage over; this sweep does, once the stage is older than any stage may take.
+    """
+    limit = timezone.now() - timedelta(seconds=older_than_seconds)
+    stale = list(JobStage.objects.filter(status=StageStatus.RUNNING, started_at__lt=limit)
+                 .values_list("job_id", "name"))
+    for job_id, name in stale:
+        fail_stage(job_id, name, f"{Stage(name).label} did not finish within {older_than_seconds:.0f} s "
+                                 "(the worker stopped?); retry the job")
+    return [job_id for job_id, _ in stale]
 
 
 def retry_job(job_id: int) -> str:

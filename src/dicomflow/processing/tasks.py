@@ -31,6 +31,12 @@ def run_stage(job_id: int, stage: str) -> str | None:
     return following
 
 
+@app.task(name="dicomflow.processing.tasks.fail_stale_stages")
+def fail_stale_stages(older_than_seconds: float = 6 * 3600) -> list[int]:
+    """For the beat schedule: fail stages whose worker died, so they can be retried."""
+    return services.fail_stale_stages(older_than_seconds)
+
+
 def dispatch(job_id: int, stage: str | None) -> None:
     """Enqueue a stage once the current transaction commits (no-op for None)."""
     if stage:
