@@ -128,3 +128,30 @@ def test_errors_carry_the_server_message(live_server, token, tmp_path, monkeypat
     logged_in = Client.login(live_server.url, "admin", "password")
     assert logged_in.patients() == []
     logged_in.close()
+
+
+class CorruptFirstChunk(httpx.HTTPTransport):
+    """Flips one byte of the first chunk on its way to the server (a corrupting network or disk)."""
+
+    def __init__(self):
+        super().__init__()
+        self.corrupted = 0
+
+    def handle_request(self, request):
+        if request.method == "PUT" and not self.corrupted:
+            self.corrupted += 1
+            body = bytearray(request.read())
+            body[len(body) // 2] ^= 0xFF
+            request = httpx.Request(request.method, request.url, headers=request.headers, content=bytes(body))
+        return super().handle_request(request)
+
+
+def test_corrupted_bytes_are_caught_by_the_checksum_and_sent_again(live_server, token, celery_worker_process, tmp_path):
+    series = write_image_series(tmp_path / "ct", PatientSpec("SDK-3", "Sdk^Sid"), n_slices=1, rows=32, cols=32,
+                                seed="sdk-corrupt")
+    transport = CorruptFirstChunk()
+    with Client(live_server.url, token=token, transport=transport) as client:
+        result = client.upload(series.paths[0])
+        assert transport.corrupted == 1 and result.instances_new == 1
+        [back] = client.download_series(series.series_uid, tmp_path / "back")
+    assert digest(back) == digest(series.paths[0])

@@ -241,7 +241,7 @@ class Client:
         if entry["complete"]:
             return 0
         start = offset
-        failures = 0
+        failures, resent = 0, False
         with open(local, "rb") as fh:
             while offset < size:
                 fh.seek(offset)
@@ -255,6 +255,9 @@ class Client:
                 except ApiError as exc:
                     if exc.offset is not None and exc.code == "UploadOffsetError" and failures < self.retries:
                         offset, failures = exc.offset, failures + 1  # the server holds other bytes: go on from there
+                        continue
+                    if exc.status == 422 and exc.code == "UploadChecksumError" and not resent:
+                        resent, offset = True, 0  # the server dropped the file's bytes: send it once more
                         continue
                     if exc.status >= 500 and failures < self.retries:
                         failures += 1

@@ -59,7 +59,7 @@
   });
 
   async function sendFile(session, file, entry, sent) {
-    let offset = entry.received, failures = 0;
+    let offset = entry.received, failures = 0, resent = false;
     while (offset < entry.size) {
       const end = Math.min(entry.size, offset + chunk);
       try {
@@ -70,6 +70,9 @@
       } catch (err) {
         if (err.status === 409 && typeof err.offset === "number" && failures < RETRIES) {
           failures++; sent.bytes += err.offset - offset; offset = err.offset; continue;
+        }
+        if (err.status === 422 && !resent) {  // checksum differs: the server dropped the file; send it once more
+          resent = true; sent.bytes -= offset; offset = 0; continue;
         }
         if (err.status && err.status < 500) throw err;
         if (++failures > RETRIES) throw err;
