@@ -12,7 +12,7 @@ from dicomflow.catalog.models import Series
 from dicomflow.core.rules import CT_BODY_LUNGS, SeriesStatus
 from dicomflow.intake.services import import_paths
 from dicomflow.processing import services
-from dicomflow.processing.models import Job, JobStatus, Ruleset, SeriesState, Template
+from dicomflow.processing.models import Job, JobStatus, Ruleset, Template
 from dicomflow.testing.synth import PatientSpec, write_image_series
 
 pytestmark = pytest.mark.django_db

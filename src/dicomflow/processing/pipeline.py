@@ -20,7 +20,7 @@ from django.db import connection
 from dicomflow.core.rules import SeriesStatus, template_problems
 from dicomflow.errors import DeidentificationError, InputError, ProcessingError
 from dicomflow.processing import results, services
-from dicomflow.processing.models import Job, LogLevel, Result, ResultKind, SeriesState, Stage
+from dicomflow.processing.models import Job, LogLevel, Result, SeriesState, Stage
 
 
 def job_dir(job: Job) -> Path:
@@ -274,5 +274,3 @@ STAGES = {
     Stage.QUALITY_CONTROL.value: quality_control,
     Stage.EXPORTING.value: exporting,
 }
-
-__all__ = ["STAGES", "job_dir", "project_deid", "ResultKind"]
