@@ -23,7 +23,7 @@ from dicomflow.core.deid.values import IdentifyingValues
 
 _WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+")
 _ASCII_WORD = re.compile(r"[0-9A-Za-z]+")
-_UIDISH = re.compile(r"[0-9]+(?:\.[0-9]+)+")
+_NUMERIC = re.compile(r"[0-9][0-9./-]*")
 _DATE_FORMS = re.compile(r"(\d{4})[-./](\d{2})[-./](\d{2})|(\d{2})[-./](\d{2})[-./](\d{4})")
 RAW_MIN = 5
 BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
@@ -54,18 +54,24 @@ def _text_kinds(text: str, values: IdentifyingValues) -> list[str]:
     trimmed = {w[:-1] for w in words if len(w) >= 6} | {w[1:] for w in words if len(w) >= 6}
     if (words | trimmed) & values.tokens:
         kinds.append("name/id")
-    if values.dates:
-        # DA is 8 digits, DT up to 14 before its fraction; longer runs are UID components.
-        digits = {w[:8] for w in words if 8 <= len(w) <= 14 and w.isdigit()}
-        for m in _DATE_FORMS.finditer(text):
-            digits.add(m.group(1) + m.group(2) + m.group(3) if m.group(1) else m.group(6) + m.group(5) + m.group(4))
-        if digits & values.dates:
-            kinds.append("date")
-    if values.uids:
-        runs = set(_UIDISH.findall(text))
-        runs |= {r[1:] for r in runs} | {r[:-1] for r in runs} | {r[1:-1] for r in runs}
-        if runs & values.uids:
-            kinds.append("uid")
+    if values.dates or values.uids:
+        # One pass for everything numeric: runs of digits with . - / inside.
+        runs = {r.rstrip(".-/") for r in _NUMERIC.findall(text)}
+        if values.dates:
+            # DA is 8 digits, DT up to 14 before its fraction; longer runs are UID components.
+            digits = {w[:8] for w in words if 8 <= len(w) <= 14 and w.isdigit()}
+            for run in runs:
+                if len(run) == 10 and not run.isdigit():
+                    m = _DATE_FORMS.fullmatch(run)
+                    if m:
+                        digits.add(m.group(1) + m.group(2) + m.group(3) if m.group(1) else m.group(6) + m.group(5) + m.group(4))
+            if digits & values.dates:
+                kinds.append("date")
+        if values.uids:
+            uidish = {r for r in runs if "." in r}
+            uidish |= {r[1:] for r in uidish} | {r[:-1] for r in uidish} | {r[1:-1] for r in uidish}
+            if uidish & values.uids:
+                kinds.append("uid")
     if any(p in upper for p in values.phrases):
         kinds.append("text")
     return kinds
