@@ -191,3 +191,24 @@ def test_openapi_schema_is_valid_without_warnings(api, tmp_path):
     response = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     assert "/api/patients/" in response.json()["paths"]
+
+
+def test_instance_detail_and_study_rt_tree(api, imported):
+    from dicomflow.catalog.analysis import analyse_studies
+
+    rt = imported["rt"]
+    uid = rt.ct.sop_instance_uids[0]
+    detail = api.get(f"/api/instances/{uid}/").json()
+    assert detail["series_instance_uid"] == rt.ct.series_uid
+    assert detail["sha256"] == hashlib.sha256(rt.ct.paths[0].read_bytes()).hexdigest()
+
+    study = Study.objects.get(study_instance_uid=rt.study_uid)
+    assert api.get(f"/api/studies/{rt.study_uid}/rt-tree/").json()["analysed"] is False
+    analyse_studies([study.pk], workers=1)
+    tree = api.get(f"/api/studies/{rt.study_uid}/rt-tree/").json()
+    assert tree["analysed"] is True
+    nodes = {n["uid"]: n for n in tree["tree"]}
+    assert nodes[rt.rtstruct.series_uid]["references"] == [rt.ct.series_uid]
+    assert nodes[rt.approved_plan.series_uid]["approval_status"] == "APPROVED"
+    assert {c["uid"] for c in tree["checks"]} == set(nodes)
+    assert {a["uid"]: a["approval_status"] for a in tree["approval"]}[rt.unapproved_plan.series_uid] == "UNAPPROVED"
