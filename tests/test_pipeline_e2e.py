@@ -131,6 +131,9 @@ def test_ct_to_reidentified_rtstruct_on_folder_and_node(tmp_path, celery_worker_
     truth = phantom_masks(info)
     dice = 2 * (masks["Body"] & truth.body).sum() / (masks["Body"].sum() + truth.body.sum())
     assert dice >= 0.95
+    # re-identification and restyling keep the object valid
+    verdict = subprocess.run([require_tool("dciodvfy"), str(exported)], capture_output=True, text=True)
+    assert not [line for line in (verdict.stdout + verdict.stderr).splitlines() if line.startswith("Error")]
     # the DICOM node received the same re-identified object
     [stored] = list(received.iterdir())
     copy = pydicom.dcmread(stored)
