@@ -161,6 +161,20 @@ def _ascii(ds: Dataset, tag: int) -> str:
     return _text(ds, tag)
 
 
+def _little_endian_implicit(ds: Dataset) -> bool | None:
+    """True/False for implicit/explicit VR little endian (as read), None otherwise."""
+    meta = getattr(ds, "file_meta", None)
+    elem = meta._dict.get(0x00020010) if meta is not None else None
+    if elem is None:
+        return None
+    ts = str(elem.value.decode("ascii") if isinstance(elem.value, bytes) else elem.value).strip(" \x00")
+    if ts == "1.2.840.10008.1.2":
+        return True
+    if ts == "1.2.840.10008.1.2.1" or ts.startswith("1.2.840.10008.1.2.4") or ts == "1.2.840.10008.1.2.5":
+        return False
+    return None
+
+
 def _raw_key(ds: Dataset, tag: int):
     """A hashable stand-in for an element's value (its raw bytes when still raw)."""
     elem = ds._dict.get(tag)
@@ -287,7 +301,7 @@ class Deidentifier:
         }
         original_study_uid = _ascii(ds, 0x0020000D)
 
-        state = _State(out, sop_class, offset, pseudonym)
+        state = _State(out, sop_class, offset, pseudonym, _little_endian_implicit(ds))
         self._walk(ds, state, "normal")
         # Descriptors are cleaned last: by then every name part and ID of the object (wherever
         # it sits in tag order) has been collected.
@@ -390,6 +404,16 @@ class Deidentifier:
         else:  # any other action on a plain value: remove, the safe side
             del ds[tag]
             return
+        if st.encoding is not None and vr in STRING_VRS:
+            text = new if isinstance(new, str) else "\\".join(new) if isinstance(new, list) else None
+            if text is not None and text.isascii():
+                # Stored encoded, as if read from the file: the writer copies the bytes.
+                data = text.encode("ascii")
+                if len(data) % 2:
+                    data += b"\x00" if vr == "UI" else b" "
+                implicit = st.encoding
+                ds._dict[tag] = RawDataElement(tag, None if implicit else vr, len(data), data, 0, implicit, True, True, False)
+                return
         ds[tag] = DataElement(tag, vr, new)
 
     def _apply(self, ds: Dataset, tag: int, vr: str, action: str, column: str, st: _State, mode: str) -> None:
@@ -579,13 +603,16 @@ class Deidentifier:
 class _State:
     """Per-dataset working state of one walk."""
 
-    __slots__ = ("out", "sop_class", "offset", "pseudonym", "pending")
+    __slots__ = ("out", "sop_class", "offset", "pseudonym", "pending", "encoding")
 
-    def __init__(self, out: DeidOutcome, sop_class: str, offset: int, pseudonym: str):
+    def __init__(self, out: DeidOutcome, sop_class: str, offset: int, pseudonym: str, encoding: bool | None):
         self.out = out
         self.sop_class = sop_class
         self.offset = offset
         self.pseudonym = pseudonym
+        # True implicit VR / False explicit VR little endian: new plain values may be stored
+        # pre-encoded; None (big endian, no file meta): always through pydicom.
+        self.encoding = encoding
         self.pending: list[DataElement] = []  # text elements to clean once all words are known
 
     def note(self, tag: int, action: str, column: str, private: bool = False) -> None:
