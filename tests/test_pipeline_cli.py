@@ -71,3 +71,32 @@ def test_process_with_explicit_template_and_failures(tmp_path, home):
     assert json.loads(done.stdout) == {"error": done.stderr.strip().removeprefix("error: ")}
     for text in (done.stdout, done.stderr):
         assert PATIENT.patient_id not in text and "Cli^Carla" not in text
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DICOMFLOW_HOME": str(home), "DICOMFLOW_FSYNC": "never"}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "dicomflow.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_quality_control_from_the_command_line(tmp_path, home):
+    write_image_series(tmp_path / "in", patient=PATIENT, n_slices=12, rows=32, cols=32, seed="cli-qc")
+    out = tmp_path / "out"
+    done = _process(home, str(tmp_path / "in"), "--project", "CLI", "--out", str(out), "--require-qc")
+    assert done.returncode == 3, done.stderr
+    job = json.loads(done.stdout)["job"]
+    assert json.loads(done.stdout)["status"] == "waiting_qc" and not out.exists()
+    shown = json.loads(_cli(home, "jobs", "show", str(job), "--json").stdout)
+    assert {"name": "quality_control", "status": "waiting"} in [{k: s[k] for k in ("name", "status")}
+                                                                for s in shown["stages"]]
+    approved = _cli(home, "jobs", "approve", str(job), "--json")
+    assert approved.returncode == 0, approved.stderr
+    document = json.loads(approved.stdout)
+    assert document["status"] == "finished" and [Path(p).parent for p in document["results"]] == [out.resolve()]
+    log = json.loads(_cli(home, "jobs", "log", str(job), "--stage", "exporting", "--json").stdout)["entries"]
+    assert [e["message"] for e in log][-1] == "Exporting: done"
+    again = _cli(home, "jobs", "retry", str(job), "--json")
+    assert again.returncode == 1 and "only a failed job can be retried" in again.stderr
+    missing = _cli(home, "jobs", "show", "99999", "--json")
+    assert missing.returncode == 1 and "no job #99999" in missing.stderr

@@ -3,7 +3,11 @@
 Import → checks → rules (or the given template) → de-identify → process → verify → re-identify →
 export to DIR, through the same services the Celery worker runs (in this process, stage by stage;
 progress on stderr). Prints ``{"job", "status", "stages": [{"name", "status"}], "results": [paths]}``;
-exits 1 with the reason on stderr when the job failed.
+exits 1 with the reason on stderr when the job failed, 3 when it waits for quality control
+(``--require-qc``).
+
+``dicomflow jobs show|log|retry|cancel|approve|reject JOB`` look at and steer jobs; retry and
+approve run the released stages in this process.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dicomflow.commands._common import JSON_OPTION, emit, fail, setup_django
 
 def register(app: typer.Typer) -> None:
     app.command("process", help="Run the whole processing chain for a folder and export the results to DIR.")(process)
+    register_jobs(app)
 
 
 def process(
@@ -24,6 +29,7 @@ def process(
     template: str = typer.Option(None, "--template", help="Template name; default: the rules choose."),
     project: str = typer.Option(..., "--project", help="Project key whose keys de-identify the data."),
     out: Path = typer.Option(None, "--out", help="Folder the re-identified results are exported to."),
+    require_qc: bool = typer.Option(False, "--require-qc", help="Stop before export until 'dicomflow jobs approve'."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     if not path.exists():
@@ -35,7 +41,8 @@ def process(
 
     try:
         services.ensure_builtin_templates()
-        job = services.create_job(project_key=project, input_path=path, template_name=template, out_dir=out)
+        job = services.create_job(project_key=project, input_path=path, template_name=template, out_dir=out,
+                                  require_qc=require_qc)
     except DicomflowError as exc:
         fail(str(exc), as_json)
     stage = services.next_stage(job.pk)
@@ -51,6 +58,102 @@ def process(
     }
     human = f"job {job.pk}: {summary['status']}" + "".join(f"\n  {p}" for p in summary["results"])
     emit(document, as_json, human)
+    if summary["status"] == JobStatus.WAITING_QC:
+        typer.echo(f"job {job.pk} waits for quality control: 'dicomflow jobs approve {job.pk}' or 'reject'", err=True)
+        raise typer.Exit(3)
     if summary["status"] != JobStatus.FINISHED:
-        typer.echo(f"error: job {job.pk} {summary['status']}: {summary['error'] or 'waiting'}", err=True)
+        typer.echo(f"error: job {job.pk} {summary['status']}: {summary['error']}", err=True)
         raise typer.Exit(1)
+
+
+# --- dicomflow jobs ...: look at and steer processing jobs -------------------------------------------
+jobs_app = typer.Typer(help="Processing jobs: show, log, retry, cancel, quality control.", no_args_is_help=True)
+
+
+def register_jobs(app: typer.Typer) -> None:
+    app.add_typer(jobs_app, name="jobs")
+
+
+def _run(job_id: int, stage: str | None) -> None:
+    """Run what a command released, in this process (the same services the worker runs)."""
+    from dicomflow.processing import services
+
+    while stage:
+        stage = services.run_stage(job_id, stage)
+
+
+@jobs_app.command("show", help="A job's status, stages, results and error.")
+def jobs_show(job_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+    setup_django()
+    from dicomflow.processing import selectors
+    from dicomflow.processing.models import Job
+
+    try:
+        summary = selectors.job_summary(job_id)
+    except Job.DoesNotExist:
+        fail(f"no job #{job_id}", as_json)
+    stages = "\n".join(f"  {s['name']}: {s['status']}" + (f" ({s['error']})" if s["error"] else "")
+                       for s in summary["stages"])
+    emit(summary, as_json, f"job {job_id}: {summary['status']}\n{stages}")
+
+
+@jobs_app.command("log", help="A job's processing log (filter by level or stage).")
+def jobs_log(job_id: int = typer.Argument(...), level: str = typer.Option(None, "--level"),
+             stage: str = typer.Option(None, "--stage"), as_json: bool = JSON_OPTION) -> None:
+    setup_django()
+    from dicomflow.processing import selectors
+
+    entries = [{"time": e.time.isoformat(), "level": e.level, "stage": e.stage, "message": e.message}
+               for e in selectors.log_entries(job_id=job_id, level=level, stage=stage)]
+    emit({"entries": entries}, as_json,
+         "\n".join(f"{e['time']} {e['level']:7} {e['stage'] or '-':15} {e['message']}" for e in entries))
+
+
+def _steer(job_id: int, as_json: bool, action) -> None:
+    setup_django()
+    from dicomflow.errors import DicomflowError
+    from dicomflow.processing import selectors
+    from dicomflow.processing.models import Job, JobStatus
+
+    try:
+        _run(job_id, action())
+    except (DicomflowError, Job.DoesNotExist) as exc:
+        fail(str(exc) if isinstance(exc, DicomflowError) else f"no job #{job_id}", as_json)
+    summary = selectors.job_summary(job_id)
+    emit(summary, as_json, f"job {job_id}: {summary['status']}")
+    if summary["status"] == JobStatus.FAILED:
+        typer.echo(f"error: job {job_id} failed: {summary['error']}", err=True)
+        raise typer.Exit(1)
+
+
+@jobs_app.command("retry", help="Retry the failed stage of a job and run the rest here.")
+def jobs_retry(job_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+    setup_django()
+    from dicomflow.processing import services
+
+    _steer(job_id, as_json, lambda: services.retry_job(job_id))
+
+
+@jobs_app.command("cancel", help="Cancel a job (after its running stage, if one runs).")
+def jobs_cancel(job_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+    setup_django()
+    from dicomflow.processing import services
+
+    _steer(job_id, as_json, lambda: services.cancel_job(job_id) and None)
+
+
+@jobs_app.command("approve", help="Quality control: approve the result and export it.")
+def jobs_approve(job_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+    setup_django()
+    from dicomflow.processing import services
+
+    _steer(job_id, as_json, lambda: services.decide_quality_control(job_id, True))
+
+
+@jobs_app.command("reject", help="Quality control: reject the result (the job fails).")
+def jobs_reject(job_id: int = typer.Argument(...), reason: str = typer.Option("", "--reason"),
+                as_json: bool = JSON_OPTION) -> None:
+    setup_django()
+    from dicomflow.processing import services
+
+    _steer(job_id, as_json, lambda: services.decide_quality_control(job_id, False, reason=reason))
