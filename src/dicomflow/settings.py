@@ -155,6 +155,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dicomflow.intake.tasks.scan_watched_folders",
         "schedule": float(os.environ.get("DICOMFLOW_WATCH_INTERVAL_SECONDS", "60")),
     },
+    "fail-stale-processing-stages": {  # stages whose worker died become failed, hence retryable
+        "task": "dicomflow.processing.tasks.fail_stale_stages",
+        "schedule": 600.0,
+        "kwargs": {"older_than_seconds": float(os.environ.get("DICOMFLOW_STAGE_MAX_SECONDS", str(6 * 3600)))},
+    },
     "purge-stale-upload-sessions": {"task": "dicomflow.intake.tasks.purge_stale_upload_sessions", "schedule": 3600.0},
 }
 
