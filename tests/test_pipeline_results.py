@@ -219,3 +219,15 @@ def test_stale_running_stage_is_failed_and_can_be_retried(ct):
     assert job.status == JobStatus.FAILED and "did not finish within 3600 s" in job.error
     assert services.retry_job(job.pk) == "checking"
     assert services.run_job_inline(job.pk).status == JobStatus.FINISHED
+
+
+def test_project_row_options_drive_the_deidentification(ct):
+    from dicomflow.projects.models import Project
+
+    _, series = ct
+    Project.objects.create(key="RESPROJ", name="Results project", uid_root="1.2.826.0.1.3680043.10.543")
+    job = services.run_job_inline(services.create_job(project_key="RESPROJ", series_id=series.id).pk)
+    assert job.status == JobStatus.FINISHED, job.error
+    assert job.state["deid_series_uid"].startswith("1.2.826.0.1.3680043.10.543.")
+    other = services.run_job_inline(services.create_job(project_key="RES-NO-ROW", series_id=series.id).pk)
+    assert not other.state["deid_series_uid"].startswith("1.2.826.0.1.3680043.10.543.")
