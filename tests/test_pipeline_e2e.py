@@ -122,6 +122,9 @@ def test_ct_to_reidentified_rtstruct_on_folder_and_node(tmp_path, celery_worker_
     ds = pydicom.dcmread(exported)
     assert (ds.PatientID, str(ds.PatientName)) == (PATIENT.patient_id, PATIENT.name)
     assert ds.StudyInstanceUID == info.study_uid
+    original = pydicom.dcmread(info.paths[0], stop_before_pixels=True)
+    for keyword in ("StudyDate", "StudyTime", "AccessionNumber", "StudyID", "PatientBirthDate", "PatientSex"):
+        assert ds.get(keyword) == original.get(keyword), keyword  # the study's own values, not shifted ones
     referenced_series, referenced_instances = _references(ds)
     assert referenced_series == {info.series_uid}
     assert referenced_instances and referenced_instances <= set(info.sop_instance_uids)

@@ -218,8 +218,10 @@ def reidentifying(job: Job) -> None:
     original_series = rmap.uids.get(job.state["deid_series_uid"])
     out = _fresh(job_dir(job) / "results")
     template = job.template.core()
+    original = pydicom.dcmread(services.instance_paths(job.series_id)[0], stop_before_pixels=True)
     for row in Result.objects.filter(job=job):
-        path, renamed = results.reidentify(Path(row.deidentified_path), out, rmap, template.rois, original_series)
+        path, renamed = results.reidentify(Path(row.deidentified_path), out, rmap, template.rois, original_series,
+                                           original)
         Result.objects.filter(pk=row.pk).update(path=str(path), reidentified=True)
         renamed = [(a, b) for a, b in renamed if a != b]
         if renamed:

@@ -77,13 +77,32 @@ def _write_atomic(ds, target: Path) -> Path:
     return target
 
 
+# Patient and General Study attributes a result shares with the study it belongs to.
+SHARED_WITH_STUDY = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+    "StudyDate", "StudyTime", "StudyDescription", "ReferringPhysicianName", "AccessionNumber", "StudyID",
+)
+
+
 def reidentify(path: Path, out_dir: Path, rmap: ReverseMap, rois: Sequence[RoiStyle],
-               original_series_uid: str | None) -> tuple[Path, list[tuple[str, str]]]:
-    """Re-identify one verified result into ``out_dir``; returns its path and the ROI renames."""
+               original_series_uid: str | None, original_header=None) -> tuple[Path, list[tuple[str, str]]]:
+    """Re-identify one verified result into ``out_dir``; returns its path and the ROI renames.
+
+    After the reverse map, the Patient and Study attributes are taken from ``original_header`` (a
+    header of the series sent) when given: a processor copies the de-identified, date-shifted
+    study attributes but writes its own creation dates unshifted, so shifting the whole object back
+    would be wrong — the study's own values are right.
+    """
     from dicomflow.core.segmentation import apply_roi_styles
 
     ds = pydicom.dcmread(path)
     reidentify_dataset(ds, rmap)
+    if original_header is not None and str(ds.get("StudyInstanceUID", "")) == str(original_header.StudyInstanceUID):
+        for keyword in SHARED_WITH_STUDY:
+            if keyword in original_header:
+                ds[keyword] = original_header[keyword]
+            elif keyword in ds and keyword not in ("StudyInstanceUID",):
+                del ds[keyword]
     renamed = apply_roi_styles(ds, list(rois)) if str(ds.get("SOPClassUID", "")) == RT_STRUCTURE_SET and rois else []
     if original_series_uid and original_series_uid not in _refs(ds, "series"):
         raise ProcessingError(f"{path.name}: after re-identification the result does not reference the original "
