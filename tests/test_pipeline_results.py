@@ -231,3 +231,18 @@ def test_project_row_options_drive_the_deidentification(ct):
     assert job.state["deid_series_uid"].startswith("1.2.826.0.1.3680043.10.543.")
     other = services.run_job_inline(services.create_job(project_key="RES-NO-ROW", series_id=series.id).pk)
     assert not other.state["deid_series_uid"].startswith("1.2.826.0.1.3680043.10.543.")
+
+
+def test_job_uses_the_template_chosen_by_hand(ct):
+    from dicomflow.processing.models import Ruleset
+
+    _, series = ct
+    Ruleset.objects.filter(name="ct-images").update(enabled=False)
+    services.evaluate_series([series.id], override_manual=True)
+    assert SeriesState.objects.get(series=series).status == SeriesStatus.RULE_NOT_MATCHED.value
+    services.choose_template(series.id, CT_BODY_LUNGS)
+    job = services.create_job(project_key="RES", series_id=series.id)
+    assert job.template.name == CT_BODY_LUNGS
+    job = services.run_job_inline(job.pk)
+    assert job.status == JobStatus.FINISHED, job.error
+    assert SeriesState.objects.get(series=series).status == SeriesStatus.RESULT_RECEIVED.value  # no destination

@@ -111,6 +111,10 @@ def test_template_chosen_by_hand_is_checked_against_requirements(tmp_path, djang
     assert (state.status, state.template.name, state.chosen_by) == (SeriesStatus.RULE_MATCHED.value, CT_BODY_LUNGS,
                                                                      user)
     assert state.explanation["chosen_by_hand"] is True
+    [again] = services.evaluate_series([ct.id])  # a manual choice survives later evaluations ...
+    assert (again.status, again.template.name) == (SeriesStatus.RULE_MATCHED.value, CT_BODY_LUNGS)
+    [forced] = services.evaluate_series([ct.id], override_manual=True)  # ... unless asked to
+    assert forced.status == SeriesStatus.RULE_NOT_MATCHED.value and forced.chosen_by is None
     with pytest.raises(InputError, match="needs modality CT"):
         services.choose_template(mr.id, CT_BODY_LUNGS, user)
     with pytest.raises(InputError, match="no template named"):

@@ -34,7 +34,7 @@ class SeriesStateAdmin(admin.ModelAdmin):
     @admin.action(description="Evaluate the rules again")
     def evaluate(self, request, queryset):
         ids = list(queryset.values_list("series_id", flat=True))
-        tasks.evaluate_series.delay(ids)
+        tasks.evaluate_series.delay(ids, override_manual=True)
         self.message_user(request, f"rule evaluation queued for {len(ids)} series")
 
     def save_model(self, request, obj, form, change):

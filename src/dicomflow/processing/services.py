@@ -108,13 +108,21 @@ def set_series_status(series_id: int | None, status: SeriesStatus) -> None:
     SeriesState.objects.update_or_create(series_id=series_id, defaults={"status": status.value})
 
 
-def evaluate_series(series_ids: Iterable[int], job: Job | None = None) -> list[SeriesState]:
-    """Apply every enabled ruleset to each series; store status, template and explanation."""
+def evaluate_series(series_ids: Iterable[int], job: Job | None = None, *, override_manual: bool = False
+                    ) -> list[SeriesState]:
+    """Apply every enabled ruleset to each series; store status, template and explanation.
+
+    A template chosen by hand stays (its state is returned as it is) unless ``override_manual``.
+    """
     rows = list(Ruleset.objects.all())
     rulesets = [r.core() for r in rows]
     templates = {t.name: t for t in Template.objects.all()}
     states = []
     for series_id in series_ids:
+        existing = SeriesState.objects.filter(series_id=series_id).first()
+        if existing and not override_manual and (existing.explanation or {}).get("chosen_by_hand"):
+            states.append(existing)
+            continue
         try:
             context = series_context(series_id)
         except DicomflowError as exc:

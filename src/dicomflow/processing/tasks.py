@@ -13,9 +13,10 @@ from dicomflow.processing import services
 
 
 @app.task(name="dicomflow.processing.tasks.evaluate_series", acks_late=True)
-def evaluate_series(series_ids: list[int] | None = None) -> dict:
+def evaluate_series(series_ids: list[int] | None = None, override_manual: bool = False) -> dict:
     """Rules on the given series, or on every series without a processing state yet."""
-    states = services.evaluate_series(series_ids) if series_ids else services.evaluate_new_series()
+    states = (services.evaluate_series(series_ids, override_manual=override_manual) if series_ids
+              else services.evaluate_new_series())
     project = services.auto_project_key()
     if project:  # DICOMFLOW_AUTO_PROCESS_PROJECT: matched series go straight into processing
         for job in services.auto_start_jobs(states, project):
