@@ -95,6 +95,12 @@ def test_quality_control_reject_fails_the_job(tmp_path, ct):
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "lungs too small" in job.error
     assert JobStage.objects.get(job=job, name="exporting").status == "pending"
+    assert services.run_stage(job.pk, "quality_control") is None  # no message passes a review
+    # retry makes the result again and asks for a new review: nothing is exported unreviewed
+    assert services.retry_job(job.pk) == "processing"
+    job = services.run_job_inline(job.pk)
+    assert job.status == JobStatus.WAITING_QC
+    assert JobStage.objects.get(job=job, name="processing").attempts == 2
 
 
 def test_cancel_stops_the_job_and_stale_tasks_do_nothing(ct):

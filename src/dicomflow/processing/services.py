@@ -269,6 +269,8 @@ def run_stage(job_id: int, name: str) -> str | None:
     """Run one stage if it is pending; returns the next stage to run (None: stop here)."""
     from dicomflow.processing import pipeline
 
+    if name == Stage.QUALITY_CONTROL.value:
+        return None  # a person decides (decide_quality_control); no message may pass it
     if not _claim(job_id, name):
         return None
     job = Job.objects.get(pk=job_id)
@@ -356,6 +358,10 @@ def retry_job(job_id: int) -> str:
         stage = JobStage.objects.filter(job_id=job_id, status=StageStatus.FAILED).order_by("order").first()
         if stage is None:
             raise InputError(f"job #{job_id} has no failed stage")
+        if stage.name == Stage.QUALITY_CONTROL:  # a rejected result is made again, then reviewed again
+            JobStage.objects.filter(job_id=job_id, order__gte=STAGE_ORDER.index(Stage.PROCESSING.value)).exclude(
+                status=StageStatus.SKIPPED).update(status=StageStatus.PENDING, error="", done=0)
+            stage = JobStage.objects.get(job_id=job_id, name=Stage.PROCESSING)
         stage.status, stage.error, stage.done = StageStatus.PENDING, "", 0
         stage.save(update_fields=["status", "error", "done"])
         job.status, job.error, job.finished_at, job.cancel_requested = JobStatus.PENDING, "", None, False
