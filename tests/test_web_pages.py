@@ -96,7 +96,9 @@ def test_users_without_access_see_nothing(client, imported, django_user_model):
     rt, _ = imported
     charlie = django_user_model.objects.create_user("charlie", password="pw-charlie-1")
     client.force_login(charlie)
-    assert 'id="df-count-patients">0<' in client.get("/").content.decode()
+    home = client.get("/").content.decode()
+    assert 'id="df-count-patients">0<' in home
+    assert 'href="/upload/"' not in home and 'href="/imports/"' not in home  # no links to pages she may not open
     assert "WEB-1" not in client.get("/patients/").content.decode()
     assert client.get(f"/series/{rt.ct.series_uid}/").status_code == 404
     assert client.get(f"/studies/{rt.study_uid}/").status_code == 404
@@ -104,6 +106,7 @@ def test_users_without_access_see_nothing(client, imported, django_user_model):
     assert client.get("/upload/").status_code == 403
     charlie.user_permissions.add(Permission.objects.get(codename="add_uploadsession"))
     assert client.get("/upload/").status_code == 200
+    assert 'href="/upload/"' in client.get("/").content.decode()
 
 
 def test_api_token_page_creates_and_replaces_the_token(admin_client, admin_user):
