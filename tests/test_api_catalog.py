@@ -212,3 +212,18 @@ def test_instance_detail_and_study_rt_tree(api, imported):
     assert nodes[rt.approved_plan.series_uid]["approval_status"] == "APPROVED"
     assert {c["uid"] for c in tree["checks"]} == set(nodes)
     assert {a["uid"]: a["approval_status"] for a in tree["approval"]}[rt.unapproved_plan.series_uid] == "UNAPPROVED"
+
+
+def test_download_refuses_when_the_store_lost_a_file(api, imported):
+    from django.conf import settings
+
+    mr = imported["mr"]
+    inst = Instance.objects.filter(series__series_instance_uid=mr.series_uid).first()
+    (settings.STORE_DIR / inst.stored_path).unlink()
+    response = api.get(f"/api/series/{mr.series_uid}/download/")
+    assert response.status_code == 500
+    assert response.json() == {
+        "detail": "1 file(s) of this series are missing from the file store; an administrator should restore "
+                  "them or import the series again",
+        "code": "StorageError",
+    }

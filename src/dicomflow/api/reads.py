@@ -247,6 +247,18 @@ def member_name(instance: Instance) -> str:
     return os.path.basename(instance.stored_path) or f"{instance.sop_instance_uid}.dcm"
 
 
+def check_series_files(series: Series) -> None:
+    """Refuse before streaming if the store lacks any file of the series (a ZIP cut short is worse)."""
+    from dicomflow.errors import StorageError
+
+    store = settings.STORE_DIR
+    missing = sum(1 for p in Instance.objects.filter(series=series).values_list("stored_path", flat=True).iterator()
+                  if not os.path.isfile(store / p))
+    if missing:
+        raise StorageError(f"{missing} file(s) of this series are missing from the file store; "
+                           "an administrator should restore them or import the series again")
+
+
 def stream_series_zip(series: Series, chunk: int = 1024 * 1024) -> Iterator[bytes]:
     """The series' stored files as a ZIP (stored, not deflated: DICOM pixels barely compress), streamed.
 

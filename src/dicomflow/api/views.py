@@ -169,6 +169,7 @@ class SeriesViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
     def download(self, request, series_instance_uid=None):
         """The series' stored files as a ZIP (members ``<SOP Instance UID>.dcm``), streamed from the store."""
         series = get_object_or_404(access.series(request.user), series_instance_uid=series_instance_uid)
+        reads.check_series_files(series)
         response = StreamingHttpResponse(reads.stream_series_zip(series), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="series-{series.series_instance_uid}.zip"'
         return response
