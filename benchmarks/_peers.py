@@ -402,6 +402,7 @@ class MemoryTrace:
     times: list[float] = field(default_factory=list)
     tree_rss: list[int] = field(default_factory=list)
     tree_pss: list[int] = field(default_factory=list)  # shared pages counted once (forked workers)
+    processes: list[int] = field(default_factory=list)  # size of the tree at each sample
     max_process_rss: int = 0
     max_processes: int = 0
 
@@ -413,17 +414,29 @@ class MemoryTrace:
     def peak_tree_pss(self) -> int:
         return max(self.tree_pss, default=0)
 
+    def steady_start(self) -> int:
+        """Index of the first sample with the full process tree (start-up and pool fork done)."""
+        return next((i for i, n in enumerate(self.processes) if n == self.max_processes), 0)
+
     def quarter_peaks(self) -> list[int]:
-        """Peak tree RSS in each quarter of the run: flat memory means the later quarters do not grow."""
-        if not self.times:
+        """Peak tree RSS in each quarter of the steady part of the run (from :meth:`steady_start`).
+
+        Flat memory means the later quarters do not grow beyond the first.
+        """
+        start = self.steady_start()
+        times, rss = self.times[start:], self.tree_rss[start:]
+        if not times:
             return [0, 0, 0, 0]
-        t0, t1 = self.times[0], self.times[-1]
-        span = max(t1 - t0, 1e-9)
+        t0, span = times[0], max(times[-1] - times[0], 1e-9)
         peaks = [0, 0, 0, 0]
-        for t, rss in zip(self.times, self.tree_rss):
+        for t, value in zip(times, rss):
             q = min(3, int(4 * (t - t0) / span))
-            peaks[q] = max(peaks[q], rss)
+            peaks[q] = max(peaks[q], value)
         return peaks
+
+    def steady_seconds(self) -> float:
+        start = self.steady_start()
+        return self.times[-1] - self.times[start] if self.times else 0.0
 
 
 def run_sampling_memory(cmd: list[str], env: dict, interval: float = 0.05, timeout: float = 3600
@@ -452,6 +465,7 @@ def run_sampling_memory(cmd: list[str], env: dict, interval: float = 0.05, timeo
                 pss_total += getattr(info, "pss", info.rss)
                 trace.max_process_rss = max(trace.max_process_rss, info.rss)
             trace.max_processes = max(trace.max_processes, len(members))
+            trace.processes.append(len(members))
             trace.times.append(time.perf_counter())
             trace.tree_rss.append(total)
             trace.tree_pss.append(pss_total)

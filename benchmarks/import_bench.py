@@ -45,7 +45,7 @@ TARGETS = {
     "peak_rss_mb": 300.0,
     "rss_growth_mb": 50.0,
 }
-MIN_FLAT_SECONDS = 20.0  # a memory run shorter than this cannot show growth
+MIN_FLAT_SECONDS = 5.0  # a steady part shorter than this cannot show growth
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -320,9 +320,11 @@ class Bench:
             "peak_process_rss_mb": round(trace.max_process_rss / 2**20, 1),
             "processes": trace.max_processes,
             "quarter_peak_rss_mb": [round(q, 1) for q in quarters],
-            # flat = the last quarter does not exceed the second (start-up and pool fork are in the first);
-            # too short a run cannot tell
-            "rss_growth_mb": round(quarters[3] - quarters[1], 1) if elapsed >= MIN_FLAT_SECONDS else None,
+            # flat = over the steady part (full process tree), the last quarter's peak is not above the
+            # first's; a steady part too short to tell gives None
+            "steady_seconds": round(trace.steady_seconds(), 1),
+            "rss_growth_mb": (round(quarters[3] - quarters[0], 1)
+                              if trace.steady_seconds() >= MIN_FLAT_SECONDS else None),
             "samples": len(trace.tree_rss),
         }
 
@@ -385,7 +387,7 @@ def build_report(bench: Bench, memory: dict | None, memory_error: str | None, st
     target("peak_rss_mb", memory.get("peak_tree_rss_mb") if memory else None, TARGETS["peak_rss_mb"], False,
            what="peak RSS of the import process tree (MB)")
     target("rss_growth_mb", memory.get("rss_growth_mb") if memory else None, TARGETS["rss_growth_mb"], False,
-           what="RSS growth, last vs 2nd quarter of the run (MB)")
+           what="RSS growth, last vs first quarter, steady part (MB)")
     errors = {name: e["errors"] for name, e in r.items() if e.get("errors")}
     if memory_error:
         errors["memory"] = [memory_error]
