@@ -3,6 +3,7 @@ permissions (anonymous refused, per-project visibility), clear errors, a valid O
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import io
@@ -66,7 +67,7 @@ def test_token_basic_and_session_authentication(imported, admin_user, client):
     by_token = APIClient(HTTP_AUTHORIZATION=f"Token {token}")
     assert len(results(by_token.get("/api/patients/"))) == 2
     basic = APIClient()
-    basic.credentials(HTTP_AUTHORIZATION="Basic " + __import__("base64").b64encode(b"admin:password").decode())
+    basic.credentials(HTTP_AUTHORIZATION="Basic " + base64.b64encode(b"admin:password").decode())
     assert len(results(basic.get("/api/patients/"))) == 2
     client.force_login(admin_user)
     assert client.get("/api/patients/").status_code == 200
