@@ -11,9 +11,9 @@ import os
 import pytest
 
 from conftest import require_tool
-from dicomflow.catalog.models import SeriesCheck
+from dicomflow.catalog.models import Instance, SeriesCheck
 from dicomflow.intake.models import ImportRun, SourceKind, UploadSession
-from dicomflow.testing.synth import PatientSpec, write_rt_study
+from dicomflow.testing.synth import PatientSpec, write_image_series, write_rt_study
 from fixtures_celery import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,3 +127,49 @@ def test_folder_upload_result_and_series_page(page, live_server, admin_user, cel
     page.goto(f"{live_server.url}/patients/?q=BRW")
     assert "Browser^Bea" in page.inner_text("#df-patients")
     shot(page, "patients")
+
+
+def test_folder_upload_resumes_after_the_page_was_closed(page, live_server, admin_user, celery_worker_process,
+                                                         tmp_path):
+    folder = tmp_path / "scanner"
+    series = write_image_series(folder / "CT", PatientSpec("BRW-2", "Browser^Ben"), n_slices=12, rows=32, cols=32,
+                                seed="browser-resume")
+    page.goto(f"{live_server.url}/admin/login/?next=/upload/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#df-folder")
+
+    puts = []
+
+    def network_dies_after_five(route):
+        puts.append(route.request.url)
+        route.continue_() if len(puts) <= 5 else route.abort("internetdisconnected")
+
+    page.route("**/api/uploads/*/files/*/", network_dies_after_five)
+    page.set_input_files("#df-folder", str(folder))
+    page.click("#df-start")
+    for _ in range(300):  # route handlers run while Playwright waits, not while Python sleeps
+        if len(puts) > 5:
+            break
+        page.wait_for_timeout(100)
+    assert len(puts) > 5
+    page.unroute("**/api/uploads/*/files/*/")
+    page.reload()  # the tab is closed mid-upload: its JavaScript state is gone
+
+    session = UploadSession.objects.get(owner=admin_user)
+    done_before = session.upload_files.filter(complete=True).count()
+    assert session.status == "receiving" and 0 < done_before < 12
+
+    resent = []
+    page.route("**/api/uploads/*/files/*/", lambda route: (resent.append(route.request.url), route.continue_()))
+    page.set_input_files("#df-folder", str(folder))  # the same folder again
+    page.click("#df-start")
+    page.wait_for_selector("#df-result", state="visible", timeout=90_000)
+    assert page.get_attribute("#df-upload", "data-session") == str(session.pk)  # resumed, not started anew
+    assert UploadSession.objects.filter(owner=admin_user).count() == 1
+    assert len(resent) == 12 - done_before  # only the files the server did not have
+    assert page.inner_text("#df-r-new") == "12" and page.inner_text("#df-r-ignored") == "0"
+    assert sorted(series.sop_instance_uids) == sorted(
+        Instance.objects.filter(series__series_instance_uid=series.series_uid).values_list("sop_instance_uid", flat=True))
+    shot(page, "upload-resumed")

@@ -47,6 +47,23 @@
     return Array.from(new Uint8Array(digest)).map((b) => b.toString(16).padStart(2, "0")).join("");
   }
 
+  const nameOf = (f) => f.webkitRelativePath || f.name;
+  function fingerprint(list) {  // names, sizes and times of the chosen files (FNV-1a), to find an unfinished upload
+    let h = 0x811c9dc5;
+    const text = list.map((f) => nameOf(f) + "|" + f.size + "|" + f.lastModified).join("\n");
+    for (let i = 0; i < text.length; i++) { h ^= text.charCodeAt(i); h = Math.imul(h, 0x01000193) >>> 0; }
+    return list.length + "-" + h.toString(16);
+  }
+  async function unfinished(id) {  // the earlier session for these files, if it is still receiving them
+    if (!id) return null;
+    try {
+      const s = await call("GET", api + id + "/");
+      const same = s.status === "receiving" && s.files.length === files.length &&
+        s.files.every((f, i) => f.name === nameOf(files[i]) && f.size === files[i].size);
+      return same ? s : null;
+    } catch (e) { return null; }
+  }
+
   $("df-folder").addEventListener("change", (ev) => {
     files = Array.from(ev.target.files);
     const total = files.reduce((s, f) => s + f.size, 0);
@@ -90,16 +107,23 @@
     $("df-error").hidden = true;
     $("df-result").hidden = true;
     $("df-progress").hidden = false;
-    const declared = [];
-    for (let i = 0; i < files.length; i++) {
-      show("Preparing", "checksums " + (i + 1) + " / " + files.length, i / files.length);
-      const f = files[i];
-      declared.push({ name: f.webkitRelativePath || f.name, size: f.size, sha256: await sha256(f) });
+    const key = "dicomflow-upload:" + fingerprint(files);
+    let session = await unfinished(localStorage.getItem(key));
+    if (!session) {
+      const declared = [];
+      for (let i = 0; i < files.length; i++) {
+        show("Preparing", "checksums " + (i + 1) + " / " + files.length, i / files.length);
+        const f = files[i];
+        declared.push({ name: nameOf(f), size: f.size, sha256: await sha256(f) });
+      }
+      session = await call("POST", api, JSON.stringify({ files: declared, source: "browser" }),
+        { "Content-Type": "application/json" });
+      localStorage.setItem(key, session.id);  // the same folder chosen again resumes this session
     }
-    const session = await call("POST", api, JSON.stringify({ files: declared, source: "browser" }),
-      { "Content-Type": "application/json" });
-    const total = declared.reduce((s, f) => s + f.size, 0) || 1;
-    const sent = { bytes: 0, report() { show("Uploading", human(this.bytes) + " of " + human(total), this.bytes / total); } };
+    root.dataset.session = session.id;
+    const total = session.files.reduce((s, f) => s + f.size, 0) || 1;
+    const sent = { bytes: session.files.reduce((s, f) => s + f.received, 0),
+      report() { show("Uploading", human(this.bytes) + " of " + human(total), this.bytes / total); } };
     let next = 0;
     const workers = [];
     for (let w = 0; w < PARALLEL; w++) {
@@ -113,6 +137,7 @@
     await Promise.all(workers);
     show("Importing", "queued", 0);
     await call("POST", api + session.id + "/finalize/");
+    localStorage.removeItem(key);
     for (;;) {
       const state = await call("GET", api + session.id + "/?files=0");
       if (state.status === "completed") { show("Done", "", 1); result(state); return; }
