@@ -271,3 +271,14 @@ def test_reidentify_a_result_made_from_deidentified_data(two_runs):
     }
     assert refs and refs <= set(info.ct.sop_instance_uids)
     assert deid_rs.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == info.ct.frame_of_reference_uid
+
+
+def test_second_run_into_same_destination_merges(tmp_path):
+    synth.write_image_series(tmp_path / "a", patient=PATIENT, n_slices=3, rows=8, cols=8, seed=41)
+    key = ProjectKey("MERGE", b"g" * 32)
+    first = deidentify_folder(tmp_path / "a", tmp_path / "out", key, Options(), workers=1)
+    before = snapshot(tmp_path / "out")
+    second = deidentify_folder(tmp_path / "a", tmp_path / "out", key, Options(), workers=1)
+    assert first.files_out == second.files_out == 3
+    assert snapshot(tmp_path / "out") == before  # same files, same bytes, nothing duplicated
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [p.split("/")[0] for p in first.outputs][:1]

@@ -275,7 +275,7 @@ def deidentify_paths(
                 if progress:
                     progress(i, len(files))
         else:
-            size = max(4, min(64, len(files) // (workers * 4) or 1))
+            size = max(4, min(16, len(files) // (workers * 8) or 1))  # small chunks: even tail
             chunks = [([str(p) for p in files[i : i + size]], str(stage)) for i in range(0, len(files), size)]
             with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(key, options, subject_ids)) as pool:
                 for chunk_results in pool.map(_run_chunk, chunks):
@@ -325,10 +325,19 @@ def _collect(results: list[FileResult], report: JobReport) -> None:
 
 
 def _release(stage: Path, dst: Path, outputs: list[str]) -> None:
+    """Move the staged files into ``dst``: whole study folders when new, else file by file."""
+    studies: dict[str, list[str]] = {}
     for rel in outputs:
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage / rel, target)
+        studies.setdefault(rel.split("/", 1)[0], []).append(rel)
+    for study, rels in studies.items():
+        staged = stage / study
+        if not (dst / study).exists() and len(rels) == sum(len(f) for _, _, f in os.walk(staged)):
+            os.replace(staged, dst / study)  # one rename for the whole study
+            continue
+        for rel in rels:
+            target = dst / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / rel, target)
 
 
 def write_record(report: JobReport, directory: Path | str) -> tuple[Path, Path]:
