@@ -48,7 +48,8 @@ DEBUG = _env_bool("DICOMFLOW_DEBUG", False)
 ALLOWED_HOSTS = os.environ.get("DICOMFLOW_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Admin modules are discovered when the URLconf loads (web), not at every command's start-up.
+    "django.contrib.admin.apps.SimpleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -6,9 +6,11 @@ stdout; progress and logs go to stderr; exit 0 on success, non-zero with a clear
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -26,15 +28,38 @@ def setup_django(migrate: bool = True) -> None:
 
     django.setup()
     if migrate:
-        from django.db import connection
-        from django.db.migrations.executor import MigrationExecutor
-
-        executor = MigrationExecutor(connection)
-        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
-            from django.core.management import call_command
-
-            call_command("migrate", verbosity=0, interactive=False)
+        _migrate_if_behind()
     _django_ready = True
+
+
+def _schema_stamp() -> tuple[Path, str]:
+    """A stamp naming the database and every migration file: unchanged ⇒ the schema is current."""
+    from django.apps import apps
+    from django.conf import settings
+
+    names = [settings.DATABASES["default"]["ENGINE"], str(settings.DATABASES["default"].get("NAME"))]
+    for config in apps.get_app_configs():
+        folder = Path(config.path) / "migrations"
+        if folder.is_dir():
+            names += sorted(f"{config.label}/{n}" for n in os.listdir(folder) if n.endswith(".py"))
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+    return Path(settings.HOME) / ".schema-stamp", digest
+
+
+def _migrate_if_behind() -> None:
+    """Migrate when needed; the stamp spares every later command loading the migration graph."""
+    stamp, digest = _schema_stamp()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)
+    stamp.write_text(digest)
 
 
 def emit(document: Any, as_json: bool, human: str | None = None) -> None:

@@ -8,13 +8,18 @@ progress, error) and writes :class:`LogEntry` rows, which never hold identifying
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from dicomflow.core.rules import Ruleset as CoreRuleset
-from dicomflow.core.rules import SeriesStatus
-from dicomflow.core.rules import Template as CoreTemplate
+from dicomflow.core.rules.status import SeriesStatus
+
+if TYPE_CHECKING:  # the rule engine loads pydicom: import it where rules are used, not at start-up
+    from dicomflow.core.rules.model import Ruleset as CoreRuleset
+    from dicomflow.core.rules.model import Template as CoreTemplate
+
 from dicomflow.errors import RuleDefinitionError
 
 SERIES_STATUS_CHOICES = [(s.value, s.value.replace("_", " ").capitalize()) for s in SeriesStatus]
@@ -38,6 +43,8 @@ class Template(models.Model):
 
     def clean(self) -> None:
         try:
+            from dicomflow.core.rules.model import Template as CoreTemplate
+
             core = CoreTemplate.from_dict({**(self.definition or {}), "name": self.name})
         except RuleDefinitionError as exc:
             raise ValidationError({"definition": str(exc)}) from None
@@ -48,6 +55,8 @@ class Template(models.Model):
         super().save(*args, **kwargs)
 
     def core(self) -> CoreTemplate:
+        from dicomflow.core.rules.model import Template as CoreTemplate
+
         return CoreTemplate.from_dict({**self.definition, "name": self.name})
 
 
@@ -70,6 +79,8 @@ class Ruleset(models.Model):
 
     def clean(self) -> None:
         try:
+            from dicomflow.core.rules.model import Ruleset as CoreRuleset
+
             core = CoreRuleset.from_dict({**(self.definition or {}), "name": self.name, "enabled": self.enabled})
         except RuleDefinitionError as exc:
             raise ValidationError({"definition": str(exc)}) from None
@@ -80,6 +91,8 @@ class Ruleset(models.Model):
         super().save(*args, **kwargs)
 
     def core(self) -> CoreRuleset:
+        from dicomflow.core.rules.model import Ruleset as CoreRuleset
+
         return CoreRuleset.from_dict({**self.definition, "name": self.name, "enabled": self.enabled})
 
 

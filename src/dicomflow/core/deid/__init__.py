@@ -10,13 +10,39 @@ Public API (pure Python, no Django):
 - ``ReverseMap`` / ``reidentify_dataset(ds, reverse_map)`` — authorised re-identification.
 """
 
-from dicomflow.core.deid.engine import DeidOutcome, Deidentifier
-from dicomflow.core.deid.job import JobReport, deidentify_file, deidentify_folder, deidentify_paths, write_record
-from dicomflow.core.deid.keys import KeyStore, ProjectKey
-from dicomflow.core.deid.leak import Finding, scan_dataset, scan_file_bytes
-from dicomflow.core.deid.options import DEFAULT_OPTIONS, Options
-from dicomflow.core.deid.reidentify import ReverseMap, reidentify_dataset
-from dicomflow.core.deid.rtcheck import references_of, resolve_references
+
+# Exports load lazily (PEP 562): importing one light submodule (e.g. options) must not pull in
+# pydicom and the engine, which would slow every command's start-up.
+_EXPORTS = {
+    "DEFAULT_OPTIONS": "options",
+    "DeidOutcome": "engine",
+    "Deidentifier": "engine",
+    "Finding": "leak",
+    "JobReport": "job",
+    "KeyStore": "keys",
+    "Options": "options",
+    "ProjectKey": "keys",
+    "ReverseMap": "reidentify",
+    "deidentify_file": "job",
+    "deidentify_folder": "job",
+    "deidentify_paths": "job",
+    "references_of": "rtcheck",
+    "reidentify_dataset": "reidentify",
+    "resolve_references": "rtcheck",
+    "scan_dataset": "leak",
+    "scan_file_bytes": "leak",
+    "write_record": "job",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "DEFAULT_OPTIONS",

@@ -13,11 +13,10 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+if TYPE_CHECKING:  # pydicom is imported where it is used: plain images never need it (fastheader)
+    from pydicom.dataset import Dataset
 
 from dicomflow.core.dicom import sop
 from dicomflow.errors import DicomReadError, MissingAttributeError, NotDicomError
@@ -65,10 +64,12 @@ class InstanceHeader:
 
 
 def _str(ds: Dataset, keyword: str) -> str:
+    from pydicom.multival import MultiValue  # loaded already: a Dataset exists
+
     value = ds.get(keyword)
     if value is None or value == "":
         return ""
-    if isinstance(value, pydicom.multival.MultiValue):
+    if isinstance(value, MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value).strip()
 
@@ -90,11 +91,13 @@ def _float(ds: Dataset, keyword: str) -> float | None:
 
 
 def _floats(ds: Dataset, keyword: str) -> list[float] | None:
+    from pydicom.multival import MultiValue
+
     value = ds.get(keyword)
     if value in (None, ""):
         return None
     try:
-        return [float(v) for v in (value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value])]
+        return [float(v) for v in (value if isinstance(value, (list, MultiValue)) else [value])]
     except (TypeError, ValueError):
         return None
 
@@ -295,6 +298,9 @@ def read_header_pydicom(path: str | os.PathLike) -> InstanceHeader:
 
 
 def _read_pydicom(fp: BinaryIO, file_size: int) -> InstanceHeader:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     if file_size == 0:
         raise NotDicomError("empty file")
     try:

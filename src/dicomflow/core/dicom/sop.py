@@ -1,7 +1,5 @@
 """SOP classes dicomflow treats specially, and human names for any SOP class UID."""
 
-from pydicom.uid import UID
-
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -19,5 +17,7 @@ RT_PLAN_CLASSES = frozenset({RT_PLAN, RT_ION_PLAN})
 
 def sop_class_name(uid: str) -> str:
     """The standard's name of a SOP class (e.g. 'CT Image Storage'), or the UID itself if unknown."""
+    from pydicom.uid import UID  # lazily: commands that never name a SOP class start faster
+
     name = UID(uid).name
     return name or uid

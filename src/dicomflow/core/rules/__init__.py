@@ -12,33 +12,45 @@ ANY value matches (negated operators: when NO value matches). Attributes: keywor
 into sequences (:mod:`.attributes`). Masking of identifying values: :mod:`.privacy`.
 """
 
-from dicomflow.core.rules.builtin import (
-    CT_BODY_LUNGS,
-    builtin_templates,
-    default_rulesets,
-    load_rules_file,
-    parse_rules_document,
-)
-from dicomflow.core.rules.dryrun import DryRunReport, dry_run, find_series
-from dicomflow.core.rules.evaluate import (
-    SeriesContext,
-    SeriesEvaluation,
-    evaluate_ruleset,
-    evaluate_series,
-    template_problems,
-)
-from dicomflow.core.rules.model import (
-    GroupOperator,
-    RoiStyle,
-    Rule,
-    RuleGroup,
-    Ruleset,
-    SeriesRequirement,
-    Template,
-    clause_from_dict,
-)
-from dicomflow.core.rules.operators import Operator
-from dicomflow.core.rules.status import RULE_STATUSES, SeriesStatus
+
+# Exports load lazily (PEP 562): importing one light submodule (e.g. options) must not pull in
+# pydicom and the engine, which would slow every command's start-up.
+_EXPORTS = {
+    "CT_BODY_LUNGS": "builtin",
+    "DryRunReport": "dryrun",
+    "GroupOperator": "model",
+    "Operator": "operators",
+    "RULE_STATUSES": "status",
+    "RoiStyle": "model",
+    "Rule": "model",
+    "RuleGroup": "model",
+    "Ruleset": "model",
+    "SeriesContext": "evaluate",
+    "SeriesEvaluation": "evaluate",
+    "SeriesRequirement": "model",
+    "SeriesStatus": "status",
+    "Template": "model",
+    "builtin_templates": "builtin",
+    "clause_from_dict": "model",
+    "default_rulesets": "builtin",
+    "dry_run": "dryrun",
+    "evaluate_ruleset": "evaluate",
+    "evaluate_series": "evaluate",
+    "find_series": "dryrun",
+    "load_rules_file": "builtin",
+    "parse_rules_document": "builtin",
+    "template_problems": "evaluate",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "CT_BODY_LUNGS",
