@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # System tools the tests drive as real peers: DCMTK (storescu/storescp), dicom3tools (dciodvfy),
-# Debian's Chromium (browser tests). Installed with apt-get when missing and we are root.
+# Debian's Chromium (browser tests), Orthanc (benchmark peer). Installed with apt-get when missing and we are root.
 sysdeps:
 	@missing=""; \
 	command -v storescu >/dev/null || missing="$$missing dcmtk"; \
 	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
+	test -x /usr/sbin/Orthanc || missing="$$missing orthanc"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
