@@ -26,6 +26,7 @@ def import_command(
     for p in paths:
         if not p.exists():
             fail(f"no such file or folder: {p}", as_json)
+    ingestion = _start_ingestion_before_django(paths, workers, as_json)
     setup_django()
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -55,6 +56,7 @@ def import_command(
                 workers=workers or None,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 analyse=not analyse_now,  # queue it for the worker unless done here
+                ingestion=ingestion,
             )
             if analyse_now:
                 from dicomflow.catalog.analysis import analyse_studies
@@ -69,6 +71,33 @@ def import_command(
         f"{doc['patients']} patients, {doc['studies']} studies, {doc['series']} series"
     )
     emit(doc, as_json, human)
+
+
+def _start_ingestion_before_django(paths: list[Path], workers: int, as_json: bool):
+    """Fork the workers and start reading files first: Django's start-up then overlaps real work.
+
+    The workers need only the store's location (plain settings, no Django) and never touch the
+    database; the catalog side joins once Django is ready.
+    """
+    import os
+
+    from dicomflow import settings as conf  # the plain module: reading it sets nothing up
+    from dicomflow.core.archive import ArchiveLimits
+    from dicomflow.core.ingest import Ingestion
+    from dicomflow.core.store import FileStore
+    from dicomflow.errors import DicomflowError
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dicomflow.settings")
+    try:
+        return Ingestion(
+            paths,
+            conf.WORK_DIR,
+            ArchiveLimits.from_env(),
+            FileStore(conf.STORE_DIR, conf.DICOMFLOW_FSYNC),
+            max(1, workers or conf.DICOMFLOW_IMPORT_WORKERS),
+        )
+    except DicomflowError as exc:
+        fail(str(exc), as_json)
 
 
 def stats_command(as_json: bool = JSON_OPTION) -> None:

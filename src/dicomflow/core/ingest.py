@@ -6,8 +6,13 @@ writer turns into rows in batches.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from dicomflow.core.dicom.header import InstanceHeader, read_header, read_header_bytes
 from dicomflow.core.store import FileStore, StoreResult, relative_store_path
@@ -60,3 +65,65 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) ->
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
     return StoredFile(display_name, header, stored)
+
+
+# --- many files on many processes ------------------------------------------------------------------
+_worker_store: FileStore | None = None
+
+
+def _init_worker(store_root: str, fsync: str) -> None:
+    global _worker_store
+    _worker_store = FileStore(store_root, fsync)
+
+
+def _work(item: tuple[str, str]) -> StoredFile | IgnoredFile:
+    path, display = item
+    assert _worker_store is not None
+    return ingest_file(path, display, _worker_store)
+
+
+class Ingestion:
+    """Walk files, folders and archives and ingest every file, on ``workers`` processes.
+
+    Work starts at construction: the pool is forked and fed at once, so a caller can build this
+    *before* it sets up Django and the workers run while the catalog side starts (the CLI does:
+    start-up is then hidden behind the first files). Iterating yields each file's result; the
+    walk's refusals are in ``refused`` and ``seen`` counts every input once iteration is over.
+    Workers never touch the database: fork this where no database connection is open.
+    """
+
+    def __init__(self, paths, work_root, limits, store: FileStore, workers: int):
+        from dicomflow.core.archive import InputFile, iter_input_files
+
+        self.work_dir = Path(work_root) / f"import-{uuid.uuid4().hex}"
+        self.work_dir.mkdir(parents=True)
+        self.refused: list = []
+        self.seen = 0
+        self._store = store
+        self._source = iter_input_files([Path(p) for p in paths], self.work_dir, limits)
+        self._input_file = InputFile
+        self._pool = None
+        if workers > 1:
+            ctx = multiprocessing.get_context("fork")
+            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(store.root), store.fsync))
+            self._results = self._pool.imap_unordered(_work, self._inputs(), chunksize=8)
+        else:
+            self._results = (ingest_file(path, display, store) for path, display in self._inputs())
+
+    def _inputs(self) -> Iterator[tuple[str, str]]:
+        for entry in self._source:
+            self.seen += 1
+            if isinstance(entry, self._input_file):
+                yield (str(entry.path), entry.display_name)
+            else:
+                self.refused.append(entry)
+
+    def __iter__(self) -> Iterator[StoredFile | IgnoredFile]:
+        return iter(self._results)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        shutil.rmtree(self.work_dir, ignore_errors=True)

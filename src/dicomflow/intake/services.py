@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import shutil
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +19,9 @@ from django.db import connections
 from django.utils import timezone
 
 from dicomflow.catalog.services import CatalogWriter
-from dicomflow.core.archive import ArchiveLimits, InputFile, RefusedInput, iter_input_files
-from dicomflow.core.ingest import IgnoredFile, StoredFile, ingest_file
+from dicomflow.core.archive import ArchiveLimits
+from dicomflow.core.ingest import IgnoredFile, Ingestion, StoredFile
+from dicomflow.errors import InputError
 from dicomflow.core.store import FileStore
 from dicomflow.intake.models import ImportRun, SourceKind
 
@@ -62,45 +61,19 @@ def file_store() -> FileStore:
     return FileStore(settings.STORE_DIR, settings.DICOMFLOW_FSYNC)
 
 
-# --- worker side (no database) -------------------------------------------------------------------
-_worker_store: FileStore | None = None
-
-
-def _init_worker(store_root: str, fsync: str) -> None:
-    global _worker_store
-    _worker_store = FileStore(store_root, fsync)
-
-
-def _work(item: tuple[str, str]) -> StoredFile | IgnoredFile:
-    path, display = item
-    assert _worker_store is not None
-    return ingest_file(path, display, _worker_store)
-
-
-# --- orchestration ---------------------------------------------------------------------------------
-def _worker_count(requested: int | None) -> int:
+def worker_count(requested: int | None = None) -> int:
     count = requested or settings.DICOMFLOW_IMPORT_WORKERS
     if multiprocessing.current_process().daemon:
         return 1  # e.g. inside a Celery prefork child: daemons may not fork; Celery spreads tasks instead
     return max(1, count)
 
 
-class _Inputs:
-    """Splits the walk into files to ingest and refused inputs, counting as it goes."""
-
-    def __init__(self, paths: Iterable[str | os.PathLike], work_dir: Path, limits: ArchiveLimits):
-        self._source = iter_input_files([Path(p) for p in paths], work_dir, limits)
-        self.refused: list[RefusedInput] = []
-        self.seen = 0
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        for entry in self._source:
-            self.seen += 1
-            if isinstance(entry, RefusedInput):
-                self.refused.append(entry)
-                continue
-            assert isinstance(entry, InputFile)
-            yield (str(entry.path), entry.display_name)
+def start_ingestion(paths, workers: int | None = None, limits: ArchiveLimits | None = None) -> Ingestion:
+    """Start reading and storing files now (see ``Ingestion``); catalogue them with ``import_paths``."""
+    count = worker_count(workers)
+    if count > 1:
+        connections.close_all()  # forked workers must not inherit open database handles
+    return Ingestion(paths, settings.WORK_DIR, limits or ArchiveLimits.from_env(), file_store(), count)
 
 
 def import_paths(
@@ -113,17 +86,19 @@ def import_paths(
     limits: ArchiveLimits | None = None,
     project=None,
     analyse: bool = True,
+    ingestion: Ingestion | None = None,
 ) -> ImportReport:
     """Import files, folders and archives (also archives found inside folders) into the catalog.
 
     ``project`` (a research project) files the rows as that project's de-identified copy (staging).
     With ``analyse`` the touched studies are queued for analysis (RT edges, checks) on commit.
+    ``ingestion``: one already started for these paths (the CLI starts it before Django).
     """
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.exists():
-            from dicomflow.errors import InputError
-
+            if ingestion is not None:
+                ingestion.close()
             raise InputError(f"no such file or folder: {p}")
     store = file_store()
     report = ImportReport()
@@ -132,9 +107,7 @@ def import_paths(
     )
     report.import_run_id = run.id
     writer = CatalogWriter(store, received_from or f"{source_kind}", project=project)
-    work_dir = settings.WORK_DIR / f"import-{uuid.uuid4().hex}"
-    work_dir.mkdir(parents=True)
-    inputs = _Inputs(paths, work_dir, limits or ArchiveLimits.from_env())
+    inputs = ingestion or start_ingestion(paths, workers, limits)
     batch: list[StoredFile] = []
     batch_size = settings.DICOMFLOW_IMPORT_BATCH
     done = 0
@@ -161,20 +134,12 @@ def import_paths(
         if progress:
             progress(done, None)
 
-    n_workers = _worker_count(workers)
     try:
-        if n_workers == 1:
-            for path, display in inputs:
-                handle(ingest_file(path, display, store))
-        else:
-            connections.close_all()  # children must not inherit open database handles
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(n_workers, initializer=_init_worker, initargs=(str(store.root), store.fsync)) as pool:
-                for result in pool.imap_unordered(_work, inputs, chunksize=8):
-                    handle(result)
+        for result in inputs:
+            handle(result)
         flush()
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        inputs.close()
     report.ignored.extend({"path": r.display_name, "reason": r.reason} for r in inputs.refused)
     report.files_seen = inputs.seen
     run.files_seen = report.files_seen
