@@ -15,7 +15,7 @@ os.environ.setdefault("DICOMFLOW_FSYNC", "never")
 
 import pytest  # noqa: E402
 
-pytest_plugins = ["fixtures_celery"]  # the real Celery worker fixture (celery_worker_process)
+pytest_plugins = ["fixtures_celery", "fixtures_browser"]  # real Celery worker; real Chromium page
 
 
 def require_tool(name: str) -> str:

@@ -10,38 +10,19 @@ import os
 
 import pytest
 
-from conftest import require_tool
 from dicomflow.catalog.models import Instance, SeriesCheck
 from dicomflow.intake.models import ImportRun, SourceKind, UploadSession
 from dicomflow.testing.synth import PatientSpec, write_image_series, write_rt_study
 from fixtures_celery import wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 SHOTS = "/tmp"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def page(monkeypatch):
-    require_tool(CHROMIUM)
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM reads between browser steps
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1300, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
+def page(browser_page):
+    return browser_page
 
 
 def shot(page, name: str) -> None:

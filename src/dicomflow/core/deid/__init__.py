@@ -11,6 +11,8 @@ Public API (pure Python, no Django):
 """
 
 
+from dicomflow.core._lazy import lazy_exports
+
 # Exports load lazily (PEP 562): importing one light submodule (e.g. options) must not pull in
 # pydicom and the engine, which would slow every command's start-up.
 _EXPORTS = {
@@ -35,14 +37,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DEFAULT_OPTIONS",

@@ -13,6 +13,8 @@ into sequences (:mod:`.attributes`). Masking of identifying values: :mod:`.priva
 """
 
 
+from dicomflow.core._lazy import lazy_exports
+
 # Exports load lazily (PEP 562): importing one light submodule (e.g. options) must not pull in
 # pydicom and the engine, which would slow every command's start-up.
 _EXPORTS = {
@@ -43,14 +45,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CT_BODY_LUNGS",
