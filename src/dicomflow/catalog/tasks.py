@@ -7,7 +7,6 @@ from collections.abc import Iterable
 
 from django.db import OperationalError, transaction
 
-from dicomflow.catalog import analysis
 from dicomflow.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -22,6 +21,8 @@ log = logging.getLogger(__name__)
 )
 def analyse_studies(study_ids: list[int]) -> dict:
     """Rebuild the RT edges and check results of these studies (idempotent: results are replaced)."""
+    from dicomflow.catalog import analysis  # loaded by the worker only; senders stay light
+
     return analysis.analyse_studies(study_ids).as_dict()
 
 

@@ -9,24 +9,31 @@ from __future__ import annotations
 from django.db import transaction
 
 from dicomflow.celery_app import app
-from dicomflow.processing import services
+
+
+def _services():
+    """The service layer, loaded on first use: whoever only *sends* a task (the CLI after an import)
+    should not pay for importing the whole pipeline (processors, pydicom, numpy)."""
+    from dicomflow.processing import services
+
+    return services
 
 
 @app.task(name="dicomflow.processing.tasks.evaluate_series", acks_late=True)
 def evaluate_series(series_ids: list[int] | None = None, override_manual: bool = False) -> dict:
     """Rules on the given series, or on every series without a processing state yet."""
-    states = (services.evaluate_series(series_ids, override_manual=override_manual) if series_ids
-              else services.evaluate_new_series())
-    project = services.auto_project_key()
+    states = (_services().evaluate_series(series_ids, override_manual=override_manual) if series_ids
+              else _services().evaluate_new_series())
+    project = _services().auto_project_key()
     if project:  # DICOMFLOW_AUTO_PROCESS_PROJECT: matched series go straight into processing
-        for job in services.auto_start_jobs(states, project):
+        for job in _services().auto_start_jobs(states, project):
             start_job(job.pk)
     return {str(s.series_id): s.status for s in states}
 
 
 @app.task(name="dicomflow.processing.tasks.run_stage", acks_late=True)
 def run_stage(job_id: int, stage: str) -> str | None:
-    following = services.run_stage(job_id, stage)
+    following = _services().run_stage(job_id, stage)
     if following:
         dispatch(job_id, following)
     return following
@@ -35,7 +42,7 @@ def run_stage(job_id: int, stage: str) -> str | None:
 @app.task(name="dicomflow.processing.tasks.fail_stale_stages")
 def fail_stale_stages(older_than_seconds: float = 6 * 3600) -> list[int]:
     """For the beat schedule: fail stages whose worker died, so they can be retried."""
-    return services.fail_stale_stages(older_than_seconds)
+    return _services().fail_stale_stages(older_than_seconds)
 
 
 def dispatch(job_id: int, stage: str | None) -> None:
@@ -45,12 +52,12 @@ def dispatch(job_id: int, stage: str | None) -> None:
 
 
 def start_job(job_id: int) -> None:
-    dispatch(job_id, services.next_stage(job_id))
+    dispatch(job_id, _services().next_stage(job_id))
 
 
 def retry_job(job_id: int) -> None:
-    dispatch(job_id, services.retry_job(job_id))
+    dispatch(job_id, _services().retry_job(job_id))
 
 
 def decide_quality_control(job_id: int, approved: bool, user=None, reason: str = "") -> None:
-    dispatch(job_id, services.decide_quality_control(job_id, approved, user, reason))
+    dispatch(job_id, _services().decide_quality_control(job_id, approved, user, reason))
