@@ -21,8 +21,17 @@ class ProjectKeyField(serializers.CharField):
         return value.key if value is not None else None
 
 
-class PatientSerializer(serializers.ModelSerializer):
+class ProjectKeyMixin(serializers.Serializer):
+    """``project``: the key of the research project a row belongs to (null: the clinical pool)."""
+
     project = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_project(self, obj) -> str | None:
+        return obj.project.key if obj.project_id else None
+
+
+class PatientSerializer(ProjectKeyMixin, serializers.ModelSerializer):
     study_count = serializers.IntegerField(read_only=True, default=None)
 
     class Meta:
@@ -30,15 +39,10 @@ class PatientSerializer(serializers.ModelSerializer):
         fields = ["id", "patient_id", "issuer_of_patient_id", "patient_name", "birth_date", "sex", "project",
                   "study_count", "created_at"]
 
-    @extend_schema_field(OpenApiTypes.STR)
-    def get_project(self, obj) -> str | None:
-        return obj.project.key if obj.project_id else None
 
-
-class StudySerializer(serializers.ModelSerializer):
+class StudySerializer(ProjectKeyMixin, serializers.ModelSerializer):
     patient = serializers.IntegerField(source="patient_id", read_only=True)
     patient_id = serializers.CharField(source="patient.patient_id", read_only=True)
-    project = serializers.SerializerMethodField()
     series_count = serializers.IntegerField(read_only=True, default=None)
 
     class Meta:
@@ -46,15 +50,10 @@ class StudySerializer(serializers.ModelSerializer):
         fields = ["study_instance_uid", "patient", "patient_id", "study_date", "study_time", "study_id",
                   "accession_number", "description", "project", "series_count", "created_at"]
 
-    @extend_schema_field(OpenApiTypes.STR)
-    def get_project(self, obj) -> str | None:
-        return obj.project.key if obj.project_id else None
 
-
-class SeriesSerializer(serializers.ModelSerializer):
+class SeriesSerializer(ProjectKeyMixin, serializers.ModelSerializer):
     study_instance_uid = serializers.CharField(source="study.study_instance_uid", read_only=True)
     patient = serializers.IntegerField(source="study.patient_id", read_only=True)
-    project = serializers.SerializerMethodField()
     instance_count = serializers.IntegerField(read_only=True, default=None)
 
     class Meta:
@@ -62,10 +61,6 @@ class SeriesSerializer(serializers.ModelSerializer):
         fields = ["series_instance_uid", "study_instance_uid", "patient", "modality", "series_number",
                   "description", "series_date", "body_part_examined", "frame_of_reference_uid", "project",
                   "instance_count", "created_at"]
-
-    @extend_schema_field(OpenApiTypes.STR)
-    def get_project(self, obj) -> str | None:
-        return obj.project.key if obj.project_id else None
 
 
 class SeriesDetailSerializer(SeriesSerializer):

@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from dicomflow.progress import RunStatus
+
 
 class SourceKind(models.TextChoices):
     CLI = "cli", "Command line"
@@ -54,11 +56,7 @@ from django.conf import settings  # noqa: E402  (used by the models below)
 
 
 # --- ZIP uploads (admin) ----------------------------------------------------------------------------
-class UploadStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    IN_PROGRESS = "in_progress", "In progress"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
+UploadStatus = RunStatus  # the shared vocabulary of long jobs (dicomflow.progress)
 
 
 class UploadStage(models.TextChoices):

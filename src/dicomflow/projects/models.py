@@ -16,6 +16,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from dicomflow.core.deid.options import DEFAULT_OPTIONS, Options
+from dicomflow.progress import RunStatus
 
 # The key store's rule for project keys (file names): letters, digits, '_', '.', '-'.
 PROJECT_KEY_VALIDATOR = RegexValidator(
@@ -172,11 +173,7 @@ class UploadSlotLink(models.Model):
         ordering = ["slot_id", "linked_at", "id"]
 
 
-class StagingStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    IN_PROGRESS = "in_progress", "In progress"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
+StagingStatus = RunStatus  # the shared vocabulary of long jobs (dicomflow.progress)
 
 
 class StagingStage(models.TextChoices):
