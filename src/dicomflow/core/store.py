@@ -100,21 +100,7 @@ class FileStore:
 
     def store_stream(self, src: BinaryIO, relpath: str) -> StoreResult:
         """Copy ``src`` to ``relpath`` unless a file is there already; hash while copying."""
-        final = self.root / relpath
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = _temp_name(final.parent)
-        try:
-            with open(temp, "xb") as dst:
-                sha, size = _copy_hashing(src, dst)
-                if self.fsync == "always":
-                    dst.flush()
-                    os.fsync(dst.fileno())
-            return self._link_into_place(temp, final, relpath, sha, size)
-        except OSError as exc:
-            raise StorageError(f"cannot write to the store at {final.parent} ({exc.strerror or exc})") from None
-        finally:
-            if temp.exists():
-                temp.unlink()
+        return self._write_new(relpath, lambda dst: _copy_hashing(src, dst))
 
     def store_file(self, path: str | os.PathLike, relpath: str) -> StoreResult:
         """Copy a file into the store unless ``relpath`` exists; if it exists, only hash the source."""
@@ -128,36 +114,32 @@ class FileStore:
     def store_bytes(self, data: bytes, relpath: str) -> StoreResult:
         """Store an in-memory file unless ``relpath`` exists (then only hash it)."""
         sha = hashlib.sha256(data).hexdigest()
-        final = self.root / relpath
-        if final.exists():
+        if (self.root / relpath).exists():
             return StoreResult(relpath, sha, len(data), created=False)
+
+        def write(dst: BinaryIO) -> tuple[str, int]:
+            dst.write(data)
+            return sha, len(data)
+
+        return self._write_new(relpath, write)
+
+    def _write_new(self, relpath: str, write) -> StoreResult:
+        """Write a temp file beside ``relpath`` with ``write(dst) -> (sha, size)``, then link it in."""
+        final = self.root / relpath
         final.parent.mkdir(parents=True, exist_ok=True)
         temp = _temp_name(final.parent)
         try:
             with open(temp, "xb") as dst:
-                dst.write(data)
+                sha, size = write(dst)
                 if self.fsync == "always":
                     dst.flush()
                     os.fsync(dst.fileno())
-            return self._link_into_place(temp, final, relpath, sha, len(data))
+            return self._link_into_place(temp, final, relpath, sha, size)
         except OSError as exc:
             raise StorageError(f"cannot write to the store at {final.parent} ({exc.strerror or exc})") from None
         finally:
             if temp.exists():
                 temp.unlink()
-
-    def replace(self, path: str | os.PathLike, relpath: str) -> StoreResult:
-        """Atomically replace an *uncatalogued* file at relpath (an orphan left by a crash)."""
-        final = self.root / relpath
-        temp = _temp_name(final.parent)
-        try:
-            with open(path, "rb") as src, open(temp, "xb") as dst:
-                sha, size = _copy_hashing(src, dst)
-            os.replace(temp, final)
-        finally:
-            if temp.exists():
-                temp.unlink()
-        return StoreResult(relpath, sha, size, created=True)
 
     def adopt(self, path: str | os.PathLike, relpath: str) -> StoreResult:
         """Move a finished file (e.g. one a network receiver streamed to disk) to ``relpath``.
