@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dicomflow.core.dicom.header import InstanceHeader, read_header, read_header_bytes
 from dicomflow.core.store import FileStore, StoreResult, relative_store_path
-from dicomflow.errors import InputError, StorageError
+from dicomflow.errors import InputError
 
 
 @dataclass
@@ -58,10 +58,8 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) ->
         return IgnoredFile(display_name, str(exc))
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
-    try:
+    try:  # a StorageError (the store cannot be written) is not the file's fault: it propagates
         stored = store.store_file(path, store_path_for(header))
-    except StorageError:
-        raise
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
     return StoredFile(display_name, header, stored)
