@@ -64,18 +64,24 @@ def series(tmp_path):
     return synth.write_image_series(tmp_path / "ct", n_slices=8, rows=32, cols=32)
 
 
-@pytest.fixture
-def receiver(tmp_path):
-    """Factory: a running receiver on a free port, stopped (catalogue flushed) at teardown."""
+@pytest.fixture(params=[True, False], ids=["fast-path", "pynetdicom"])
+def receiver(request, tmp_path):
+    """Factory: a running receiver on a free port, stopped (catalogue flushed) at teardown.
+
+    Every test runs twice: with the receiver's own fast path for plain storage associations, and
+    with every association served by pynetdicom — the same assertions hold for both.
+    """
     from dicomflow.intake.network.scp import StorageSCP
 
     started = []
 
     def start(allow=(), aet=AET, **kw):
+        kw.setdefault("fast_path", request.param)
         scp = StorageSCP(aet, 0, list(allow), host="127.0.0.1", **kw).start()
         started.append(scp)
         return scp
 
+    start.fast_path = request.param
     yield start
     for scp in started:
         scp.stop(grace=5)
@@ -165,6 +171,8 @@ def test_storescu_series_lands_in_catalog_raw(series, receiver):
     assert run.finished_at is not None
     leftovers = [p for p in Path(settings.STORE_DIR).rglob("*") if p.is_file() and not p.name.endswith(".dcm")]
     assert leftovers == []
+    path = "fast" if receiver.fast_path else "pynetdicom"
+    assert scp.associations_by_path == {"fast": 0, "pynetdicom": 0, path: 1}
 
 
 @pytest.mark.django_db(transaction=True)

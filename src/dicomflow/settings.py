@@ -176,6 +176,9 @@ DICOMFLOW_WATCH_STABLE_MINUTES = float(os.environ.get("DICOMFLOW_WATCH_STABLE_MI
 DICOMFLOW_SCP_AET = os.environ.get("DICOMFLOW_SCP_AET", "DICOMFLOW")
 DICOMFLOW_SCP_PORT = int(os.environ.get("DICOMFLOW_SCP_PORT", "11112"))
 DICOMFLOW_SCP_ALLOW = [a for a in os.environ.get("DICOMFLOW_SCP_ALLOW", "").split(",") if a]
+# Plain storage associations are served by the receiver's own fast path (intake/network/fastpath.py);
+# 0 hands every association to pynetdicom (the fallback that serves everything else anyway).
+DICOMFLOW_SCP_FASTPATH = _env_bool("DICOMFLOW_SCP_FASTPATH", True)
 DICOMFLOW_WEB_PORT = int(os.environ.get("DICOMFLOW_WEB_PORT", "8000"))
 DICOMFLOW_STANDARD_DIR = os.environ.get("DICOMFLOW_STANDARD_DIR", "")
 

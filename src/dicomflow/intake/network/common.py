@@ -141,7 +141,18 @@ def _nodelay(sock: socket.socket) -> None:
 
 class NoDelayAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with Nagle's algorithm off on every accepted connection:
-    small PDUs (C-STORE responses) otherwise wait ~40 ms for the delayed ACK."""
+    small PDUs (C-STORE responses) otherwise wait ~40 ms for the delayed ACK.
+
+    ``fast_path(sock, address) -> bool``, when set, is offered each connection first (on its own
+    thread); it returns False, having consumed nothing, to leave the connection to pynetdicom.
+    """
+
+    fast_path = None
+
+    def finish_request(self, request, client_address):  # type: ignore[override]
+        if self.fast_path is not None and self.fast_path(request, client_address):
+            return
+        super().finish_request(request, client_address)
 
     def get_request(self):  # type: ignore[override]
         client, address = super().get_request()

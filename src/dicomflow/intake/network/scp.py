@@ -49,6 +49,7 @@ from dicomflow.core.dicom.header import read_header
 from dicomflow.core.ingest import StoredFile, store_path_for
 from dicomflow.core.store import FileStore, StoreResult, sha256_of
 from dicomflow.errors import ConfigurationError, InputError, StorageError
+from dicomflow.intake.network import fastpath
 from dicomflow.intake.network.common import Allowlist, NoDelayAE, NoDelayAssociationServer, check_ae_title
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,7 @@ class StorageSCP:
         flush_interval: float = 0.5,
         temp_dir: str | os.PathLike | None = None,
         max_pdu: int = MAX_PDU,
+        fast_path: bool | None = None,
     ):
         from django.conf import settings
 
@@ -282,6 +284,9 @@ class StorageSCP:
         self.temp_dir = Path(temp_dir) if temp_dir else None
         self.batcher = CatalogBatcher(self.store, batch_size or settings.DICOMFLOW_IMPORT_BATCH, flush_interval)
         self.max_pdu = max_pdu
+        self.fast_path = settings.DICOMFLOW_SCP_FASTPATH if fast_path is None else fast_path
+        self._fast_sessions: set = set()
+        self.associations_by_path = {"fast": 0, "pynetdicom": 0}  # requests each path took (tests, monitoring)
         self._keys = itertools.count(1)
         self._assoc_keys: dict[object, tuple[int, str]] = {}
         self._lock = threading.Lock()
@@ -328,6 +333,7 @@ class StorageSCP:
                 evt_handlers=handlers,
                 server_class=NoDelayAssociationServer,
             )
+            self._server.fast_path = self._serve_fast
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {self.host}:{self.requested_port} ({exc.strerror or exc}); "
@@ -351,11 +357,18 @@ class StorageSCP:
             return
         self._server.shutdown()  # no new associations; also removes it from ae._servers
         deadline = time.monotonic() + grace
-        while self.ae.active_associations and time.monotonic() < deadline:
+        while (self.ae.active_associations or self._fast_sessions) and time.monotonic() < deadline:
             time.sleep(0.05)
         for assoc in self.ae.active_associations:
             log.warning("receiver: aborting an association still running at shutdown")
             assoc.abort()
+        with self._lock:
+            running = list(self._fast_sessions)
+        for session in running:
+            log.warning("receiver: aborting an association still running at shutdown")
+            session.abort()
+        while self._fast_sessions and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
         if self._thread is not None:
             self._thread.join(5)
         self.batcher.stop()
@@ -375,6 +388,8 @@ class StorageSCP:
     def _on_requested(self, event) -> None:
         """Reject at association time: wrong called AE title, or calling AET@host not allowed."""
         assoc = event.assoc
+        with self._lock:
+            self.associations_by_path["pynetdicom"] += 1
         try:
             request = assoc.requestor.primitive
             called = (request.called_ae_title or "").strip()
@@ -410,6 +425,7 @@ class StorageSCP:
             self.batcher.close_run(known[0])
 
     def _on_store(self, event) -> int:
+        """pynetdicom's C-STORE event: the data set was streamed to ``event.dataset_path``."""
         key, source = self._key(event.assoc)
         display = f"c-store message {event.request.MessageID}"
         try:
@@ -418,6 +434,10 @@ class StorageSCP:
             log.error("receiver: C-STORE data set was not streamed to disk; refusing it")
             self.batcher.ignored(key, source, display, "receiver misconfigured (data set not streamed)")
             return STATUS_OUT_OF_RESOURCES
+        return self._take_data_set(key, source, Path(path), display)
+
+    def _take_data_set(self, key: int, source: str, path: Path, display: str) -> int:
+        """Both receive paths end here: read the header, move the file into the store, queue its row."""
         try:
             header = read_header(path)
         except InputError as exc:
@@ -434,6 +454,63 @@ class StorageSCP:
         self.batcher.stored(key, source, StoredFile(display, header, stored))
         return STATUS_SUCCESS
 
+    # --- the fast path (fastpath.py): plain storage associations, served without pynetdicom's reactor ----
+    def _serve_fast(self, sock, address) -> bool:
+        """Serve this connection on the fast path if it qualifies; False leaves it to pynetdicom."""
+        if not (self.fast_path and fastpath.is_plain_socket(sock)):
+            return False
+        raw = fastpath.peek_request(sock, self.ae.acse_timeout or 30)
+        if raw is None:
+            return False
+        host = str(address[0])
+        with self._lock:
+            if len(self._fast_sessions) + len(self.ae.active_associations) >= self.ae.maximum_associations:
+                return False  # pynetdicom sends the "local limit exceeded" rejection
+        negotiated = fastpath.negotiate(
+            raw,
+            our_aet=self.aet,
+            address=host,
+            allows=self.allowlist.allows,
+            supported_contexts=self.ae.supported_contexts,
+            max_pdu=self.max_pdu,
+            implementation_uid=self.ae.implementation_class_uid,
+            implementation_version=self.ae.implementation_version_name or "",
+        )
+        if negotiated is None:
+            return False
+        key, source = next(self._keys), f"{negotiated.calling_aet}@{host}"
+
+        def on_data_set(path: Path, sop_class: str, sop_instance: str, message_id: int) -> int:
+            return self._take_data_set(key, source, path, f"c-store message {message_id}")
+
+        session = fastpath.StoreSession(
+            sock, negotiated, on_data_set,
+            temp_dir=self._incoming_dir(), max_pdu=self.max_pdu, timeout=self.ae.network_timeout or 60,
+        )
+        with self._lock:
+            self._fast_sessions.add(session)
+            self.associations_by_path["fast"] += 1
+        try:
+            session.run()
+        finally:
+            with self._lock:
+                self._fast_sessions.discard(session)
+            self.batcher.close_run(key)
+            try:
+                sock.close()
+            except OSError:
+                pass
+        return True
+
+    def _incoming_dir(self) -> Path:
+        """Where the fast path streams data sets: the receiver's temp dir, else ``$DICOMFLOW_HOME/work``."""
+        if self.temp_dir is not None:
+            return self.temp_dir
+        from django.conf import settings
+
+        incoming = Path(settings.WORK_DIR) / "scp-incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        return incoming
 
     def _same_as_stored(self, path: Path, relpath: str) -> StoreResult | None:
         """A re-sent instance whose data set equals the stored file's, whatever their File Meta.
