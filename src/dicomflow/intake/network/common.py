@@ -148,6 +148,10 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     """
 
     fast_path = None
+    # shutdown() must not wait for connection threads: a fast-path association runs on its own
+    # thread until it ends, and the receiver's stop() gives those a grace period, then aborts them.
+    block_on_close = False
+    daemon_threads = True
 
     def finish_request(self, request, client_address):  # type: ignore[override]
         if self.fast_path is not None and self.fast_path(request, client_address):
