@@ -121,6 +121,15 @@ def test_echo_response_is_encoded_as_pynetdicom_encodes_it():
     assert b"".join(_pdata_bytes(message, 1)) == fastpath.command_pdus(1, ours, 16384)
 
 
+@pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.826.0.1.3680043.8.498.1234567890123456789012345"])
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"])
+def test_file_meta_is_encoded_as_pynetdicom_writes_it(instance, syntax):
+    for sop_class in (CTImageStorage, "1.2.840.10008.5.1.4.1.1.481.3"):  # even and odd lengths
+        assert fastpath.file_meta_bytes(sop_class, instance, syntax) == fastpath.file_meta_bytes_pydicom(
+            sop_class, instance, syntax
+        )
+
+
 # --- real receivers ------------------------------------------------------------------------------------
 @pytest.fixture
 def series(tmp_path):

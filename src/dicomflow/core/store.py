@@ -141,17 +141,18 @@ class FileStore:
             if temp.exists():
                 temp.unlink()
 
-    def adopt(self, path: str | os.PathLike, relpath: str) -> StoreResult:
+    def adopt(self, path: str | os.PathLike, relpath: str, digest: tuple[str, int] | None = None) -> StoreResult:
         """Move a finished file (e.g. one a network receiver streamed to disk) to ``relpath``.
 
         Same semantics as :meth:`store_file` — never overwrites, ``created=False`` if the name is
         taken — but without copying when ``path`` is on the store's file system (hard link, then
         unlink). ``path`` is consumed on success either way; on a StorageError it is left alone.
+        ``digest`` is ``(sha256, size)`` when the caller hashed the bytes as it wrote them.
         """
         source = Path(path)
         final = self.root / relpath
         try:
-            sha, size = sha256_of(source)
+            sha, size = digest or sha256_of(source)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(source, 0o666 & ~_umask())  # temp files are often 0600; match store_stream's files
             if self.fsync == "always":

@@ -27,6 +27,7 @@ What it does not do is left to pynetdicom, which stays the fallback and the test
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import logging
@@ -262,15 +263,28 @@ def negotiate(
 
 
 # --- the established association ------------------------------------------------------------------
-#: ``(path, sop_class, sop_instance, message_id) -> DIMSE status``; called with a complete file
-#: (preamble, File Meta, data set) that the handler moves into the store or leaves to be deleted.
-DataSetHandler = Callable[[Path, str, str, int], int]
+@dataclass
+class ReceivedDataSet:
+    """A complete received file (preamble, File Meta, data set), handed over before the response."""
 
+    path: Path
+    sop_class: str
+    sop_instance: str
+    message_id: int
+    head: bytes  # the first bytes of the file: the header is parsed from memory when it fits
+    size: int
+    sha256: str  # of the whole file, computed while it was written
+
+
+#: Moves the file into the store (or leaves it to be deleted) and returns the DIMSE status.
+DataSetHandler = Callable[[ReceivedDataSet], int]
+
+HEAD_BYTES = 64 * 1024  # enough for the header of a plain image; RT objects are re-read from the file
 _file_numbers = itertools.count(1)
 
 
-def file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
-    """Preamble, ``DICM`` and the File Meta Information exactly as pynetdicom writes them."""
+def file_meta_bytes_pydicom(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """Preamble, ``DICM`` and File Meta exactly as pynetdicom writes them (the oracle of the next)."""
     from pydicom.uid import UID
     from pynetdicom.dsutils import create_file_meta, write_file_meta_info
 
@@ -283,6 +297,29 @@ def file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str) -> 
         ),
     )
     return buffer.getvalue()
+
+
+def _meta_short(element: int, vr: bytes, raw: bytes, pad: bytes) -> bytes:
+    if len(raw) % 2:
+        raw += pad
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(raw)) + raw
+
+
+def file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """The same bytes as :func:`file_meta_bytes_pydicom`, encoded by hand: ~100× cheaper per file."""
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+    body = b"".join(
+        (
+            struct.pack("<HH2sHI", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",
+            _meta_short(0x0002, b"UI", sop_class.encode("ascii"), b"\x00"),
+            _meta_short(0x0003, b"UI", sop_instance.encode("ascii"), b"\x00"),
+            _meta_short(0x0010, b"UI", transfer_syntax.encode("ascii"), b"\x00"),
+            _meta_short(0x0012, b"UI", str(PYNETDICOM_IMPLEMENTATION_UID).encode("ascii"), b"\x00"),
+            _meta_short(0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii"), b" "),
+        )
+    )
+    return b"\x00" * 128 + b"DICM" + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
 
 
 class StoreSession:
@@ -309,6 +346,9 @@ class StoreSession:
         self._pending: dict[int, bytes] | None = None  # C-STORE command waiting for its data set
         self._file = None
         self._path: Path | None = None
+        self._head = bytearray()
+        self._digest = None
+        self._size = 0
         self.stored = 0  # C-STORE responses sent (any status)
         self.ended = "closed"  # how it ended: released / aborted by peer / aborted / closed
 
@@ -351,6 +391,12 @@ class StoreSession:
         except (OSError, ConnectionError) as exc:  # timeout, reset, closed: nothing to answer
             log.warning("receiver: association from %s ended: %s", self.cx.calling_aet, exc.__class__.__name__)
             self.ended = "closed"
+        except Exception as exc:  # a bug of ours: the peer hears an A-ABORT, the receiver goes on
+            log.error("receiver: aborting an association from %s after an internal error (%s)",
+                      self.cx.calling_aet, exc.__class__.__name__)
+            log.debug("receiver: internal error", exc_info=True)
+            self.ended = "aborted"
+            self._send_quietly(abort_pdu(2, 0))
         finally:
             self._discard_partial()
 
@@ -427,7 +473,11 @@ class StoreSession:
         self._command_cx = context_id
         self._path = self.temp_dir / f"fast-{os.getpid()}-{next(_file_numbers)}.part"
         self._file = open(self._path, "xb")
-        self._file.write(file_meta_bytes(sop_class, sop_instance, self.cx.transfer_syntaxes[context_id]))
+        meta = file_meta_bytes(sop_class, sop_instance, self.cx.transfer_syntaxes[context_id])
+        self._file.write(meta)
+        self._head = bytearray(meta)
+        self._digest = hashlib.sha256(meta)
+        self._size = len(meta)
 
     def _data_fragment(self, context_id: int, value: memoryview, last: bool) -> None:
         if self._pending is None or self._file is None:
@@ -435,6 +485,10 @@ class StoreSession:
         if context_id != self._command_cx:
             raise ProtocolError("data set on another presentation context than its command")
         self._file.write(value)
+        self._digest.update(value)  # type: ignore[union-attr]
+        self._size += len(value)
+        if len(self._head) < HEAD_BYTES:
+            self._head += value[: HEAD_BYTES - len(self._head)]
         if last:
             self._finish_data_set(context_id)
 
@@ -446,8 +500,13 @@ class StoreSession:
         sop_class = command_uid(command, TAG_AFFECTED_SOP_CLASS)
         sop_instance = command_uid(command, TAG_AFFECTED_SOP_INSTANCE)
         message_id = command_uint16(command, TAG_MESSAGE_ID)
+        received = ReceivedDataSet(
+            path, sop_class, sop_instance, message_id, bytes(self._head), self._size,
+            self._digest.hexdigest(),  # type: ignore[union-attr]
+        )
+        self._head, self._digest = bytearray(), None
         try:
-            status = self.on_data_set(path, sop_class, sop_instance, message_id)
+            status = self.on_data_set(received)
         finally:
             path.unlink(missing_ok=True)  # moved into the store (a link) or refused: the temp name goes
         self.stored += 1

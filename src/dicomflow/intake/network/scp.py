@@ -45,6 +45,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _c
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomflow.core.dicom.fastheader import parse_plain_image_header
 from dicomflow.core.dicom.header import read_header
 from dicomflow.core.ingest import StoredFile, store_path_for
 from dicomflow.core.store import FileStore, StoreResult, sha256_of
@@ -436,17 +437,25 @@ class StorageSCP:
             return STATUS_OUT_OF_RESOURCES
         return self._take_data_set(key, source, Path(path), display)
 
-    def _take_data_set(self, key: int, source: str, path: Path, display: str) -> int:
-        """Both receive paths end here: read the header, move the file into the store, queue its row."""
+    def _take_data_set(
+        self, key: int, source: str, path: Path, display: str, *, head: bytes | None = None,
+        digest: tuple[str, int] | None = None,
+    ) -> int:
+        """Both receive paths end here: read the header, move the file into the store, queue its row.
+
+        The fast path passes the file's first bytes (a plain image's header is parsed from them
+        without opening the file again) and its sha256/size, computed while it was written.
+        """
         try:
-            header = read_header(path)
+            fast = parse_plain_image_header(head, digest[1]) if head is not None and digest else None
+            header = fast or read_header(path)
         except InputError as exc:
             log.warning("receiver: refused a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, str(exc))
             return STATUS_CANNOT_UNDERSTAND
         relpath = store_path_for(header)
         try:
-            stored = self._same_as_stored(path, relpath) or self.store.adopt(path, relpath)
+            stored = self._same_as_stored(path, relpath) or self.store.adopt(path, relpath, digest=digest)
         except StorageError as exc:
             log.error("receiver: could not store a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, "could not be stored (out of resources)")
@@ -480,8 +489,11 @@ class StorageSCP:
             return False
         key, source = next(self._keys), f"{negotiated.calling_aet}@{host}"
 
-        def on_data_set(path: Path, sop_class: str, sop_instance: str, message_id: int) -> int:
-            return self._take_data_set(key, source, path, f"c-store message {message_id}")
+        def on_data_set(received: fastpath.ReceivedDataSet) -> int:
+            return self._take_data_set(
+                key, source, received.path, f"c-store message {received.message_id}",
+                head=received.head, digest=(received.sha256, received.size),
+            )
 
         session = fastpath.StoreSession(
             sock, negotiated, on_data_set,
