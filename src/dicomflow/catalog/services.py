@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from dicomflow.catalog.models import (
     ROI,
@@ -25,9 +26,21 @@ from dicomflow.catalog.models import (
     Series,
     Study,
 )
+from dicomflow.catalog.bulk import insert_rows
 from dicomflow.core.dicom.header import InstanceHeader
 from dicomflow.core.ingest import StoredFile
 from dicomflow.core.store import FileStore, sha256_of
+
+
+#: Instance columns written per new file (``insert_rows``: one statement for the whole batch).
+_INSTANCE_FIELDS = (
+    "series_id", "sop_class_uid", "sop_instance_uid", "instance_number", "transfer_syntax_uid", "sha256", "size",
+    "stored_path", "received_from", "received_at",
+)
+#: ImageInformation columns with the model's defaults, for header dicts that leave one out.
+_IMAGE_DEFAULTS = tuple(
+    (f.name, f.get_default()) for f in ImageInformation._meta.concrete_fields if f.name not in ("id", "instance")
+)
 
 
 def parse_da(value: str) -> dt.date | None:
@@ -227,36 +240,43 @@ class CatalogWriter:
         self._ensure_patients(headers)
         self._ensure_studies(headers)
         self._ensure_series(headers)
-        rows = [
-            Instance(
-                series_id=self._series[i.header.series_instance_uid],
-                sop_class_uid=i.header.sop_class_uid[:64],
-                sop_instance_uid=i.header.sop_instance_uid,
-                instance_number=i.header.instance_number,
-                transfer_syntax_uid=i.header.transfer_syntax_uid[:64],
-                sha256=i.stored.sha256,
-                size=i.stored.size,
-                stored_path=i.stored.relpath,
-                received_from=self.received_from,
+        now = timezone.now()
+        values = [
+            (
+                self._series[i.header.series_instance_uid],
+                i.header.sop_class_uid[:64],
+                i.header.sop_instance_uid,
+                i.header.instance_number,
+                i.header.transfer_syntax_uid[:64],
+                i.stored.sha256,
+                i.stored.size,
+                i.stored.relpath,
+                self.received_from,
+                now,
             )
             for i in items
         ]
         try:
             with transaction.atomic():
-                Instance.objects.bulk_create(rows)
+                insert_rows(Instance, _INSTANCE_FIELDS, values)
         except IntegrityError:
             # Another writer catalogued some of these UIDs between our read and write
             # (possible on PostgreSQL): fall back to one row at a time.
             created = []
-            for row, item in zip(rows, items):
+            for row, item in zip(values, items):
                 try:
                     with transaction.atomic():
-                        row.save(force_insert=True)
-                    created.append((row, item))
+                        Instance(**dict(zip(_INSTANCE_FIELDS, row))).save(force_insert=True)
+                    created.append(item)
                 except IntegrityError:
                     outcome.duplicates.append(item)
-            rows, items = [r for r, _ in created], [i for _, i in created]
-        self._insert_details(rows, items)
+            items = created
+        ids = dict(
+            Instance.objects.filter(sop_instance_uid__in=[i.header.sop_instance_uid for i in items]).values_list(
+                "sop_instance_uid", "id"
+            )
+        )
+        self._insert_details([ids[i.header.sop_instance_uid] for i in items], items)
         outcome.new.extend(items)
         for item in items:
             h = item.header
@@ -276,29 +296,30 @@ class CatalogWriter:
             outcome.series_ids.add(self._series[h.series_instance_uid])
 
     @staticmethod
-    def _insert_details(rows: list[Instance], items: list[StoredFile]) -> None:
+    def _insert_details(instance_ids: list[int], items: list[StoredFile]) -> None:
         images, structure_sets, plans, doses, rt_images = [], [], [], [], []
         rois_by_ss: list[tuple[RTStructureSet, list[dict]]] = []
-        for row, item in zip(rows, items):
+        for instance_id, item in zip(instance_ids, items):
             h = item.header
             if h.image:
-                images.append(ImageInformation(instance_id=row.id, **h.image))
+                images.append((instance_id, *(h.image.get(k, default) for k, default in _IMAGE_DEFAULTS)))
             if h.structure_set:
                 info = dict(h.structure_set)
                 rois = info.pop("rois")
                 info["structure_set_date"] = parse_da(info["structure_set_date"])
-                ss = RTStructureSet(instance_id=row.id, **{k: v[:64] if isinstance(v, str) else v for k, v in info.items()})
+                ss = RTStructureSet(instance_id=instance_id, **{k: v[:64] if isinstance(v, str) else v for k, v in info.items()})
                 structure_sets.append(ss)
                 rois_by_ss.append((ss, rois))
             if h.plan:
                 info = dict(h.plan)
                 info["review_date"] = parse_da(info["review_date"])
-                plans.append(RTPlan(instance_id=row.id, **info))
+                plans.append(RTPlan(instance_id=instance_id, **info))
             if h.dose:
-                doses.append(RTDose(instance_id=row.id, **h.dose))
+                doses.append(RTDose(instance_id=instance_id, **h.dose))
             if h.rt_image:
-                rt_images.append(RTImage(instance_id=row.id, **h.rt_image))
-        ImageInformation.objects.bulk_create(images)
+                rt_images.append(RTImage(instance_id=instance_id, **h.rt_image))
+        if images:
+            insert_rows(ImageInformation, ("instance_id", *(k for k, _ in _IMAGE_DEFAULTS)), images)
         RTStructureSet.objects.bulk_create(structure_sets)
         ROI.objects.bulk_create(
             [ROI(structure_set_id=ss.id, **{**r, "name": r["name"][:64]}) for ss, rois in rois_by_ss for r in rois]
