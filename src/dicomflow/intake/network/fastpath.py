@@ -375,6 +375,8 @@ class StoreSession:
                 if pdu_type == P_DATA_TF:
                     self._p_data(length)
                 elif pdu_type == A_RELEASE_RQ:
+                    if length != 4:
+                        raise ProtocolError("A-RELEASE-RQ of the wrong length")
                     self._recv_into(memoryview(bytearray(length)))
                     sock.sendall(RELEASE_RP)
                     self.ended = "released"
