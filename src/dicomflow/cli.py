@@ -4,6 +4,7 @@ Start-up is kept light: heavy modules (Django, pydicom, numpy) are imported insi
 Each command group lives in ``dicomflow.commands.<area>`` and registers itself on ``app``.
 """
 
+import gc
 import importlib
 
 import typer
@@ -35,7 +36,14 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # Skip the interpreter's last full collection: with Django, Celery and pydicom loaded it
+        # takes ~0.2 s on a 2-core VM, after the work is done. Objects are not leaked by this
+        # (the process ends); only finalizers of cyclic garbage are skipped, and files, logs and
+        # database connections are closed by their owners (atexit, context managers) before.
+        gc.freeze()
 
 
 if __name__ == "__main__":
