@@ -242,28 +242,31 @@ def test_callers_not_allowed_are_rejected_by_pynetdicom(series, receivers):
 
 
 # --- raw peers: fragmentation and protocol violations ----------------------------------------------------
+def associate_request(max_pdu: int = 16384, contexts=((1, CTImageStorage),)) -> bytes:
+    """A plain A-ASSOCIATE-RQ (the kind the fast path serves), encoded by pynetdicom."""
+    request = A_ASSOCIATE()
+    request.application_context_name = "1.2.840.10008.3.1.1.1"
+    request.calling_ae_title = "RAWSCU"
+    request.called_ae_title = AET
+    request.presentation_context_definition_list = [build_context(uid, "1.2.840.10008.1.2.1") for _, uid in contexts]
+    for (cid, _), cx in zip(contexts, request.presentation_context_definition_list):
+        cx.context_id = cid
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = max_pdu
+    impl = ImplementationClassUIDNotification()
+    impl.implementation_class_uid = "1.2.3.4.5"
+    request.user_information = [max_length, impl]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(request)
+    return pdu.encode()
+
+
 class RawPeer:
     """A hand-driven association requestor: every byte on the wire is the test's choice."""
 
-    def __init__(self, port: int, *, max_pdu: int = 16384, contexts=((1, CTImageStorage),)):
-        request = A_ASSOCIATE()
-        request.application_context_name = "1.2.840.10008.3.1.1.1"
-        request.calling_ae_title = "RAWSCU"
-        request.called_ae_title = AET
-        request.presentation_context_definition_list = [
-            build_context(uid, "1.2.840.10008.1.2.1") for _, uid in contexts
-        ]
-        for (cid, _), cx in zip(contexts, request.presentation_context_definition_list):
-            cx.context_id = cid
-        max_length = MaximumLengthNotification()
-        max_length.maximum_length_received = max_pdu
-        impl = ImplementationClassUIDNotification()
-        impl.implementation_class_uid = "1.2.3.4.5"
-        request.user_information = [max_length, impl]
-        pdu = A_ASSOCIATE_RQ()
-        pdu.from_primitive(request)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.sendall(pdu.encode())
+    def __init__(self, port: int, *, max_pdu: int = 16384, contexts=((1, CTImageStorage),), sock=None):
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(associate_request(max_pdu, contexts))
         kind, _ = self.read_pdu()
         assert kind == 0x02, "association not accepted"
 
@@ -411,3 +414,38 @@ def test_stop_aborts_a_fast_association_that_does_not_end(receivers):
     kind, _ = peer.read_pdu()
     assert kind == 0x07  # A-ABORT on shutdown
     peer.close()
+
+
+# --- allocations the peer controls ------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_pdu_length_claimed_by_the_peer_is_not_allocated_up_front(receivers):
+    """A P-DATA-TF header claiming 60 MB, followed by a few bytes: memory follows what arrives."""
+    import tracemalloc
+
+    scp = receivers()
+    peer = RawPeer(scp.port)
+    tracemalloc.start()
+    try:
+        peer.sock.sendall(struct.pack(">BBI", 0x04, 0, 60 * 1024 * 1024) + b"\x00" * 10)
+        peer.sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 5
+        while scp._fast_sessions and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    peer.close()
+    assert not scp._fast_sessions
+    assert peak < 8 * 1024 * 1024
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_set_that_never_ends_is_aborted(receivers):
+    """Command fragments without a last one are not buffered forever: past a sane size, A-ABORT."""
+    scp = receivers()
+    peer = RawPeer(scp.port)
+    for _ in range(3):  # 96 kB of "command", none of it the last fragment
+        peer.send_pdvs([(1, 0x01, b"\x00" * 32768)])
+    kind, body = peer.read_pdu()
+    peer.close()
+    assert kind == 0x07 and body[2] == 2

@@ -66,6 +66,7 @@ TAG_AFFECTED_SOP_INSTANCE = 0x1000
 
 MAX_ASSOCIATE_RQ = 1024 * 1024  # a request larger than this goes to pynetdicom
 MAX_PDU_ACCEPTED = 64 * 1024 * 1024  # a P-DATA-TF beyond this is refused (A-ABORT), not buffered
+MAX_COMMAND_SET = 64 * 1024  # a C-STORE-RQ command set is a few hundred bytes; beyond this: A-ABORT
 
 # user-information sub-item types the fast path understands (PS3.8 D.1, PS3.7 D.3.3)
 _PLAIN_USER_ITEMS = {0x51, 0x52, 0x55}  # maximum length, implementation class UID, version name
@@ -417,13 +418,25 @@ class StoreSession:
             pass
 
     # P-DATA-TF
+    def _recv_growing(self, length: int) -> memoryview:
+        """``length`` bytes in a buffer that grows as they arrive (as pynetdicom reads): a PDU
+        longer than we announced costs the memory the peer actually sends, not what it claims."""
+        data = bytearray()
+        while len(data) < length:
+            chunk = self.sock.recv(min(length - len(data), 1024 * 1024))
+            if not chunk:
+                raise ConnectionError("peer closed the connection")
+            data += chunk
+        return memoryview(data)
+
     def _p_data(self, length: int) -> None:
         if length > len(self._buffer):
             if length > MAX_PDU_ACCEPTED:
                 raise ProtocolError(f"P-DATA-TF of {length} bytes exceeds any sensible maximum")
-            self._buffer = bytearray(length)
-        body = memoryview(self._buffer)[:length]
-        self._recv_into(body)
+            body = self._recv_growing(length)  # not kept: the next PDU is back within our maximum
+        else:
+            body = memoryview(self._buffer)[:length]
+            self._recv_into(body)
         offset = 0
         while offset < length:
             if offset + 6 > length:
@@ -447,6 +460,8 @@ class StoreSession:
         if self._command_cx not in (None, context_id):
             raise ProtocolError("command fragments on different presentation contexts")
         self._command_cx = context_id
+        if len(self._command) + len(value) > MAX_COMMAND_SET:
+            raise ProtocolError("command set longer than any C-STORE/C-ECHO request")
         self._command += value
         if not last:
             return
