@@ -1,21 +1,15 @@
 """The ``dicomflow`` command: every user job as a command, ``--json`` for machines.
 
-Start-up is kept light: heavy modules (Django, pydicom, numpy) are imported inside commands.
+Start-up is kept light: heavy modules (Django, pydicom, numpy) are imported inside commands, and
+typer itself only once an import has had the chance to start its workers (``commands.early``).
 Each command group lives in ``dicomflow.commands.<area>`` and registers itself on ``app``.
 """
 
+from __future__ import annotations
+
 import gc
 import importlib
-
-import typer
-
-app = typer.Typer(
-    name="dicomflow",
-    help="Move clinical DICOM into research and automatic processing, safely.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+import sys
 
 # One module per product area; each has ``register(app)``.
 COMMAND_MODULES = [
@@ -31,13 +25,39 @@ COMMAND_MODULES = [
     "dicomflow.commands.projects",
 ]
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+_app = None
+
+
+def build_app():
+    """The typer application with every command group registered (built once)."""
+    global _app
+    if _app is None:
+        import typer
+
+        _app = typer.Typer(
+            name="dicomflow",
+            help="Move clinical DICOM into research and automatic processing, safely.",
+            no_args_is_help=True,
+            add_completion=False,
+            pretty_exceptions_enable=False,
+        )
+        for name in COMMAND_MODULES:
+            importlib.import_module(name).register(_app)
+    return _app
+
+
+def __getattr__(name: str):
+    if name == "app":  # ``dicomflow.cli.app``, e.g. for typer's test runner
+        return build_app()
+    raise AttributeError(name)
 
 
 def main() -> None:
+    from dicomflow.commands import early
+
+    early.start_from_argv(sys.argv[1:])  # `dicomflow import ...`: workers run while typer loads
     try:
-        app()
+        build_app()()
     finally:
         # Skip the interpreter's last full collection: with Django, Celery and pydicom loaded it
         # takes ~0.2 s on a 2-core VM, after the work is done. Objects are not leaked by this

@@ -77,25 +77,17 @@ def _start_ingestion_before_django(paths: list[Path], workers: int, as_json: boo
     """Fork the workers and start reading files first: Django's start-up then overlaps real work.
 
     The workers need only the store's location (plain settings, no Django) and never touch the
-    database; the catalog side joins once Django is ready.
+    database; the catalog side joins once Django is ready. ``dicomflow`` may have started them
+    already, before parsing the command line (``commands.early``).
     """
-    import os
-
-    from dicomflow import settings as conf  # the plain module: reading it sets nothing up
-    from dicomflow.core.archive import ArchiveLimits
-    from dicomflow.core.ingest import Ingestion
-    from dicomflow.core.store import FileStore
+    from dicomflow.commands import early
     from dicomflow.errors import DicomflowError
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dicomflow.settings")
+    started = early.take(paths, workers)
+    if started is not None:
+        return started
     try:
-        return Ingestion(
-            paths,
-            conf.WORK_DIR,
-            ArchiveLimits.from_env(),
-            FileStore(conf.STORE_DIR, conf.DICOMFLOW_FSYNC),
-            max(1, workers or conf.DICOMFLOW_IMPORT_WORKERS),
-        )
+        return early.start_ingestion(paths, workers)
     except DicomflowError as exc:
         fail(str(exc), as_json)
 

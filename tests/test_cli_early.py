@@ -1,0 +1,62 @@
+"""`dicomflow import` starts its workers before typer parses the command line (commands.early)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicomflow.commands import early
+from dicomflow.testing import synth
+
+DICOMFLOW = str(Path(sys.executable).with_name("dicomflow"))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["a", "b"], (["a", "b"], 0)),
+        (["a", "--json", "-q", "--workers", "3"], (["a"], 3)),
+        (["--workers=2", "--analyse", "a"], (["a"], 2)),
+        (["--json", "--", "-odd-name"], (["-odd-name"], 0)),
+        (["a", "--help"], None),
+        (["a", "--bogus"], None),
+        (["a", "--workers", "many"], None),
+        (["--json"], None),
+    ],
+)
+def test_only_plain_import_command_lines_start_early(args, expected):
+    assert early.parse_import_args(args) == expected
+
+
+def test_early_ingestion_is_taken_only_for_the_same_paths(tmp_path):
+    folder = tmp_path / "ct"
+    folder.mkdir()  # one worker: the ingestion reads lazily, so nothing is stored by this test
+    early.start_from_argv(["import", str(folder), "--workers", "1"])
+    first = early._early[2]
+    assert early.take([tmp_path / "elsewhere"], 1) is None  # typer saw something else: not used...
+    assert not first.work_dir.exists()  # ...and closed
+    assert early.take([folder], 1) is None  # and gone
+
+    early.start_from_argv(["import", str(folder) + "/", "--workers", "1"])
+    taken = early.take([Path(folder)], 1)
+    assert taken is not None and taken is not first
+    taken.close()
+    early.start_from_argv(["import", str(tmp_path / "missing")])
+    assert early._early is None  # a missing path: the command reports it, nothing starts
+
+
+def test_cli_with_options_early_and_refused(tmp_path):
+    synth.write_image_series(tmp_path / "ct", n_slices=3, rows=16, cols=16, seed=5)
+    env = dict(os.environ, DICOMFLOW_HOME=str(tmp_path / "home"))
+    env.pop("DATABASE_URL", None)
+    ok = subprocess.run([DICOMFLOW, "import", str(tmp_path / "ct"), "--workers", "2", "-q", "--json"],
+                        env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["instances_new"] == 3
+    refused = subprocess.run([DICOMFLOW, "import", str(tmp_path / "ct"), "--no-such-option", "--json"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert not any((tmp_path / "home" / "work").iterdir())  # nothing left behind by an early start
