@@ -416,6 +416,46 @@ def test_stop_aborts_a_fast_association_that_does_not_end(receivers):
     peer.close()
 
 
+# --- admission: the association limit across both paths, requests during shutdown -----------------------
+@pytest.mark.django_db(transaction=True)
+def test_association_limit_counts_both_paths(receivers):
+    """Fast-path associations count against ``maximum_associations`` when pynetdicom decides too:
+    the request the fast path declines for the limit is rejected (transient, local limit exceeded)."""
+    scp = receivers()
+    scp.ae.maximum_associations = 2
+    peers = [RawPeer(scp.port), RawPeer(scp.port)]
+    assert scp.associations_by_path == {"fast": 2, "pynetdicom": 0}
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title=AET)
+    try:
+        assert assoc.is_rejected
+        rejection = assoc.acceptor.primitive
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (0x02, 0x03, 0x02)
+    finally:
+        if assoc.is_established:
+            assoc.abort()
+        for peer in peers:
+            peer.close()
+    scp.stop()
+    assert scp.associations_by_path == {"fast": 2, "pynetdicom": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_arriving_during_shutdown_is_not_served(receivers):
+    """A connection accepted before stop() whose A-ASSOCIATE-RQ comes later must not start an
+    association on a receiver whose catalogue writer and temp dir are gone: it is rejected."""
+    scp = receivers()
+    sock = socket.create_connection(("127.0.0.1", scp.port), timeout=10)
+    time.sleep(0.3)  # accepted: its connection thread is waiting for the request
+    scp.stop(grace=0.5)
+    sock.sendall(associate_request())
+    head = sock.recv(6)
+    sock.close()
+    assert head[:1] == b"\x03", "not rejected: a request after stop() started an association"
+    assert scp.associations_by_path["fast"] == 0
+
+
 # --- allocations the peer controls ------------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_pdu_length_claimed_by_the_peer_is_not_allocated_up_front(receivers):

@@ -69,6 +69,9 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 _REJECT_CALLING = (0x01, 0x01, 0x03)  # calling AE title not recognised
 _REJECT_CALLED = (0x01, 0x01, 0x07)  # called AE title not recognised
 _REJECT_NO_REASON = (0x01, 0x01, 0x01)
+# result 2 = rejected-transient, source 3 = DICOM UL service-provider (presentation related function)
+_REJECT_BUSY = (0x02, 0x03, 0x02)  # local limit exceeded
+_REJECT_STOPPING = (0x02, 0x03, 0x01)  # temporary congestion
 
 MAX_PDU = 256 * 1024  # what we announce: large PDUs mean fewer Python-level PDV fragments
 
@@ -293,6 +296,7 @@ class StorageSCP:
         self.max_pdu = max_pdu
         self.fast_path = settings.DICOMFLOW_SCP_FASTPATH if fast_path is None else fast_path
         self._fast_sessions: set = set()
+        self._stopping = False  # set by stop(): no association starts after it, on either path
         self.associations_by_path = {"fast": 0, "pynetdicom": 0}  # requests each path took (tests, monitoring)
         self._keys = itertools.count(1)
         self._assoc_keys: dict[object, tuple[int, str]] = {}
@@ -362,6 +366,8 @@ class StorageSCP:
         """Stop accepting, give running associations ``grace`` seconds, then flush the catalogue."""
         if self._server is None:
             return
+        with self._lock:
+            self._stopping = True  # a connection accepted earlier whose request comes now is rejected
         self._server.shutdown()  # no new associations; also removes it from ae._servers
         deadline = time.monotonic() + grace
         while (self.ae.active_associations or self._fast_sessions) and time.monotonic() < deadline:
@@ -409,13 +415,25 @@ class StorageSCP:
                 log.warning("receiver: rejected association from %s@%s: not on the allowlist", calling, address)
                 reason = _REJECT_CALLING
             else:
-                return
+                with self._lock:  # pynetdicom's own limit check does not see the fast path's sessions
+                    if self._stopping:
+                        reason = _REJECT_STOPPING
+                    elif self._acceptors() + len(self._fast_sessions) > self.ae.maximum_associations:
+                        reason = _REJECT_BUSY
+                    else:
+                        return
+                log.warning("receiver: rejected association from %s@%s: %s", calling, address,
+                            "shutting down" if reason == _REJECT_STOPPING else "too many associations")
         except Exception as exc:  # fail closed
             log.error("receiver: rejected an association: access check failed (%s)", exc.__class__.__name__)
             reason = _REJECT_NO_REASON
         assoc.acse.send_reject(*reason)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
+
+    def _acceptors(self) -> int:
+        """pynetdicom's running acceptor associations (one asking for admission counts itself)."""
+        return sum(1 for assoc in self.ae.active_associations if assoc.is_acceptor)
 
     def _key(self, assoc) -> tuple[int, str]:
         with self._lock:
@@ -478,9 +496,6 @@ class StorageSCP:
         if raw is None:
             return False
         host = str(address[0])
-        with self._lock:
-            if len(self._fast_sessions) + len(self.ae.active_associations) >= self.ae.maximum_associations:
-                return False  # pynetdicom sends the "local limit exceeded" rejection
         negotiated = fastpath.negotiate(
             raw,
             our_aet=self.aet,
@@ -505,7 +520,9 @@ class StorageSCP:
             sock, negotiated, on_data_set,
             temp_dir=self._incoming_dir(), max_pdu=self.max_pdu, timeout=self.ae.network_timeout or 60,
         )
-        with self._lock:
+        with self._lock:  # the limit check and the registration are one step: no two sessions take one slot
+            if self._stopping or len(self._fast_sessions) + self._acceptors() >= self.ae.maximum_associations:
+                return False  # pynetdicom sends the rejection ("temporary congestion" / "local limit exceeded")
             self._fast_sessions.add(session)
             self.associations_by_path["fast"] += 1
         try:
