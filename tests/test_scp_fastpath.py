@@ -489,3 +489,20 @@ def test_a_command_set_that_never_ends_is_aborted(receivers):
     kind, body = peer.read_pdu()
     peer.close()
     assert kind == 0x07 and body[2] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_local_write_failure_aborts_the_association(series, receivers):
+    """The incoming file cannot be created (its directory is gone, as after a full disk or a cleaner):
+    the peer hears an A-ABORT, not a bare close that looks like a network failure."""
+    import shutil
+
+    scp = receivers()
+    peer = RawPeer(scp.port)
+    shutil.rmtree(scp.temp_dir)
+    ds = pydicom.dcmread(series.paths[0], stop_before_pixels=True)
+    peer.send_pdvs([(1, 0x03, _store_command(ds))])
+    kind, body = peer.read_pdu()
+    peer.close()
+    scp.stop()
+    assert kind == 0x07 and body[2] == 2  # A-ABORT from the service provider

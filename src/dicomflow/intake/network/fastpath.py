@@ -76,6 +76,11 @@ class ProtocolError(Exception):
     """The peer broke the protocol; the association is aborted."""
 
 
+class LocalWriteError(Exception):
+    """The incoming file could not be written (disk full, directory gone): the association is
+    aborted, and the log says so instead of reporting a network failure."""
+
+
 # --- the command set: a narrow parser and encoder (pydicom/pynetdicom are the oracles in tests) ----
 def parse_command(data: bytes | bytearray | memoryview) -> dict[int, bytes]:
     """Elements of a group-0000 command set (Implicit VR Little Endian) as ``{element: value}``."""
@@ -391,6 +396,11 @@ class StoreSession:
             log.warning("receiver: aborting an association from %s: %s", self.cx.calling_aet, exc)
             self.ended = "aborted"
             self._send_quietly(abort_pdu(2, 2))
+        except LocalWriteError as exc:
+            log.error("receiver: aborting an association from %s: cannot write an incoming data set (%s)",
+                      self.cx.calling_aet, exc)
+            self.ended = "aborted"
+            self._send_quietly(abort_pdu(2, 0))
         except (OSError, ConnectionError) as exc:  # timeout, reset, closed: nothing to answer
             log.warning("receiver: association from %s ended: %s", self.cx.calling_aet, exc.__class__.__name__)
             self.ended = "closed"
@@ -489,9 +499,10 @@ class StoreSession:
         self._pending = command
         self._command_cx = context_id
         self._path = self.temp_dir / f"fast-{os.getpid()}-{next(_file_numbers)}.part"
-        self._file = open(self._path, "xb")
         meta = file_meta_bytes(sop_class, sop_instance, self.cx.transfer_syntaxes[context_id])
-        self._file.write(meta)
+        with _local_writes():
+            self._file = open(self._path, "xb")
+            self._file.write(meta)
         self._head = bytearray(meta)
         self._digest = hashlib.sha256(meta)
         self._size = len(meta)
@@ -501,7 +512,8 @@ class StoreSession:
             raise ProtocolError("data set fragment without a C-STORE-RQ")
         if context_id != self._command_cx:
             raise ProtocolError("data set on another presentation context than its command")
-        self._file.write(value)
+        with _local_writes():
+            self._file.write(value)
         self._digest.update(value)  # type: ignore[union-attr]
         self._size += len(value)
         if len(self._head) < HEAD_BYTES:
@@ -513,7 +525,12 @@ class StoreSession:
         command, path, fh = self._pending, self._path, self._file
         self._pending, self._file, self._path, self._command_cx = None, None, None, None
         assert command is not None and path is not None and fh is not None
-        fh.close()
+        try:
+            with _local_writes():
+                fh.close()  # flushes: a full disk may show only now
+        except LocalWriteError:
+            path.unlink(missing_ok=True)
+            raise
         sop_class = command_uid(command, TAG_AFFECTED_SOP_CLASS)
         sop_instance = command_uid(command, TAG_AFFECTED_SOP_INSTANCE)
         message_id = command_uint16(command, TAG_MESSAGE_ID)
@@ -532,10 +549,25 @@ class StoreSession:
 
     def _discard_partial(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # a failing flush must not keep the partial file from being removed
+                pass
         if self._path is not None:
             self._path.unlink(missing_ok=True)
         self._file = self._path = self._pending = None
+
+
+class _local_writes:
+    """Turns an OSError of the incoming file into :class:`LocalWriteError` (socket errors stay OSError)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, OSError):
+            raise LocalWriteError(exc.strerror or exc.__class__.__name__) from exc
+        return False
 
 
 def is_plain_socket(sock) -> bool:
