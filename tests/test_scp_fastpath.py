@@ -506,3 +506,19 @@ def test_a_local_write_failure_aborts_the_association(series, receivers):
     peer.close()
     scp.stop()
     assert kind == 0x07 and body[2] == 2  # A-ABORT from the service provider
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_malformed_request_the_fast_path_cannot_read_is_left_to_pynetdicom(receivers):
+    """User Information item longer than the PDU: pynetdicom answers it (A-ABORT) as it answers any
+    undecodable request; the fast path must not drop the connection with a traceback."""
+    scp = receivers()
+    raw = bytearray(associate_request())
+    at = raw.index(b"\x50\x00", 74)
+    raw[at + 2 : at + 4] = (int.from_bytes(raw[at + 2 : at + 4], "big") + 8).to_bytes(2, "big")
+    sock = socket.create_connection(("127.0.0.1", scp.port), timeout=10)
+    sock.sendall(raw)
+    head = sock.recv(6)
+    sock.close()
+    scp.stop(grace=0.5)
+    assert head[:1] == b"\x07"

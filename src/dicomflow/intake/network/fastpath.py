@@ -215,7 +215,32 @@ def negotiate(
     implementation_uid: str,
     implementation_version: str,
 ) -> Negotiated | None:
-    """Accept ``raw`` (an A-ASSOCIATE-RQ) on the fast path, or None to leave it to pynetdicom."""
+    """Accept ``raw`` (an A-ASSOCIATE-RQ) on the fast path, or None to leave it to pynetdicom.
+
+    Any error while reading the peer's bytes also means None: pynetdicom answers a malformed
+    request its own way (an A-ABORT), instead of the connection being dropped without a word.
+    """
+    try:
+        return _negotiate(
+            raw, our_aet=our_aet, address=address, allows=allows, supported_contexts=supported_contexts,
+            max_pdu=max_pdu, implementation_uid=implementation_uid, implementation_version=implementation_version,
+        )
+    except Exception as exc:
+        log.debug("receiver: fast path declined an A-ASSOCIATE-RQ it could not read (%s)", exc.__class__.__name__)
+        return None
+
+
+def _negotiate(
+    raw: bytes,
+    *,
+    our_aet: str,
+    address: str,
+    allows: Callable[[str, str], bool],
+    supported_contexts,
+    max_pdu: int,
+    implementation_uid: str,
+    implementation_version: str,
+) -> Negotiated | None:
     from pynetdicom.pdu import A_ASSOCIATE_AC as AcceptPDU
     from pynetdicom.pdu import A_ASSOCIATE_RQ as RequestPDU
     from pynetdicom.pdu_primitives import (
