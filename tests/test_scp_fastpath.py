@@ -363,7 +363,7 @@ def _leftovers(scp) -> list[Path]:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "violation",
-    ["unaccepted-context", "c-find", "data-without-command", "unknown-pdu", "abort-mid-data-set", "close-mid-data-set"],
+    ["unaccepted-context", "c-find", "non-ascii-uid", "data-without-command", "unknown-pdu", "abort-mid-data-set", "close-mid-data-set"],
 )
 def test_protocol_violations_abort_and_leave_nothing_behind(series, receivers, violation):
     from dicomflow.catalog.models import Instance
@@ -380,6 +380,11 @@ def test_protocol_violations_abort_and_leave_nothing_behind(series, receivers, v
         at = command.index(struct.pack("<HHIH", 0, 0x0100, 2, 0x0001))
         command[at + 8 : at + 10] = struct.pack("<H", 0x0020)  # C-FIND-RQ on a storage context
         peer.send_pdvs([(1, 0x03, bytes(command))])
+    elif violation == "non-ascii-uid":
+        command = bytearray(_store_command(ds))
+        at = command.index(str(ds.SOPInstanceUID).encode())
+        command[at] = 0xFF
+        peer.send_pdvs([(1, 0x03, bytes(command))])
     elif violation == "data-without-command":
         peer.send_pdvs([(1, 0x02, data[:100])])
     elif violation == "unknown-pdu":
@@ -392,7 +397,7 @@ def test_protocol_violations_abort_and_leave_nothing_behind(series, receivers, v
         peer.sock.shutdown(socket.SHUT_WR)
     if expect_abort:
         kind, body = peer.read_pdu()
-        assert kind == 0x07 and body[2] == 2  # A-ABORT from the service provider
+        assert kind == 0x07 and body[2:4] == b"\x02\x02"  # A-ABORT: service provider, unexpected PDU
     with pytest.raises((ConnectionError, OSError)):
         peer.read_pdu()  # and the connection is closed
     peer.close()
@@ -492,20 +497,36 @@ def test_a_command_set_that_never_ends_is_aborted(receivers):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_local_write_failure_aborts_the_association(series, receivers):
-    """The incoming file cannot be created (its directory is gone, as after a full disk or a cleaner):
-    the peer hears an A-ABORT, not a bare close that looks like a network failure."""
+def test_a_local_write_failure_answers_out_of_resources_and_the_association_goes_on(series, receivers):
+    """The incoming file cannot be created (its folder is gone, as after a cleaner; a full disk
+    behaves alike): the data set is read to its end and answered 0xA700, nothing is catalogued,
+    and the next C-STORE on the same association succeeds once the folder is back."""
     import shutil
+
+    from dicomflow.catalog.models import Instance
+    from dicomflow.intake.models import ImportRun
 
     scp = receivers()
     peer = RawPeer(scp.port)
     shutil.rmtree(scp.temp_dir)
-    ds = pydicom.dcmread(series.paths[0], stop_before_pixels=True)
-    peer.send_pdvs([(1, 0x03, _store_command(ds))])
-    kind, body = peer.read_pdu()
+    statuses = []
+    for number, path in enumerate(series.paths[:2], start=1):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        data = _explicit_data_set(path)
+        peer.send_pdvs([(1, 0x03, _store_command(ds, number))])
+        peer.send_pdvs([(1, 0x00, data[:500]), (1, 0x02, data[500:])])
+        statuses.append(fastpath.command_uint16(peer.response(), fastpath.TAG_STATUS))
+        scp.temp_dir.mkdir(exist_ok=True)
+    peer.sock.sendall(struct.pack(">BBII", 0x05, 0, 4, 0))
+    assert peer.read_pdu()[0] == 0x06
     peer.close()
+    assert list(scp.temp_dir.iterdir()) == []  # nothing half-written left behind
     scp.stop()
-    assert kind == 0x07 and body[2] == 2  # A-ABORT from the service provider
+    assert statuses == [0xA700, 0x0000]
+    assert Instance.objects.count() == 1
+    run = ImportRun.objects.get()
+    assert run.files_seen == 2 and run.instances_new == 1
+    assert [i["reason"] for i in run.ignored] == ["could not be stored (out of resources)"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -107,7 +107,10 @@ def command_uint16(command: dict[int, bytes], element: int) -> int:
 
 
 def command_uid(command: dict[int, bytes], element: int) -> str:
-    return command.get(element, b"").rstrip(b"\x00 ").decode("ascii", "replace")
+    try:
+        return command.get(element, b"").rstrip(b"\x00 ").decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"(0000,{element:04X}) is not a UID") from None
 
 
 def _element_us(element: int, value: int) -> bytes:
@@ -298,13 +301,14 @@ def _negotiate(
 class ReceivedDataSet:
     """A complete received file (preamble, File Meta, data set), handed over before the response."""
 
-    path: Path
+    path: Path | None  # None when it could not be written (see ``write_error``)
     sop_class: str
     sop_instance: str
     message_id: int
     head: bytes  # the first bytes of the file: the header is parsed from memory when it fits
     size: int
     sha256: str  # of the whole file, computed while it was written
+    write_error: str = ""  # the incoming file could not be written (disk full, folder gone): answer 0xA700
 
 
 #: Moves the file into the store (or leaves it to be deleted) and returns the DIMSE status.
@@ -377,6 +381,7 @@ class StoreSession:
         self._pending: dict[int, bytes] | None = None  # C-STORE command waiting for its data set
         self._file = None
         self._path: Path | None = None
+        self._write_error = ""
         self._head = bytearray()
         self._digest = None
         self._size = 0
@@ -421,11 +426,6 @@ class StoreSession:
             log.warning("receiver: aborting an association from %s: %s", self.cx.calling_aet, exc)
             self.ended = "aborted"
             self._send_quietly(abort_pdu(2, 2))
-        except LocalWriteError as exc:
-            log.error("receiver: aborting an association from %s: cannot write an incoming data set (%s)",
-                      self.cx.calling_aet, exc)
-            self.ended = "aborted"
-            self._send_quietly(abort_pdu(2, 0))
         except (OSError, ConnectionError) as exc:  # timeout, reset, closed: nothing to answer
             log.warning("receiver: association from %s ended: %s", self.cx.calling_aet, exc.__class__.__name__)
             self.ended = "closed"
@@ -523,22 +523,30 @@ class StoreSession:
             raise ProtocolError("C-STORE-RQ without affected SOP class or instance")
         self._pending = command
         self._command_cx = context_id
+        self._write_error = ""
         self._path = self.temp_dir / f"fast-{os.getpid()}-{next(_file_numbers)}.part"
         meta = file_meta_bytes(sop_class, sop_instance, self.cx.transfer_syntaxes[context_id])
-        with _local_writes():
-            self._file = open(self._path, "xb")
-            self._file.write(meta)
+        try:
+            with _local_writes():
+                self._file = open(self._path, "xb")
+                self._file.write(meta)
+        except LocalWriteError as exc:
+            self._write_failed(exc)
         self._head = bytearray(meta)
         self._digest = hashlib.sha256(meta)
         self._size = len(meta)
 
     def _data_fragment(self, context_id: int, value: memoryview, last: bool) -> None:
-        if self._pending is None or self._file is None:
+        if self._pending is None:
             raise ProtocolError("data set fragment without a C-STORE-RQ")
         if context_id != self._command_cx:
             raise ProtocolError("data set on another presentation context than its command")
-        with _local_writes():
-            self._file.write(value)
+        if self._file is not None:
+            try:
+                with _local_writes():
+                    self._file.write(value)
+            except LocalWriteError as exc:
+                self._write_failed(exc)
         self._digest.update(value)  # type: ignore[union-attr]
         self._size += len(value)
         if len(self._head) < HEAD_BYTES:
@@ -547,30 +555,44 @@ class StoreSession:
             self._finish_data_set(context_id)
 
     def _finish_data_set(self, context_id: int) -> None:
-        command, path, fh = self._pending, self._path, self._file
+        if self._file is not None:
+            try:
+                with _local_writes():
+                    self._file.close()  # flushes: a full disk may show only now
+            except LocalWriteError as exc:
+                self._write_failed(exc)
+        command, path, error = self._pending, self._path, self._write_error
         self._pending, self._file, self._path, self._command_cx = None, None, None, None
-        assert command is not None and path is not None and fh is not None
-        try:
-            with _local_writes():
-                fh.close()  # flushes: a full disk may show only now
-        except LocalWriteError:
-            path.unlink(missing_ok=True)
-            raise
+        assert command is not None
         sop_class = command_uid(command, TAG_AFFECTED_SOP_CLASS)
         sop_instance = command_uid(command, TAG_AFFECTED_SOP_INSTANCE)
         message_id = command_uint16(command, TAG_MESSAGE_ID)
         received = ReceivedDataSet(
-            path, sop_class, sop_instance, message_id, bytes(self._head), self._size,
-            self._digest.hexdigest(),  # type: ignore[union-attr]
+            None if error else path, sop_class, sop_instance, message_id, bytes(self._head), self._size,
+            self._digest.hexdigest(), error,  # type: ignore[union-attr]
         )
-        self._head, self._digest = bytearray(), None
+        self._head, self._digest, self._write_error = bytearray(), None, ""
         try:
             status = self.on_data_set(received)
         finally:
-            path.unlink(missing_ok=True)  # moved into the store (a link) or refused: the temp name goes
+            if path is not None:
+                path.unlink(missing_ok=True)  # moved into the store (a link) or refused: the temp name goes
         self.stored += 1
         rsp = encode_response(C_STORE_RSP, message_id, status, sop_class, sop_instance)
         self.sock.sendall(command_pdus(context_id, rsp, self.cx.peer_max_pdu))
+
+    def _write_failed(self, exc: LocalWriteError) -> None:
+        """The incoming file cannot be written: drop it, read the rest of the data set, answer 0xA700."""
+        if not self._write_error:
+            self._write_error = str(exc)
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                pass
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
 
     def _discard_partial(self) -> None:
         if self._file is not None:

@@ -511,9 +511,13 @@ class StorageSCP:
         key, source = next(self._keys), f"{negotiated.calling_aet}@{host}"
 
         def on_data_set(received: fastpath.ReceivedDataSet) -> int:
+            display = f"c-store message {received.message_id}"
+            if received.path is None:  # the incoming file could not be written (disk full, folder gone)
+                log.error("receiver: could not write a C-STORE data set from %s: %s", source, received.write_error)
+                self.batcher.ignored(key, source, display, "could not be stored (out of resources)")
+                return STATUS_OUT_OF_RESOURCES
             return self._take_data_set(
-                key, source, received.path, f"c-store message {received.message_id}",
-                head=received.head, digest=(received.sha256, received.size),
+                key, source, received.path, display, head=received.head, digest=(received.sha256, received.size)
             )
 
         session = fastpath.StoreSession(
