@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -28,33 +30,18 @@ def import_command(
             fail(f"no such file or folder: {p}", as_json)
     ingestion = _start_ingestion_before_django(paths, workers, as_json)
     setup_django()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from dicomflow.errors import DicomflowError
     from dicomflow.intake.models import SourceKind
     from dicomflow.intake.services import import_paths
 
-    console = Console(stderr=True)
-    show = not quiet and console.is_terminal
-    with Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("files"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("import", total=None)
+    with _progress_bar(show=not quiet and sys.stderr.isatty()) as progress:
         try:
             report = import_paths(
                 paths,
                 source_kind=SourceKind.CLI,
                 received_from="cli",
                 workers=workers or None,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=progress,
                 analyse=not analyse_now,  # queue it for the worker unless done here
                 ingestion=ingestion,
             )
@@ -71,6 +58,28 @@ def import_command(
         f"{doc['patients']} patients, {doc['studies']} studies, {doc['series']} series"
     )
     emit(doc, as_json, human)
+
+
+@contextmanager
+def _progress_bar(show: bool):
+    """A progress callback drawing a bar on a terminal; None (and rich never imported) otherwise."""
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _start_ingestion_before_django(paths: list[Path], workers: int, as_json: bool):
