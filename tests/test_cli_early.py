@@ -17,10 +17,10 @@ DICOMFLOW = str(Path(sys.executable).with_name("dicomflow"))
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["a", "b"], (["a", "b"], 0)),
-        (["a", "--json", "-q", "--workers", "3"], (["a"], 3)),
-        (["--workers=2", "--analyse", "a"], (["a"], 2)),
-        (["--json", "--", "-odd-name"], (["-odd-name"], 0)),
+        (["a", "b"], early.ImportArgs(["a", "b"])),
+        (["a", "--json", "-q", "--workers", "3"], early.ImportArgs(["a"], workers=3, as_json=True, quiet=True)),
+        (["--workers=2", "--analyse", "a"], early.ImportArgs(["a"], workers=2, analyse=True)),
+        (["--quiet", "--", "-odd-name"], early.ImportArgs(["-odd-name"], quiet=True)),
         (["a", "--help"], None),
         (["a", "--bogus"], None),
         (["a", "--workers", "many"], None),
@@ -56,7 +56,20 @@ def test_cli_with_options_early_and_refused(tmp_path):
                         env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["instances_new"] == 3
+    # Without --json: the human summary, as typer's path prints it.
+    human = subprocess.run([DICOMFLOW, "import", str(tmp_path / "ct"), "-q"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.startswith("3 files: 0 new, 3 duplicate")
     refused = subprocess.run([DICOMFLOW, "import", str(tmp_path / "ct"), "--no-such-option", "--json"],
                              env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0
     assert not any((tmp_path / "home" / "work").iterdir())  # nothing left behind by an early start
+
+
+def test_direct_run_keeps_the_exit_status_and_json_error(tmp_path, capsys):
+    """The command's own failures (typer.Exit) become the same exit status without typer's runner."""
+    with pytest.raises(SystemExit) as stopped:
+        early.run_import(early.ImportArgs([str(tmp_path / "gone")], as_json=True))
+    assert stopped.value.code == 1
+    assert json.loads(capsys.readouterr().out) == {"error": f"no such file or folder: {tmp_path / 'gone'}"}

@@ -55,9 +55,12 @@ def __getattr__(name: str):
 def main() -> None:
     from dicomflow.commands import early
 
-    early.start_from_argv(sys.argv[1:])  # `dicomflow import ...`: workers run while typer loads
+    plain = early.start_from_argv(sys.argv[1:])  # `dicomflow import ...`: workers run from here on
     try:
-        build_app()()
+        if plain is not None:
+            early.run_import(plain)  # a plain command line: the values typer would parse
+        else:
+            build_app()()
     finally:
         # Skip the interpreter's last full collection: with Django, Celery and pydicom loaded it
         # takes ~0.2 s on a 2-core VM, after the work is done. Objects are not leaked by this
