@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicomflow.core.archive.detect import archive_kind
-from dicomflow.core.archive.extract import extract_archive
 from dicomflow.core.archive.limits import ArchiveLimits, error_reason
 from dicomflow.errors import ArchiveError
 
@@ -90,6 +89,8 @@ class _Walker:
         if kind is None:
             yield InputFile(path, display, None)
             return
+        from dicomflow.core.archive.extract import extract_archive  # only now: most inputs are not archives
+
         try:
             result = extract_archive(path, self._fresh_dir(), self.limits, display_name=display)
         except ArchiveError as exc:
