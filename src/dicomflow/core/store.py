@@ -6,12 +6,15 @@ cannot escape the store.
 
 Writes go to a temporary file in the target folder and are then *linked* into place:
 ``os.link`` fails if the name exists, which gives "create if absent" atomically — a catalogued
-file is never overwritten, even by two importers racing for the same SOP Instance UID.
+file is never overwritten, even by two importers racing for the same SOP Instance UID. On Linux
+the temporary file of in-memory writes is unnamed (``O_TMPFILE``): nothing to clean up, and one
+folder update per file instead of three.
 
 fsync policy (``DICOMFLOW_FSYNC``): ``always`` fsyncs each file before linking it; ``batch``
 (default) calls ``syncfs`` on the store's file system once per catalogued batch, before the batch's
-rows commit, so the catalog never names a file that a power cut could lose; ``never`` leaves it to
-the OS (benchmarks and tests).
+rows commit, so the catalog never names a file that a power cut could lose (a running import also
+flushes every 0.1 s in the background, ``core.ingest``, so that wait stays short); ``never``
+leaves it to the OS (benchmarks and tests).
 """
 
 from __future__ import annotations
