@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-import typer
-
 _django_ready = False
 
 
@@ -78,8 +76,12 @@ def emit(document: Any, as_json: bool, human: str | None = None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
     elif human is not None:
+        import typer  # loaded lazily: `dicomflow import` may run without typer (commands.early)
+
         typer.echo(human)
     else:
+        import typer
+
         typer.echo(json.dumps(document, indent=2, default=str))
 
 
@@ -87,8 +89,15 @@ def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:
     """Stop with a clear message on stderr (and a JSON error document with --json)."""
     if as_json:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
+    import typer
+
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-JSON_OPTION = typer.Option(False, "--json", help="Print exactly one JSON document on stdout.")
+def __getattr__(name: str):
+    if name == "JSON_OPTION":  # built on first use, so that importing this module needs no typer
+        import typer
+
+        return typer.Option(False, "--json", help="Print exactly one JSON document on stdout.")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -100,21 +100,22 @@ def start_from_argv(argv: list[str]) -> ImportArgs | None:
 
 
 def run_import(parsed: ImportArgs) -> None:
-    """Run ``dicomflow import`` for a plain command line without typer's parser (same values)."""
-    import typer
-
-    from dicomflow.commands.intake import import_command
+    """Run ``dicomflow import`` for a plain command line without typer (same values as its parser's)."""
+    from dicomflow.commands.importing import import_files
 
     try:
-        import_command(
-            paths=[Path(p) for p in parsed.paths],
+        import_files(
+            [Path(p) for p in parsed.paths],
             as_json=parsed.as_json,
             workers=parsed.workers,
             quiet=parsed.quiet,
             analyse_now=parsed.analyse,
         )
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:
+        typer = sys.modules.get("typer")  # `fail` loads typer to raise typer.Exit
+        if typer is not None and isinstance(exc, typer.Exit):
+            raise SystemExit(exc.exit_code) from None
+        raise
     except KeyboardInterrupt:
         print("Aborted!", file=sys.stderr)  # what typer prints
         raise SystemExit(1) from None
