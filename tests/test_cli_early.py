@@ -31,6 +31,27 @@ def test_only_plain_import_command_lines_start_early(args, expected):
     assert early.parse_import_args(args) == expected
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["a", "b"], ["a", "--json", "-q", "--workers", "3"], ["--workers=2", "--analyse", "a"], ["--quiet", "--", "-odd-name"],
+     ["--json", "x", "--quiet", "y", "--workers", "0"]],
+)
+def test_plain_command_lines_give_the_values_typer_gives(args):
+    """typer is the oracle of the early parser: same command line, same values for the command."""
+    import typer.main
+
+    from dicomflow.cli import build_app
+
+    command = typer.main.get_command(build_app()).commands["import"]
+    params = command.make_context("import", list(args)).params
+    ours = early.parse_import_args(args)
+    assert ours is not None
+    assert [str(p) for p in params["paths"]] == ours.paths
+    assert (params["as_json"], params["workers"], params["quiet"], params["analyse_now"]) == (
+        ours.as_json, ours.workers, ours.quiet, ours.analyse,
+    )
+
+
 def test_early_ingestion_is_taken_only_for_the_same_paths(tmp_path):
     folder = tmp_path / "ct"
     folder.mkdir()  # one worker: the ingestion reads lazily, so nothing is stored by this test
