@@ -207,43 +207,32 @@ def _user_item_types(raw: bytes) -> list[int] | None:
     return None
 
 
-def negotiate(
-    raw: bytes,
-    *,
-    our_aet: str,
-    address: str,
-    allows: Callable[[str, str], bool],
-    supported_contexts,
-    max_pdu: int,
-    implementation_uid: str,
-    implementation_version: str,
-) -> Negotiated | None:
+@dataclass(frozen=True)
+class Acceptor:
+    """What the receiver accepts: its AE title, its allowlist check, contexts and identity."""
+
+    aet: str
+    allows: Callable[[str, str], bool]  # (calling AE title, peer address) -> allowed
+    supported_contexts: list
+    max_pdu: int
+    implementation_uid: str
+    implementation_version: str
+
+
+def negotiate(raw: bytes, address: str, acceptor: Acceptor) -> Negotiated | None:
     """Accept ``raw`` (an A-ASSOCIATE-RQ) on the fast path, or None to leave it to pynetdicom.
 
     Any error while reading the peer's bytes also means None: pynetdicom answers a malformed
     request its own way (an A-ABORT), instead of the connection being dropped without a word.
     """
     try:
-        return _negotiate(
-            raw, our_aet=our_aet, address=address, allows=allows, supported_contexts=supported_contexts,
-            max_pdu=max_pdu, implementation_uid=implementation_uid, implementation_version=implementation_version,
-        )
+        return _negotiate(raw, address, acceptor)
     except Exception as exc:
         log.debug("receiver: fast path declined an A-ASSOCIATE-RQ it could not read (%s)", exc.__class__.__name__)
         return None
 
 
-def _negotiate(
-    raw: bytes,
-    *,
-    our_aet: str,
-    address: str,
-    allows: Callable[[str, str], bool],
-    supported_contexts,
-    max_pdu: int,
-    implementation_uid: str,
-    implementation_version: str,
-) -> Negotiated | None:
+def _negotiate(raw: bytes, address: str, acceptor: Acceptor) -> Negotiated | None:
     from pynetdicom.pdu import A_ASSOCIATE_AC as AcceptPDU
     from pynetdicom.pdu import A_ASSOCIATE_RQ as RequestPDU
     from pynetdicom.pdu_primitives import (
@@ -264,10 +253,10 @@ def _negotiate(
     except Exception:  # malformed: pynetdicom answers it the way it answers everything malformed
         return None
     calling = (request.calling_ae_title or "").strip()
-    if (request.called_ae_title or "").strip() != our_aet or not allows(calling, address):
+    if (request.called_ae_title or "").strip() != acceptor.aet or not acceptor.allows(calling, address):
         return None
     peer_max = request.maximum_length_received
-    results, _ = negotiate_as_acceptor(request.presentation_context_definition_list, supported_contexts, None)
+    results, _ = negotiate_as_acceptor(request.presentation_context_definition_list, acceptor.supported_contexts, None)
 
     accept = A_ASSOCIATE()
     accept.application_context_name = request.application_context_name
@@ -277,11 +266,11 @@ def _negotiate(
     accept.result_source = 0x01
     accept.presentation_context_definition_results_list = results
     max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = max_pdu
+    max_length.maximum_length_received = acceptor.max_pdu
     impl_uid = ImplementationClassUIDNotification()
-    impl_uid.implementation_class_uid = implementation_uid
+    impl_uid.implementation_class_uid = acceptor.implementation_uid
     impl_version = ImplementationVersionNameNotification()
-    impl_version.implementation_version_name = implementation_version
+    impl_version.implementation_version_name = acceptor.implementation_version
     accept.user_information = [max_length, impl_uid, impl_version]
     ac = AcceptPDU()
     ac.from_primitive(accept)

@@ -306,6 +306,14 @@ class StorageSCP:
         self._thread: threading.Thread | None = None
         self._previous_tempdir: str | None = None
         self.ae = self._make_ae()
+        self._acceptor = fastpath.Acceptor(
+            aet=self.aet,
+            allows=self.allowlist.allows,
+            supported_contexts=self.ae.supported_contexts,
+            max_pdu=self.max_pdu,
+            implementation_uid=self.ae.implementation_class_uid,
+            implementation_version=self.ae.implementation_version_name or "",
+        )
 
     def _make_ae(self) -> NoDelayAE:
         ae = NoDelayAE(ae_title=self.aet)
@@ -496,16 +504,7 @@ class StorageSCP:
         if raw is None:
             return False
         host = str(address[0])
-        negotiated = fastpath.negotiate(
-            raw,
-            our_aet=self.aet,
-            address=host,
-            allows=self.allowlist.allows,
-            supported_contexts=self.ae.supported_contexts,
-            max_pdu=self.max_pdu,
-            implementation_uid=self.ae.implementation_class_uid,
-            implementation_version=self.ae.implementation_version_name or "",
-        )
+        negotiated = fastpath.negotiate(raw, host, self._acceptor)
         if negotiated is None:
             return False
         key, source = next(self._keys), f"{negotiated.calling_aet}@{host}"
