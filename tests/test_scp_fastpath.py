@@ -543,3 +543,18 @@ def test_a_malformed_request_the_fast_path_cannot_read_is_left_to_pynetdicom(rec
     sock.close()
     scp.stop(grace=0.5)
     assert head[:1] == b"\x07"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_that_sends_no_request_is_closed_after_the_acse_timeout(receivers):
+    """ARTIM expiry (PS3.8 AA-2): closed once after the ACSE timeout, not waited out twice."""
+    scp = receivers()
+    scp.ae.acse_timeout = 0.5
+    sock = socket.create_connection(("127.0.0.1", scp.port), timeout=10)
+    started = time.monotonic()
+    assert sock.recv(6) == b""  # closed by the receiver, nothing sent
+    waited = time.monotonic() - started
+    sock.close()
+    scp.stop()
+    assert 0.4 < waited < 3
+    assert scp.associations_by_path == {"fast": 0, "pynetdicom": 0}

@@ -174,7 +174,10 @@ class Negotiated:
 
 
 def peek_request(sock: socket.socket, timeout: float) -> bytes | None:
-    """The whole A-ASSOCIATE-RQ PDU, peeked (left in the socket), or None if it is not one / too long."""
+    """The whole A-ASSOCIATE-RQ PDU, peeked (left in the socket), or None if it is not one / too long.
+
+    Raises TimeoutError when no complete request arrived within ``timeout`` (the ARTIM timer).
+    """
     previous = sock.gettimeout()
     sock.settimeout(timeout)
     try:
@@ -186,7 +189,9 @@ def peek_request(sock: socket.socket, timeout: float) -> bytes | None:
             return None
         data = sock.recv(total, socket.MSG_PEEK | socket.MSG_WAITALL)
         return data if len(data) == total else None
-    except OSError:  # timeout, reset: pynetdicom deals with it (its own timers and logging)
+    except TimeoutError:
+        raise
+    except OSError:  # reset and the like: pynetdicom deals with it (its own logging)
         return None
     finally:
         sock.settimeout(previous)

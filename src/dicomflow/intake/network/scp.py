@@ -500,10 +500,18 @@ class StorageSCP:
         """Serve this connection on the fast path if it qualifies; False leaves it to pynetdicom."""
         if not (self.fast_path and fastpath.is_plain_socket(sock)):
             return False
-        raw = fastpath.peek_request(sock, self.ae.acse_timeout or 30)
+        host = str(address[0])
+        timeout = self.ae.acse_timeout or 30
+        try:
+            raw = fastpath.peek_request(sock, timeout)
+        except TimeoutError:
+            # No association request in time: close, as ARTIM expiry does (PS3.8 AA-2) — once,
+            # rather than handing the idle connection to pynetdicom to wait out its timer again.
+            log.warning("receiver: closed a connection from %s that sent no association request in %g s", host, timeout)
+            sock.close()
+            return True
         if raw is None:
             return False
-        host = str(address[0])
         negotiated = fastpath.negotiate(raw, host, self._acceptor)
         if negotiated is None:
             return False
