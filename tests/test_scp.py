@@ -418,3 +418,20 @@ def test_resend_of_imported_files_is_duplicate_and_changed_data_is_conflict(tmp_
     assert len(run.conflicts) == 1 and "different content" in run.conflicts[0]["reason"]
     after = {uid: (row.sha256, (Path(settings.STORE_DIR) / row.stored_path).read_bytes()) for uid, row in catalogued().items()}
     assert after == before  # nothing overwritten, nothing added
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_closes_a_connection_that_never_sent_its_request(receiver):
+    """Shutdown does not wait for (or crash on) a peer that connected but sent nothing yet."""
+    import time
+
+    scp = receiver()
+    sock = socket.create_connection(("127.0.0.1", scp.port), timeout=10)
+    time.sleep(0.3)  # accepted and waiting for its A-ASSOCIATE-RQ
+    started = time.monotonic()
+    scp.stop(grace=0.5)
+    stopped = time.monotonic() - started
+    sock.settimeout(5)
+    assert sock.recv(6) == b""  # the receiver closed it
+    sock.close()
+    assert stopped < 5

@@ -41,6 +41,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -296,7 +297,8 @@ class StorageSCP:
         self.max_pdu = max_pdu
         self.fast_path = settings.DICOMFLOW_SCP_FASTPATH if fast_path is None else fast_path
         self._fast_sessions: set = set()
-        self._stopping = False  # set by stop(): no association starts after it, on either path
+        self._stopping = False
+        self._awaiting_request: set = set()  # fast-path candidates whose A-ASSOCIATE-RQ is awaited  # set by stop(): no association starts after it, on either path
         self.associations_by_path = {"fast": 0, "pynetdicom": 0}  # requests each path took (tests, monitoring)
         self._keys = itertools.count(1)
         self._assoc_keys: dict[object, tuple[int, str]] = {}
@@ -377,12 +379,24 @@ class StorageSCP:
         with self._lock:
             self._stopping = True  # a connection accepted earlier whose request comes now is rejected
         self._server.shutdown()  # no new associations; also removes it from ae._servers
+        with self._lock:
+            idle = list(self._awaiting_request)
+        for sock in idle:  # connections that have not sent their request yet: closed at once
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         deadline = time.monotonic() + grace
         while (self.ae.active_associations or self._fast_sessions) and time.monotonic() < deadline:
             time.sleep(0.05)
         for assoc in self.ae.active_associations:
             log.warning("receiver: aborting an association still running at shutdown")
-            assoc.abort()
+            if assoc.is_established:
+                assoc.abort()
+            else:  # still waiting for its request (Sta2): pynetdicom refuses an abort there; close it
+                if assoc.dul.socket is not None:
+                    assoc.dul.socket.close()
+                assoc.kill()
         with self._lock:
             running = list(self._fast_sessions)
         for session in running:
@@ -502,12 +516,22 @@ class StorageSCP:
             return False
         host = str(address[0])
         timeout = self.ae.acse_timeout or 30
+        with self._lock:
+            if self._stopping:
+                return False  # pynetdicom rejects it ("temporary congestion")
+            self._awaiting_request.add(sock)
         try:
             raw = fastpath.peek_request(sock, timeout)
         except TimeoutError:
             # No association request in time: close, as ARTIM expiry does (PS3.8 AA-2) — once,
             # rather than handing the idle connection to pynetdicom to wait out its timer again.
             log.warning("receiver: closed a connection from %s that sent no association request in %g s", host, timeout)
+            sock.close()
+            return True
+        finally:
+            with self._lock:
+                self._awaiting_request.discard(sock)
+        if raw is None and self._stopping:  # stop() closed it while it waited
             sock.close()
             return True
         if raw is None:
