@@ -447,18 +447,21 @@ def test_association_limit_counts_both_paths(receivers):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_request_arriving_during_shutdown_is_not_served(receivers):
+def test_a_request_arriving_after_shutdown_is_not_served(receivers):
     """A connection accepted before stop() whose A-ASSOCIATE-RQ comes later must not start an
-    association on a receiver whose catalogue writer and temp dir are gone: it is rejected."""
+    association on a receiver whose catalogue writer and temp dir are gone: stop() closed it."""
     scp = receivers()
     sock = socket.create_connection(("127.0.0.1", scp.port), timeout=10)
     time.sleep(0.3)  # accepted: its connection thread is waiting for the request
     scp.stop(grace=0.5)
-    sock.sendall(associate_request())
-    head = sock.recv(6)
+    try:
+        sock.sendall(associate_request())
+        head = sock.recv(6)
+    except ConnectionError:
+        head = b""
     sock.close()
-    assert head[:1] == b"\x03", "not rejected: a request after stop() started an association"
-    assert scp.associations_by_path["fast"] == 0
+    assert head == b"", "a request after stop() was answered"
+    assert scp.associations_by_path == {"fast": 0, "pynetdicom": 0}
 
 
 # --- allocations the peer controls ------------------------------------------------------------------------
