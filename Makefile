@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DICOMFLOW_HOME ?= $(CURDIR)/var
 
-.PHONY: install run test sysdeps bench clean
+.PHONY: install run test sysdeps bench clean bytecode
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) bytecode
+
+# Compiled modules for src/ (only changed files are recompiled). Python reads them even where
+# PYTHONDONTWRITEBYTECODE=1 keeps it from writing them: ~40 ms less start-up for every command.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q src >/dev/null
 
 # System tools the tests drive as real peers: DCMTK (storescu/storescp), dicom3tools (dciodvfy),
 # Debian's Chromium (browser tests), Orthanc (benchmark peer). Installed with apt-get when missing and we are root.
