@@ -71,3 +71,32 @@ def test_streams_use_named_temp_files_and_errors_are_storage_errors(tmp_path):
     (tmp_path / "store/q").write_text("a file where a folder should be")
     with pytest.raises(StorageError):
         store.store_bytes(b"y", "q/c.dcm")
+
+
+def test_stream_into_a_folder_removed_under_the_cache_is_stored(tmp_path):
+    """Streams cannot be written twice, so the folder is made again before their bytes are read."""
+    store = FileStore(tmp_path / "store", "never")
+    store.store_stream(io.BytesIO(b"one"), "p/st/se/1.dcm")
+    os.remove(tmp_path / "store/p/st/se/1.dcm")
+    os.rmdir(tmp_path / "store/p/st/se")  # cached as existing by the store
+    result = store.store_stream(io.BytesIO(b"two"), "p/st/se/2.dcm")
+    assert result.created and (tmp_path / "store/p/st/se/2.dcm").read_bytes() == b"two"
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "named_temp"])
+def test_store_errors_do_not_name_the_patient_folder(tmp_path, unnamed):
+    """The store path's first component is the (sanitised) Patient ID: not for error messages."""
+    store = FileStore(tmp_path / "store", "never")
+    store._tmpfile = store._tmpfile and unnamed
+    (tmp_path / "store/PAT12345").write_text("a file where the patient folder should be")
+    for attempt in (lambda: store.store_bytes(b"y", "PAT12345/st/se/c.dcm"),
+                    lambda: store.store_stream(io.BytesIO(b"y"), "PAT12345/st/se/c.dcm")):
+        with pytest.raises(StorageError) as failed:
+            attempt()
+        assert "PAT12345" not in str(failed.value)
+        assert str(tmp_path / "store") in str(failed.value)  # still says which store
+    source = tmp_path / "received.dcm"
+    source.write_bytes(b"z")
+    with pytest.raises(StorageError) as failed:
+        store.adopt(source, "PAT12345/st/se/d.dcm")
+    assert "PAT12345" not in str(failed.value)

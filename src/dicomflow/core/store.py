@@ -169,7 +169,7 @@ class FileStore:
                     if attempt == 2 or not repeatable:
                         raise
         except OSError as exc:
-            raise StorageError(f"cannot write to the store at {parent} ({exc.strerror or exc})") from None
+            raise _store_error(self.root, exc) from None
         raise AssertionError("unreachable")
 
     def _write_unnamed(self, parent: str, final: str, relpath: str, write) -> StoreResult:
@@ -201,7 +201,14 @@ class FileStore:
     def _write_named(self, final: Path, relpath: str, write) -> StoreResult:
         temp = _temp_name(final.parent)
         try:
-            with open(temp, "xb") as dst:
+            try:
+                dst = open(temp, "xb")
+            except FileNotFoundError:
+                # The folder was removed under the cache (``_made``): make it again now, before
+                # ``write`` reads anything (a stream cannot be read twice).
+                os.makedirs(final.parent, exist_ok=True)
+                dst = open(temp, "xb")
+            with dst:
                 sha, size = write(dst)
                 if self.fsync == "always":
                     dst.flush()
@@ -242,7 +249,7 @@ class FileStore:
                 source.unlink()
             return result
         except OSError as exc:
-            raise StorageError(f"cannot write to the store at {final.parent} ({exc.strerror or exc})") from None
+            raise _store_error(self.root, exc) from None
 
     def _link_into_place(self, temp: Path, final: Path, relpath: str, sha: str, size: int) -> StoreResult:
         try:
@@ -269,6 +276,12 @@ class FileStore:
         if self.fsync != "batch":
             return
         syncfs(self.root)
+
+
+def _store_error(root: Path, exc: OSError) -> StorageError:
+    """The store's root and the system's reason, never the folder inside it: the first component
+    of a store path is the patient's ID (sanitised), which has no place in errors and logs."""
+    return StorageError(f"cannot write to the store at {root} ({exc.strerror or type(exc).__name__})")
 
 
 _UMASK: int | None = None
