@@ -9,7 +9,7 @@ from dicomflow.testing import synth
 
 
 def _writebacks() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "store-writeback" and t.is_alive()]
+    return [t for t in threading.enumerate() if t.name == "background-flush" and t.is_alive()]
 
 
 def test_pool_ingests_every_file_and_flushes_in_the_background_for_batch(tmp_path):

@@ -9,14 +9,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dicomflow.core.dicom.header import InstanceHeader, read_header, read_header_bytes
-from dicomflow.core.store import FileStore, StoreResult, relative_store_path, syncfs
+from dicomflow.core.store import FileStore, StoreResult, relative_store_path
+from dicomflow.core.writeback import BackgroundFlush
 from dicomflow.errors import InputError
 
 
@@ -67,8 +67,6 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) ->
 
 
 # --- many files on many processes ------------------------------------------------------------------
-#: Seconds between background flushes of the store while an import runs (fsync policy ``batch``).
-WRITEBACK_INTERVAL = 0.1
 #: Files per message between this process and a worker. Messages cost the parent (which also writes
 #: the catalog, on the same cores) CPU in its pool threads: with 8 files per message ~0.18 ms per
 #: file, 16 ~0.14, 32 ~0.10 (1000 CT slices, 2 workers); larger chunks leave one worker idle for
@@ -79,6 +77,12 @@ _worker_store: FileStore | None = None
 
 def _init_worker(store_root: str, fsync: str) -> None:
     global _worker_store
+    # Ctrl-C reaches the whole process group. A worker interrupted while it waits for work dies
+    # holding the pool's queue lock, and the parent's terminate() then waits for that lock forever;
+    # the parent decides instead (Ingestion.close terminates the workers).
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_store = FileStore(store_root, fsync)
 
 
@@ -86,30 +90,6 @@ def _work(item: tuple[str, str]) -> StoredFile | IgnoredFile:
     path, display = item
     assert _worker_store is not None
     return ingest_file(path, display, _worker_store)
-
-
-class _Writeback(threading.Thread):
-    """While workers write, flush the store's file system every ``interval`` seconds.
-
-    Why: with fsync policy ``batch`` every catalogued batch waits for ``syncfs`` first. Left
-    alone, the kernel writes nothing back for ~30 s, so the first batch's ``syncfs`` had to write
-    out everything stored so far (a 1000-slice CT: ~0.3 s of I/O with idle CPUs, at the end of the
-    import). Flushing all along overlaps that I/O with reading and hashing. Durability does not
-    depend on this thread: the catalog still syncs before each commit.
-    """
-
-    def __init__(self, root: str, interval: float = WRITEBACK_INTERVAL):
-        super().__init__(name="store-writeback", daemon=True)
-        self.root = root
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                syncfs(self.root)
-            except OSError:
-                return  # the catalog's own flush reports problems with the store
 
 
 class Ingestion:
@@ -133,13 +113,13 @@ class Ingestion:
         self._source = iter_input_files([Path(p) for p in paths], self.work_dir, limits)
         self._input_file = InputFile
         self._pool = None
-        self._writeback: _Writeback | None = None
+        self._writeback: BackgroundFlush | None = None
         if workers > 1:
             ctx = multiprocessing.get_context("fork")
             self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(store.root), store.fsync))
             self._results = self._pool.imap_unordered(_work, self._inputs(), chunksize=CHUNK_FILES)
             if store.fsync == "batch":
-                self._writeback = _Writeback(str(store.root))
+                self._writeback = BackgroundFlush(store.root)  # fsync batch: the catalog's syncs stay short
                 self._writeback.start()
         else:
             self._results = (ingest_file(path, display, store) for path, display in self._inputs())
@@ -157,7 +137,7 @@ class Ingestion:
 
     def close(self) -> None:
         if self._writeback is not None:
-            self._writeback.stopped.set()  # not joined: a flush in progress may finish on its own
+            self._writeback.stop()
             self._writeback = None
         if self._pool is not None:
             self._pool.terminate()

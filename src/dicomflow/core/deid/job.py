@@ -5,6 +5,8 @@ decoded nor held by the engine), de-identify, write ``<newStudy>/<newSeries>/<ne
 staging folder inside DST (untouched elements are copied as read, ``fastwrite``; the pixel bytes go
 straight from the source file with ``sendfile``), then leak-scan the bytes written. The job then checks RT references over the whole output and moves
 the staged files into DST only when the leak scan found nothing: any finding releases nothing.
+Released files are on disk when the job returns (one ``syncfs`` at the end; while the workers
+write, ``BackgroundFlush`` keeps that last sync short).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from dicomflow.core.deid.leak import Finding, scan_bytes, scan_dataset, scan_fil
 from dicomflow.core.deid.options import Options
 from dicomflow.core.deid.reidentify import ReverseMap
 from dicomflow.core.deid.rtcheck import references_of, resolve_references
+from dicomflow.core.store import syncfs
+from dicomflow.core.writeback import BackgroundFlush
 from dicomflow.errors import DicomflowError
 
 DEFER_SIZE = 16 * 1024  # values above this stay on disk until written
@@ -277,11 +281,16 @@ def deidentify_paths(
         else:
             size = max(4, min(16, len(files) // (workers * 8) or 1))  # small chunks: even tail
             chunks = [([str(p) for p in files[i : i + size]], str(stage)) for i in range(0, len(files), size)]
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(key, options, subject_ids)) as pool:
-                for chunk_results in pool.map(_run_chunk, chunks):
-                    results += chunk_results
-                    if progress:
-                        progress(len(results), len(files))
+            flush = BackgroundFlush(dst)
+            flush.start()
+            try:
+                with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(key, options, subject_ids)) as pool:
+                    for chunk_results in pool.map(_run_chunk, chunks):
+                        results += chunk_results
+                        if progress:
+                            progress(len(results), len(files))
+            finally:
+                flush.stop()
         _collect(results, report)
         if report.findings:
             report.failed += [
@@ -292,6 +301,8 @@ def deidentify_paths(
         else:
             _release(stage, dst, report.outputs)
             report.files_out = len(report.outputs)
+            if report.files_out:
+                syncfs(dst)  # released means on disk
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return report
