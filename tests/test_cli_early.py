@@ -24,6 +24,7 @@ DICOMFLOW = str(Path(sys.executable).with_name("dicomflow"))
         (["a", "--help"], None),
         (["a", "--bogus"], None),
         (["a", "--workers", "many"], None),
+        (["a", "--workers", "\u00b2"], None),  # a digit to str.isdigit, not to int(): typer reports it
         (["--json"], None),
     ],
 )
@@ -94,3 +95,73 @@ def test_direct_run_keeps_the_exit_status_and_json_error(tmp_path, capsys):
         early.run_import(early.ImportArgs([str(tmp_path / "gone")], as_json=True))
     assert stopped.value.code == 1
     assert json.loads(capsys.readouterr().out) == {"error": f"no such file or folder: {tmp_path / 'gone'}"}
+
+
+def _interrupt_when(proc, ready, timeout=60.0):
+    """Send Ctrl-C (SIGINT to the whole process group, as a terminal does) once ``ready()``."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # hung: do not leave it behind
+        proc.communicate()
+        pytest.fail("the import hung after Ctrl-C")
+
+
+@pytest.mark.parametrize("moment", ["workers_storing", "catalog_writing"])
+def test_ctrl_c_stops_the_workers_and_leaves_nothing_behind(tmp_path, moment):
+    """Ctrl-C while the workers run before Django is up, or while the catalog is written: the command
+    ends (no hang on the pool's queue lock), no worker survives, and the work folder is removed."""
+    import signal
+    import zipfile
+
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=400, rows=64, cols=64, seed=11)
+    archive = tmp_path / "ct.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # an archive: its extracted members sit in the work folder
+        for p in ct.paths:
+            zf.write(p, p.name)
+    home = tmp_path / "home"
+    env = dict(os.environ, DICOMFLOW_HOME=str(home), DICOMFLOW_FSYNC="batch")
+    env.pop("DATABASE_URL", None)
+    store, work = home / "store", home / "work"
+
+    def stored() -> bool:
+        return store.is_dir() and any(store.rglob("*.dcm"))
+
+    def catalogued() -> bool:
+        return (home / "dicomflow.sqlite3-wal").exists() and stored()
+
+    proc = subprocess.Popen(
+        [DICOMFLOW, "import", str(archive), "--workers", "2", "-q", "--json"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+    )
+    _out, err = _interrupt_when(proc, stored if moment == "workers_storing" else catalogued)
+    assert proc.returncode not in (None, 0, -signal.SIGKILL), err[-2000:]
+    left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert left == []  # no worker process survives its parent
+    assert list(work.iterdir()) == []  # the extracted archive is gone
+
+
+def test_failed_start_up_after_the_early_start_closes_the_ingestion(tmp_path):
+    """The database cannot be reached (Django's start-up fails after the workers started): the
+    command fails, and the workers and the extracted archive do not outlive it."""
+    import zipfile
+
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=20, rows=16, cols=16, seed=12)
+    archive = tmp_path / "ct.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in ct.paths:
+            zf.write(p, p.name)
+    home = tmp_path / "home"
+    env = dict(os.environ, DICOMFLOW_HOME=str(home), DATABASE_URL="postgres://nobody@127.0.0.1:9/none")
+    failed = subprocess.run([DICOMFLOW, "import", str(archive), "--workers", "2", "-q", "--json"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert failed.returncode != 0
+    assert list((home / "work").iterdir()) == []

@@ -50,8 +50,8 @@ def parse_import_args(args: list[str]) -> ImportArgs | None:
             continue
         if arg == "--workers" or arg.startswith("--workers="):
             value = arg.partition("=")[2] if "=" in arg else next(rest, "")
-            if not value.isdigit():
-                return None
+            if not (value.isascii() and value.isdigit()):
+                return None  # e.g. "²" is a digit to isdigit() but not to int(): typer reports it
             parsed.workers = int(value)
             continue
         if arg.startswith("-"):

@@ -17,28 +17,34 @@ def import_files(paths: list[Path], *, as_json: bool, workers: int, quiet: bool,
         if not p.exists():
             fail(f"no such file or folder: {p}", as_json)
     ingestion = _start_ingestion_before_django(paths, workers, as_json)
-    setup_django()
-    from dicomflow.errors import DicomflowError
-    from dicomflow.intake.models import SourceKind
-    from dicomflow.intake.services import import_paths
+    try:
+        # import_paths closes the ingestion when it is done; anything failing before it gets there
+        # (Django's start-up, an unreachable database, Ctrl-C) must not leave the workers running
+        # or an extracted archive in the work folder. close() may run twice: it is idempotent.
+        setup_django()
+        from dicomflow.errors import DicomflowError
+        from dicomflow.intake.models import SourceKind
+        from dicomflow.intake.services import import_paths
 
-    with _progress_bar(show=not quiet and sys.stderr.isatty()) as progress:
-        try:
-            report = import_paths(
-                paths,
-                source_kind=SourceKind.CLI,
-                received_from="cli",
-                workers=workers or None,
-                progress=progress,
-                analyse=not analyse_now,  # queue it for the worker unless done here
-                ingestion=ingestion,
-            )
-            if analyse_now:
-                from dicomflow.catalog.analysis import analyse_studies
+        with _progress_bar(show=not quiet and sys.stderr.isatty()) as progress:
+            try:
+                report = import_paths(
+                    paths,
+                    source_kind=SourceKind.CLI,
+                    received_from="cli",
+                    workers=workers or None,
+                    progress=progress,
+                    analyse=not analyse_now,  # queue it for the worker unless done here
+                    ingestion=ingestion,
+                )
+                if analyse_now:
+                    from dicomflow.catalog.analysis import analyse_studies
 
-                analyse_studies(report.study_ids)
-        except DicomflowError as exc:
-            fail(str(exc), as_json)
+                    analyse_studies(report.study_ids)
+            except DicomflowError as exc:
+                fail(str(exc), as_json)
+    finally:
+        ingestion.close()
     doc = report.as_dict()
     human = (
         f"{doc['files_seen']} files: {doc['instances_new']} new, {doc['instances_duplicate']} duplicate, "
