@@ -78,3 +78,32 @@ def test_writer_falls_back_when_another_writer_took_a_uid(tmp_path):
     assert [i.display_name for i in outcome.duplicates] == [taken.display_name]
     assert Instance.objects.count() == 3
     assert ImageInformation.objects.count() == 2  # details only for the rows this writer created
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_racing_writer_with_other_bytes_makes_a_conflict_not_a_duplicate(tmp_path):
+    """Same UID taken between read and insert, by a file with another sha256: a recorded conflict."""
+    from dicomflow.catalog.models import InstanceConflict
+
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=2, rows=16, cols=16, seed=3)
+    store = FileStore(tmp_path / "store", "never")
+    items = [ingest_file(p, p.name, store) for p in ct.paths]
+    taken = items[0]
+
+    class Racing(CatalogWriter):
+        def _ensure_series(self, headers):
+            super()._ensure_series(headers)
+            if not Instance.objects.filter(sop_instance_uid=taken.header.sop_instance_uid).exists():
+                Instance.objects.create(
+                    series_id=self._series[taken.header.series_instance_uid],
+                    sop_instance_uid=taken.header.sop_instance_uid, sop_class_uid=taken.header.sop_class_uid,
+                    sha256="0" * 64, size=1, stored_path="elsewhere/other.dcm",
+                )
+
+    outcome = Racing(store, "test").record(items)
+    assert [i.display_name for i in outcome.new] == [items[1].display_name]
+    assert outcome.duplicates == []
+    assert [i.display_name for i, _ in outcome.conflicts] == [taken.display_name]
+    conflict = InstanceConflict.objects.get()
+    assert conflict.sha256 == taken.stored.sha256 and conflict.instance.sha256 == "0" * 64
+    assert not store.path_of(taken.stored.relpath).exists()  # our surplus copy is not left behind

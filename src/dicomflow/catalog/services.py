@@ -268,8 +268,15 @@ class CatalogWriter:
                     with transaction.atomic():
                         Instance(**dict(zip(_INSTANCE_FIELDS, row))).save(force_insert=True)
                     created.append(item)
-                except IntegrityError:
-                    outcome.duplicates.append(item)
+                except IntegrityError:  # theirs now: a duplicate if the bytes agree, else a conflict
+                    known = (
+                        Instance.objects.filter(sop_instance_uid=item.header.sop_instance_uid)
+                        .values("id", "sop_instance_uid", "sha256", "stored_path")
+                        .first()
+                    )
+                    if known is None:
+                        raise
+                    self._classify_known(item, known, outcome)
             items = created
         ids = dict(
             Instance.objects.filter(sop_instance_uid__in=[i.header.sop_instance_uid for i in items]).values_list(
