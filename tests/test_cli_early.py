@@ -165,3 +165,17 @@ def test_failed_start_up_after_the_early_start_closes_the_ingestion(tmp_path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert failed.returncode != 0
     assert list((home / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["stats", "--json"], ["import", "{folder}", "--json"]])
+def test_an_unreachable_database_is_one_clear_error(tmp_path, command):
+    folder = tmp_path / "ct"
+    synth.write_image_series(folder, n_slices=2, rows=16, cols=16, seed=5)
+    env = {**os.environ, "DICOMFLOW_HOME": str(tmp_path / "home"), "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}
+    done = subprocess.run([DICOMFLOW, *(c.replace("{folder}", str(folder)) for c in command)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error.startswith("the database cannot be used:") and "DATABASE_URL" in error
+    assert done.stderr.strip() == f"error: {error}"

@@ -61,12 +61,30 @@ def main() -> None:
             early.run_import(plain)  # a plain command line: the values typer would parse
         else:
             build_app()()
+    except Exception as exc:
+        _database_unusable(exc)
+        raise
     finally:
         # Skip the interpreter's last full collection: with Django, Celery and pydicom loaded it
         # takes ~0.2 s on a 2-core VM, after the work is done. Objects are not leaked by this
         # (the process ends); only finalizers of cyclic garbage are skipped, and files, logs and
         # database connections are closed by their owners (atexit, context managers) before.
         gc.freeze()
+
+
+def _database_unusable(exc: Exception) -> None:
+    """A database that cannot be reached or opened: one clear line (and JSON), not a traceback."""
+    db = sys.modules.get("django.db.utils")
+    if db is None or not isinstance(exc, db.OperationalError):
+        return
+    reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    message = f"the database cannot be used: {reason} (check DATABASE_URL / DICOMFLOW_HOME)"
+    if "--json" in sys.argv[1:]:
+        import json
+
+        sys.stdout.write(json.dumps({"error": message}) + "\n")
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
