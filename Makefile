@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DICOMFLOW_HOME ?= $(CURDIR)/var
 
-.PHONY: install run test sysdeps bench clean bytecode
+.PHONY: install run test test-postgres sysdeps bench clean bytecode
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ run: install
 
 test: install sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite with the catalog on PostgreSQL (pytest-django creates and drops test_<name>).
+PG_URL ?= postgres://postgres@127.0.0.1:5432/dicomflow
+test-postgres: install sysdeps
+	DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install sysdeps
 	$(BIN)/python benchmarks/import_bench.py

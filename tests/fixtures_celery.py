@@ -1,8 +1,9 @@
 """A REAL Celery worker for tests: ``celery -A dicomflow.celery_app worker`` as a subprocess.
 
 It uses the Celery filesystem broker in the session's ``$DICOMFLOW_HOME/broker`` and the SAME test
-database as the tests (pytest-django's ``$DICOMFLOW_HOME/test.sqlite3``, passed as
-``DATABASE_URL``). Tests that use it must see committed rows from another process, so they take
+database as the tests (pytest-django's ``$DICOMFLOW_HOME/test.sqlite3``, or its ``test_<name>``
+database on PostgreSQL when the suite runs with ``DATABASE_URL=postgres://...``), passed as
+``DATABASE_URL``. Tests that use it must see committed rows from another process, so they take
 ``@pytest.mark.django_db(transaction=True)``.
 
 Loaded for every test through ``pytest_plugins`` in ``tests/conftest.py``. Usage::
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -66,9 +68,9 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0, interval: f
         time.sleep(interval)
 
 
-def start_worker(database: str, concurrency: int = 2, pool: str = "prefork",
+def start_worker(database_url: str, concurrency: int = 2, pool: str = "prefork",
                  log_name: str = "celery-test-worker.log", timeout: float = 90.0) -> CeleryWorker:
-    """Start a worker on ``database`` (SQLite file) and wait until it reports ready."""
+    """Start a worker on ``database_url`` (the tests' database) and wait until it reports ready."""
     from django.conf import settings
 
     if Path(os.environ.get("DICOMFLOW_HOME", "")).resolve() != Path(settings.HOME):
@@ -78,7 +80,7 @@ def start_worker(database: str, concurrency: int = 2, pool: str = "prefork",
         )
     log_path = Path(settings.LOG_DIR) / log_name
     env = dict(os.environ)
-    env["DATABASE_URL"] = f"sqlite:///{database}"
+    env["DATABASE_URL"] = database_url
     env["DICOMFLOW_HOME"] = str(settings.HOME)
     env.pop("DICOMFLOW_CELERY_EAGER", None)
     env.setdefault("DICOMFLOW_FSYNC", "never")
@@ -94,7 +96,7 @@ def start_worker(database: str, concurrency: int = 2, pool: str = "prefork",
         start_new_session=True,
     )
     log_file.close()
-    worker = CeleryWorker(process, log_path, database)
+    worker = CeleryWorker(process, log_path, database_url)
     try:
         wait_for(lambda: READY_MARK in log_path.read_text(errors="replace"), timeout=timeout, interval=0.2,
                  worker=worker, what="the Celery worker to be ready")
@@ -128,8 +130,15 @@ def celery_worker_process(django_db_setup, django_db_blocker):
         from django.db import connection
 
         database = connection.settings_dict["NAME"]
-    if not database or database == ":memory:" or "mode=memory" in str(database):
+        vendor = connection.vendor
+        conf = connection.settings_dict
+    if vendor == "postgresql":
+        auth = conf["USER"] + (f":{quote(conf['PASSWORD'], safe='')}" if conf["PASSWORD"] else "")
+        url = f"postgres://{auth}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{database}"
+    elif not database or database == ":memory:" or "mode=memory" in str(database):
         pytest.skip("the real Celery worker needs a file-based test database")
-    worker = start_worker(str(database))
+    else:
+        url = f"sqlite:///{database}"
+    worker = start_worker(url)
     yield worker
     stop_worker(worker)

@@ -31,6 +31,7 @@ def test_scp_command_receives_and_stops_cleanly(tmp_path):
     echoscu = require_tool("echoscu")
     home = tmp_path / "home"
     env = {**os.environ, "DICOMFLOW_HOME": str(home), "DICOMFLOW_FSYNC": "never", "TCP_NODELAY": "1"}
+    env.pop("DATABASE_URL", None)  # the command's own catalog in its home, whatever the suite runs on
     series = synth.write_image_series(tmp_path / "ct", n_slices=6, rows=32, cols=32)
     port = free_port()
     proc = subprocess.Popen(

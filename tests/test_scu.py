@@ -162,6 +162,7 @@ def test_send_study_from_catalog(tmp_path, storescp):
 
 def _cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "DICOMFLOW_HOME": str(home), "DICOMFLOW_FSYNC": "never"}
+    env.pop("DATABASE_URL", None)  # the commands' own catalog in their home, whatever the suite runs on
     result = subprocess.run(
         [sys.executable, "-m", "dicomflow.cli", *args], env=env, capture_output=True, text=True, timeout=180
     )

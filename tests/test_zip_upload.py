@@ -31,14 +31,29 @@ STAGE_ORDER = ["initialise", "extract", "import", "clean_up", "finalise", "done"
 def stage_log():
     """Every committed change of (status, stage, percent) of any upload, in order."""
     with connection.cursor() as c:
-        c.execute("CREATE TABLE IF NOT EXISTS test_upload_log (seq INTEGER PRIMARY KEY, upload_id, status, stage, percent)")
-        c.execute("DELETE FROM test_upload_log")
-        c.execute(
-            "CREATE TRIGGER IF NOT EXISTS test_upload_log_t AFTER UPDATE ON intake_zipupload "
-            "WHEN OLD.status IS NOT NEW.status OR OLD.stage IS NOT NEW.stage OR OLD.percent IS NOT NEW.percent "
-            "BEGIN INSERT INTO test_upload_log (upload_id, status, stage, percent) "
-            "VALUES (NEW.id, NEW.status, NEW.stage, NEW.percent); END"
-        )
+        if connection.vendor == "postgresql":
+            c.execute("CREATE TABLE IF NOT EXISTS test_upload_log "
+                      "(seq SERIAL PRIMARY KEY, upload_id integer, status text, stage text, percent integer)")
+            c.execute("DELETE FROM test_upload_log")
+            c.execute(
+                "CREATE OR REPLACE FUNCTION test_upload_log_f() RETURNS trigger AS $$ BEGIN "
+                "IF OLD.status IS DISTINCT FROM NEW.status OR OLD.stage IS DISTINCT FROM NEW.stage "
+                "OR OLD.percent IS DISTINCT FROM NEW.percent THEN "
+                "INSERT INTO test_upload_log (upload_id, status, stage, percent) "
+                "VALUES (NEW.id, NEW.status, NEW.stage, NEW.percent); END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            c.execute("DROP TRIGGER IF EXISTS test_upload_log_t ON intake_zipupload")
+            c.execute("CREATE TRIGGER test_upload_log_t AFTER UPDATE ON intake_zipupload "
+                      "FOR EACH ROW EXECUTE FUNCTION test_upload_log_f()")
+        else:
+            c.execute("CREATE TABLE IF NOT EXISTS test_upload_log (seq INTEGER PRIMARY KEY, upload_id, status, stage, percent)")
+            c.execute("DELETE FROM test_upload_log")
+            c.execute(
+                "CREATE TRIGGER IF NOT EXISTS test_upload_log_t AFTER UPDATE ON intake_zipupload "
+                "WHEN OLD.status IS NOT NEW.status OR OLD.stage IS NOT NEW.stage OR OLD.percent IS NOT NEW.percent "
+                "BEGIN INSERT INTO test_upload_log (upload_id, status, stage, percent) "
+                "VALUES (NEW.id, NEW.status, NEW.stage, NEW.percent); END"
+            )
 
     def read(upload_id: int) -> list[tuple[str, str, int]]:
         with connection.cursor() as c:
@@ -47,7 +62,11 @@ def stage_log():
 
     yield read
     with connection.cursor() as c:
-        c.execute("DROP TRIGGER IF EXISTS test_upload_log_t")
+        if connection.vendor == "postgresql":
+            c.execute("DROP TRIGGER IF EXISTS test_upload_log_t ON intake_zipupload")
+            c.execute("DROP FUNCTION IF EXISTS test_upload_log_f()")
+        else:
+            c.execute("DROP TRIGGER IF EXISTS test_upload_log_t")
         c.execute("DROP TABLE IF EXISTS test_upload_log")
 
 
