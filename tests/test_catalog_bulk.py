@@ -54,13 +54,9 @@ def test_insert_rows_stores_what_bulk_create_stores(tmp_path):
     assert fast_image.pixel_spacing == header.image["pixel_spacing"]  # JSON text, read back as a list
 
 
-@pytest.mark.django_db(transaction=True)
-def test_writer_falls_back_when_another_writer_took_a_uid(tmp_path):
-    """Rows appear between the writer's read and its insert: the batch insert fails, row by row follows."""
-    ct = synth.write_image_series(tmp_path / "ct", n_slices=3, rows=16, cols=16, seed=2)
-    store = FileStore(tmp_path / "store", "never")
-    items = [ingest_file(p, p.name, store) for p in ct.paths]
-    taken = items[1]
+def _racing_writer(store, taken, sha256: str, size: int, stored_path: str) -> CatalogWriter:
+    """A writer under which another one catalogues ``taken``'s UID (with these values) between
+    the read of existing rows and the insert."""
 
     class Racing(CatalogWriter):
         def _ensure_series(self, headers):
@@ -69,11 +65,20 @@ def test_writer_falls_back_when_another_writer_took_a_uid(tmp_path):
                 Instance.objects.create(
                     series_id=self._series[taken.header.series_instance_uid],
                     sop_instance_uid=taken.header.sop_instance_uid, sop_class_uid=taken.header.sop_class_uid,
-                    sha256=taken.stored.sha256, size=taken.stored.size, stored_path=taken.stored.relpath,
+                    sha256=sha256, size=size, stored_path=stored_path,
                 )
 
-    racing = Racing(store, "test")
-    outcome = racing.record(items)
+    return Racing(store, "test")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writer_falls_back_when_another_writer_took_a_uid(tmp_path):
+    """Rows appear between the writer's read and its insert: the batch insert fails, row by row follows."""
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=3, rows=16, cols=16, seed=2)
+    store = FileStore(tmp_path / "store", "never")
+    items = [ingest_file(p, p.name, store) for p in ct.paths]
+    taken = items[1]
+    outcome = _racing_writer(store, taken, taken.stored.sha256, taken.stored.size, taken.stored.relpath).record(items)
     assert sorted(i.display_name for i in outcome.new) == sorted(i.display_name for i in items if i is not taken)
     assert [i.display_name for i in outcome.duplicates] == [taken.display_name]
     assert Instance.objects.count() == 3
@@ -89,18 +94,7 @@ def test_a_racing_writer_with_other_bytes_makes_a_conflict_not_a_duplicate(tmp_p
     store = FileStore(tmp_path / "store", "never")
     items = [ingest_file(p, p.name, store) for p in ct.paths]
     taken = items[0]
-
-    class Racing(CatalogWriter):
-        def _ensure_series(self, headers):
-            super()._ensure_series(headers)
-            if not Instance.objects.filter(sop_instance_uid=taken.header.sop_instance_uid).exists():
-                Instance.objects.create(
-                    series_id=self._series[taken.header.series_instance_uid],
-                    sop_instance_uid=taken.header.sop_instance_uid, sop_class_uid=taken.header.sop_class_uid,
-                    sha256="0" * 64, size=1, stored_path="elsewhere/other.dcm",
-                )
-
-    outcome = Racing(store, "test").record(items)
+    outcome = _racing_writer(store, taken, "0" * 64, 1, "elsewhere/other.dcm").record(items)
     assert [i.display_name for i in outcome.new] == [items[1].display_name]
     assert outcome.duplicates == []
     assert [i.display_name for i, _ in outcome.conflicts] == [taken.display_name]
