@@ -33,3 +33,24 @@ def dicomflow_home():
     from django.conf import settings
 
     return settings.HOME
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_test_database_released(django_db_setup, django_db_blocker):
+    """On PostgreSQL, end every other session on the test database before pytest-django drops it.
+
+    Threads of the test process (receiver catalogue writers, live servers) and the Celery worker
+    may still hold a connection at the very end; DROP DATABASE would then fail and leave
+    ``test_<name>`` behind. Torn down before ``django_db_setup`` (it depends on it). SQLite needs nothing.
+    """
+    yield
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
