@@ -169,7 +169,6 @@ class Negotiated:
     rq_length: int  # bytes of the A-ASSOCIATE-RQ still in the socket (peeked, not consumed)
     accept_pdu: bytes
     transfer_syntaxes: dict[int, str]  # accepted context ID -> transfer syntax UID
-    abstract_syntaxes: dict[int, str]
     peer_max_pdu: int
 
 
@@ -285,7 +284,6 @@ def _negotiate(raw: bytes, address: str, acceptor: Acceptor) -> Negotiated | Non
         rq_length=len(raw),
         accept_pdu=ac.encode(),
         transfer_syntaxes={cx.context_id: str(cx.transfer_syntax[0]) for cx in accepted},
-        abstract_syntaxes={cx.context_id: str(cx.abstract_syntax) for cx in accepted},
         peer_max_pdu=int(peer_max or 0),
     )
 
