@@ -76,11 +76,6 @@ class ProtocolError(Exception):
     """The peer broke the protocol; the association is aborted."""
 
 
-class LocalWriteError(Exception):
-    """The incoming file could not be written (disk full, directory gone): the association is
-    aborted, and the log says so instead of reporting a network failure."""
-
-
 # --- the command set: a narrow parser and encoder (pydicom/pynetdicom are the oracles in tests) ----
 def parse_command(data: bytes | bytearray | memoryview) -> dict[int, bytes]:
     """Elements of a group-0000 command set (Implicit VR Little Endian) as ``{element: value}``."""
@@ -377,8 +372,6 @@ class StoreSession:
         self._head = bytearray()
         self._digest = None
         self._size = 0
-        self.stored = 0  # C-STORE responses sent (any status)
-        self.ended = "closed"  # how it ended: released / aborted by peer / aborted / closed
 
     # socket helpers
     def _recv_into(self, view: memoryview) -> None:
@@ -407,25 +400,20 @@ class StoreSession:
                         raise ProtocolError("A-RELEASE-RQ of the wrong length")
                     self._recv_into(memoryview(bytearray(length)))
                     sock.sendall(RELEASE_RP)
-                    self.ended = "released"
                     return
                 elif pdu_type == A_ABORT:
-                    self.ended = "aborted by peer"
                     return
                 else:
                     raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X}")
         except ProtocolError as exc:
             log.warning("receiver: aborting an association from %s: %s", self.cx.calling_aet, exc)
-            self.ended = "aborted"
             self._send_quietly(abort_pdu(2, 2))
         except (OSError, ConnectionError) as exc:  # timeout, reset, closed: nothing to answer
             log.warning("receiver: association from %s ended: %s", self.cx.calling_aet, exc.__class__.__name__)
-            self.ended = "closed"
         except Exception as exc:  # a bug of ours: the peer hears an A-ABORT, the receiver goes on
             log.error("receiver: aborting an association from %s after an internal error (%s)",
                       self.cx.calling_aet, exc.__class__.__name__)
             log.debug("receiver: internal error", exc_info=True)
-            self.ended = "aborted"
             self._send_quietly(abort_pdu(2, 0))
         finally:
             self._discard_partial()
@@ -519,10 +507,9 @@ class StoreSession:
         self._path = self.temp_dir / f"fast-{os.getpid()}-{next(_file_numbers)}.part"
         meta = file_meta_bytes(sop_class, sop_instance, self.cx.transfer_syntaxes[context_id])
         try:
-            with _local_writes():
-                self._file = open(self._path, "xb")
-                self._file.write(meta)
-        except LocalWriteError as exc:
+            self._file = open(self._path, "xb")
+            self._file.write(meta)
+        except OSError as exc:  # only the incoming file is touched here, never the socket
             self._write_failed(exc)
         self._head = bytearray(meta)
         self._digest = hashlib.sha256(meta)
@@ -535,9 +522,8 @@ class StoreSession:
             raise ProtocolError("data set on another presentation context than its command")
         if self._file is not None:
             try:
-                with _local_writes():
-                    self._file.write(value)
-            except LocalWriteError as exc:
+                self._file.write(value)
+            except OSError as exc:
                 self._write_failed(exc)
         self._digest.update(value)  # type: ignore[union-attr]
         self._size += len(value)
@@ -549,9 +535,8 @@ class StoreSession:
     def _finish_data_set(self, context_id: int) -> None:
         if self._file is not None:
             try:
-                with _local_writes():
-                    self._file.close()  # flushes: a full disk may show only now
-            except LocalWriteError as exc:
+                self._file.close()  # flushes: a full disk may show only now
+            except OSError as exc:
                 self._write_failed(exc)
         command, path, error = self._pending, self._path, self._write_error
         self._pending, self._file, self._path, self._command_cx = None, None, None, None
@@ -569,14 +554,21 @@ class StoreSession:
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)  # moved into the store (a link) or refused: the temp name goes
-        self.stored += 1
         rsp = encode_response(C_STORE_RSP, message_id, status, sop_class, sop_instance)
         self.sock.sendall(command_pdus(context_id, rsp, self.cx.peer_max_pdu))
 
-    def _write_failed(self, exc: LocalWriteError) -> None:
+    def _write_failed(self, exc: OSError) -> None:
         """The incoming file cannot be written: drop it, read the rest of the data set, answer 0xA700."""
         if not self._write_error:
-            self._write_error = str(exc)
+            self._write_error = exc.strerror or exc.__class__.__name__
+        self._drop_file()
+
+    def _discard_partial(self) -> None:
+        self._drop_file()
+        self._path = self._pending = None
+
+    def _drop_file(self) -> None:
+        """Close and remove the incoming file (a failing flush must not keep it from being removed)."""
         file, self._file = self._file, None
         if file is not None:
             try:
@@ -585,28 +577,6 @@ class StoreSession:
                 pass
         if self._path is not None:
             self._path.unlink(missing_ok=True)
-
-    def _discard_partial(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:  # a failing flush must not keep the partial file from being removed
-                pass
-        if self._path is not None:
-            self._path.unlink(missing_ok=True)
-        self._file = self._path = self._pending = None
-
-
-class _local_writes:
-    """Turns an OSError of the incoming file into :class:`LocalWriteError` (socket errors stay OSError)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if isinstance(exc, OSError):
-            raise LocalWriteError(exc.strerror or exc.__class__.__name__) from exc
-        return False
 
 
 def is_plain_socket(sock) -> bool:

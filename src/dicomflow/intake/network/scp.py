@@ -297,8 +297,8 @@ class StorageSCP:
         self.max_pdu = max_pdu
         self.fast_path = settings.DICOMFLOW_SCP_FASTPATH if fast_path is None else fast_path
         self._fast_sessions: set = set()
-        self._stopping = False
-        self._awaiting_request: set = set()  # fast-path candidates whose A-ASSOCIATE-RQ is awaited  # set by stop(): no association starts after it, on either path
+        self._stopping = False  # set by stop(): no association starts after it, on either path
+        self._awaiting_request: set = set()  # fast-path candidates whose A-ASSOCIATE-RQ is awaited
         self.associations_by_path = {"fast": 0, "pynetdicom": 0}  # requests each path took (tests, monitoring)
         self._keys = itertools.count(1)
         self._assoc_keys: dict[object, tuple[int, str]] = {}
