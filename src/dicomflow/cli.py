@@ -78,12 +78,10 @@ def _database_unusable(exc: Exception) -> None:
     if db is None or not isinstance(exc, db.OperationalError):
         return
     reason = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-    message = f"the database cannot be used: {reason} (check DATABASE_URL / DICOMFLOW_HOME)"
-    if "--json" in sys.argv[1:]:
-        import json
+    from dicomflow.commands._common import report_error
 
-        sys.stdout.write(json.dumps({"error": message}) + "\n")
-    sys.stderr.write(f"error: {message}\n")
+    message = f"the database cannot be used: {reason} (check DATABASE_URL / DICOMFLOW_HOME)"
+    report_error(message, as_json="--json" in sys.argv[1:])
     raise SystemExit(1) from None
 
 

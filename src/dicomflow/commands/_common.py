@@ -85,13 +85,19 @@ def emit(document: Any, as_json: bool, human: str | None = None) -> None:
         typer.echo(json.dumps(document, indent=2, default=str))
 
 
-def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:
-    """Stop with a clear message on stderr (and a JSON error document with --json)."""
+def report_error(message: str, as_json: bool = False) -> None:
+    """The error as every command reports it: ``error: ...`` on stderr, a JSON document with --json."""
     if as_json:
         sys.stdout.write(json.dumps({"error": message}) + "\n")
+        sys.stdout.flush()
+    sys.stderr.write(f"error: {message}\n")
+
+
+def fail(message: str, as_json: bool = False, code: int = 1) -> NoReturn:
+    """Stop with a clear message on stderr (and a JSON error document with --json)."""
+    report_error(message, as_json)
     import typer
 
-    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
