@@ -37,6 +37,8 @@ _INSTANCE_FIELDS = (
     "series_id", "sop_class_uid", "sop_instance_uid", "instance_number", "transfer_syntax_uid", "sha256", "size",
     "stored_path", "received_from", "received_at",
 )
+#: What classifying a file against an already catalogued instance needs (``_classify_known``).
+_KNOWN_FIELDS = ("id", "sop_instance_uid", "sha256", "stored_path")
 #: ImageInformation columns with the model's defaults, for header dicts that leave one out.
 _IMAGE_DEFAULTS = tuple(
     (f.name, f.get_default()) for f in ImageInformation._meta.concrete_fields if f.name not in ("id", "instance")
@@ -178,7 +180,7 @@ class CatalogWriter:
             existing = {
                 row["sop_instance_uid"]: row
                 for row in Instance.objects.filter(sop_instance_uid__in={i.header.sop_instance_uid for i in items})
-                .values("id", "sop_instance_uid", "sha256", "stored_path")
+                .values(*_KNOWN_FIELDS)
             }
             fresh: dict[str, StoredFile] = {}
             for item in items:
@@ -271,7 +273,7 @@ class CatalogWriter:
                 except IntegrityError:  # theirs now: a duplicate if the bytes agree, else a conflict
                     known = (
                         Instance.objects.filter(sop_instance_uid=item.header.sop_instance_uid)
-                        .values("id", "sop_instance_uid", "sha256", "stored_path")
+                        .values(*_KNOWN_FIELDS)
                         .first()
                     )
                     if known is None:
