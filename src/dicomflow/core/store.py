@@ -13,7 +13,7 @@ folder update per file instead of three.
 fsync policy (``DICOMFLOW_FSYNC``): ``always`` fsyncs each file before linking it; ``batch``
 (default) calls ``syncfs`` on the store's file system once per catalogued batch, before the batch's
 rows commit, so the catalog never names a file that a power cut could lose (a running import also
-flushes every 0.1 s in the background, ``core.ingest``, so that wait stays short); ``never``
+flushes every 0.1 s in the background, ``core.writeback``, so that wait stays short); ``never``
 leaves it to the OS (benchmarks and tests).
 """
 

@@ -38,3 +38,10 @@ class BackgroundFlush(threading.Thread):
     def stop(self) -> None:
         """Stop flushing (not joined: a flush in progress may finish on its own)."""
         self.stopped.set()
+
+    def __enter__(self) -> BackgroundFlush:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -281,16 +281,13 @@ def deidentify_paths(
         else:
             size = max(4, min(16, len(files) // (workers * 8) or 1))  # small chunks: even tail
             chunks = [([str(p) for p in files[i : i + size]], str(stage)) for i in range(0, len(files), size)]
-            flush = BackgroundFlush(dst)
-            flush.start()
-            try:
-                with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(key, options, subject_ids)) as pool:
-                    for chunk_results in pool.map(_run_chunk, chunks):
-                        results += chunk_results
-                        if progress:
-                            progress(len(results), len(files))
-            finally:
-                flush.stop()
+            with BackgroundFlush(dst), ProcessPoolExecutor(
+                workers, initializer=_init_worker, initargs=(key, options, subject_ids)
+            ) as pool:
+                for chunk_results in pool.map(_run_chunk, chunks):
+                    results += chunk_results
+                    if progress:
+                        progress(len(results), len(files))
         _collect(results, report)
         if report.findings:
             report.failed += [
