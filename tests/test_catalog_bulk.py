@@ -54,6 +54,13 @@ def test_insert_rows_stores_what_bulk_create_stores(tmp_path):
     assert fast_image.pixel_spacing == header.image["pixel_spacing"]  # JSON text, read back as a list
 
 
+def _stored_series(tmp_path, n_slices: int, seed: int):
+    """A small synthetic series already in a store, not yet catalogued: ``(store, stored files)``."""
+    ct = synth.write_image_series(tmp_path / "ct", n_slices=n_slices, rows=16, cols=16, seed=seed)
+    store = FileStore(tmp_path / "store", "never")
+    return store, [ingest_file(p, p.name, store) for p in ct.paths]
+
+
 def _racing_writer(store, taken, sha256: str, size: int, stored_path: str) -> CatalogWriter:
     """A writer under which another one catalogues ``taken``'s UID (with these values) between
     the read of existing rows and the insert."""
@@ -74,9 +81,7 @@ def _racing_writer(store, taken, sha256: str, size: int, stored_path: str) -> Ca
 @pytest.mark.django_db(transaction=True)
 def test_writer_falls_back_when_another_writer_took_a_uid(tmp_path):
     """Rows appear between the writer's read and its insert: the batch insert fails, row by row follows."""
-    ct = synth.write_image_series(tmp_path / "ct", n_slices=3, rows=16, cols=16, seed=2)
-    store = FileStore(tmp_path / "store", "never")
-    items = [ingest_file(p, p.name, store) for p in ct.paths]
+    store, items = _stored_series(tmp_path, n_slices=3, seed=2)
     taken = items[1]
     outcome = _racing_writer(store, taken, taken.stored.sha256, taken.stored.size, taken.stored.relpath).record(items)
     assert sorted(i.display_name for i in outcome.new) == sorted(i.display_name for i in items if i is not taken)
@@ -90,9 +95,7 @@ def test_a_racing_writer_with_other_bytes_makes_a_conflict_not_a_duplicate(tmp_p
     """Same UID taken between read and insert, by a file with another sha256: a recorded conflict."""
     from dicomflow.catalog.models import InstanceConflict
 
-    ct = synth.write_image_series(tmp_path / "ct", n_slices=2, rows=16, cols=16, seed=3)
-    store = FileStore(tmp_path / "store", "never")
-    items = [ingest_file(p, p.name, store) for p in ct.paths]
+    store, items = _stored_series(tmp_path, n_slices=2, seed=3)
     taken = items[0]
     outcome = _racing_writer(store, taken, "0" * 64, 1, "elsewhere/other.dcm").record(items)
     assert [i.display_name for i in outcome.new] == [items[1].display_name]
