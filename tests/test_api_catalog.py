@@ -55,23 +55,36 @@ ENDPOINTS = ["/api/patients/", "/api/studies/", "/api/series/", "/api/instances/
 
 
 @pytest.mark.parametrize("url", ENDPOINTS)
-def test_anonymous_is_refused(url, imported):
+def test_anonymous_is_refused_with_401_problem_details(url, imported):
     response = APIClient().get(url)
-    assert response.status_code in (401, 403)
-    assert "credentials" in response.json()["detail"].lower()
+    assert response.status_code == 401
+    assert response["Content-Type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == 401 and "credentials" in body["detail"].lower() and body["title"]
+    assert "X-Api-Key" in response["WWW-Authenticate"]
 
 
-def test_token_basic_and_session_authentication(imported, admin_user, client):
+def test_api_key_and_session_authentication(imported, admin_user, client):
     response = APIClient().post("/api/auth/token/", {"username": "admin", "password": "password"})
-    token = response.json()["token"]
-    by_token = APIClient(HTTP_AUTHORIZATION=f"Token {token}")
-    assert len(results(by_token.get("/api/patients/"))) == 2
-    basic = APIClient()
+    assert response.status_code == 201
+    key = response.json()["key"]
+    from dicomflow.accounts.models import ApiKey
+
+    row = ApiKey.objects.get(prefix=key.split(".")[0])
+    assert key not in (row.id, row.hashed_key) and key.split(".")[1] not in row.hashed_key  # stored hashed
+    by_key = APIClient(HTTP_X_API_KEY=key)
+    assert len(results(by_key.get("/api/patients/"))) == 2
+    basic = APIClient()  # HTTP basic is no longer accepted: passwords do not travel with every call
     basic.credentials(HTTP_AUTHORIZATION="Basic " + base64.b64encode(b"admin:password").decode())
-    assert len(results(basic.get("/api/patients/"))) == 2
+    assert basic.get("/api/patients/").status_code == 401
     client.force_login(admin_user)
     assert client.get("/api/patients/").status_code == 200
-    assert APIClient(HTTP_AUTHORIZATION="Token wrong").get("/api/patients/").status_code in (401, 403)
+    assert APIClient(HTTP_X_API_KEY="wrong.key").get("/api/patients/").status_code == 401
+    assert APIClient().post("/api/auth/token/", {"username": "admin", "password": "nope"}).status_code == 401
+    from dicomflow.accounts.services import revoke_api_key
+
+    revoke_api_key(admin_user, row.prefix)
+    assert by_key.get("/api/patients/").status_code == 401
 
 
 def test_patient_filters(api, imported):
@@ -110,7 +123,9 @@ def test_study_and_series_filters(api, imported):
 def test_bad_parameters_give_clear_json_errors(api, imported):
     response = api.get("/api/studies/", {"date_from": "01/02/2020"})
     assert response.status_code == 400
-    assert response.json() == {"detail": "parameter date_from must be a date as YYYY-MM-DD", "code": "InputError"}
+    assert response.json().items() >= {"detail": "parameter date_from must be a date as YYYY-MM-DD",
+                                       "code": "InputError", "status": 400}.items()
+    assert response["Content-Type"].startswith("application/problem+json")
     response = api.get("/api/series/1.2.3.4.5/")
     assert response.status_code == 404 and "detail" in response.json()
 
@@ -223,8 +238,8 @@ def test_download_refuses_when_the_store_lost_a_file(api, imported):
     (settings.STORE_DIR / inst.stored_path).unlink()
     response = api.get(f"/api/series/{mr.series_uid}/download/")
     assert response.status_code == 500
-    assert response.json() == {
+    assert response.json().items() >= {
         "detail": "1 file(s) of this series are missing from the file store; an administrator should restore "
                   "them or import the series again",
         "code": "StorageError",
-    }
+    }.items()

@@ -109,17 +109,18 @@ def test_users_without_access_see_nothing(client, imported, django_user_model):
     assert 'href="/upload/"' in client.get("/").content.decode()
 
 
-def test_api_token_page_creates_and_replaces_the_token(admin_client, admin_user):
-    from rest_framework.authtoken.models import Token
-
-    assert "You have no token yet" in admin_client.get("/token/").content.decode()
-    html = admin_client.post("/token/").content.decode()
-    first = Token.objects.get(user=admin_user).key
-    assert f'id="df-token">{first}<' in html
-    admin_client.post("/token/")
-    second = Token.objects.get(user=admin_user).key
-    assert second != first and Token.objects.filter(user=admin_user).count() == 1
+def test_api_key_page_creates_shows_once_and_revokes(admin_client, admin_user):
     from rest_framework.test import APIClient
 
-    assert APIClient(HTTP_AUTHORIZATION=f"Token {second}").get("/api/patients/").status_code == 200
-    assert APIClient(HTTP_AUTHORIZATION=f"Token {first}").get("/api/patients/").status_code in (401, 403)
+    from dicomflow.accounts.models import ApiKey
+
+    assert "You have no API key yet" in admin_client.get("/token/").content.decode()
+    html = admin_client.post("/token/", {"name": "laptop", "expires_in_days": "30"}).content.decode()
+    row = ApiKey.objects.get(user=admin_user)
+    key = html.split('id="df-token">')[1].split("<")[0]
+    assert key.startswith(row.prefix + ".") and row.expiry_date is not None
+    assert key not in admin_client.get("/token/").content.decode()  # shown once
+    assert APIClient(HTTP_X_API_KEY=key).get("/api/patients/").status_code == 200
+    admin_client.post("/token/", {"revoke": row.prefix})
+    assert APIClient(HTTP_X_API_KEY=key).get("/api/patients/").status_code == 401
+    assert "revoked" in admin_client.get("/token/").content.decode()

@@ -54,7 +54,18 @@ class AssociationRejectedError(NetworkError):
 
 
 class PermissionDeniedError(DicomflowError):
-    """The user is not allowed to do this (e.g. re-identify, see another project's data)."""
+    """The user is not allowed to do this (e.g. re-identify, stage without the data-manager role)."""
+
+
+class NotFoundError(DicomflowError):
+    """The object does not exist, or the user may not know that it does (another project's data).
+
+    Interfaces answer both the same way (HTTP 404), so that nobody learns what another project holds.
+    """
+
+
+class ConfirmationRequiredError(InputError):
+    """The action would replace or discard something; it is done only when the caller confirms."""
 
 
 class DeidentificationError(DicomflowError):

@@ -56,10 +56,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "rest_framework_api_key",  # its abstract key model; our keys are accounts.ApiKey (per user)
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / Redoc served locally, no CDN
     "django_celery_results",
+    "dicomflow.accounts",
     "dicomflow.catalog",
     "dicomflow.intake",
     "dicomflow.projects",
@@ -184,11 +185,12 @@ DICOMFLOW_STANDARD_DIR = os.environ.get("DICOMFLOW_STANDARD_DIR", "")
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # X-Api-Key first: its challenge makes missing credentials a 401; the browser uses its session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "dicomflow.accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
+    "EXCEPTION_HANDLER": "dicomflow.api.problems.exception_handler",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,

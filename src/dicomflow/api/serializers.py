@@ -264,3 +264,17 @@ class ProjectSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()
+
+
+class ApiKeyLoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150, help_text="Your user name.")
+    password = serializers.CharField(max_length=4096, help_text="Your password.", style={"input_type": "password"})
+    expires_in_days = serializers.IntegerField(required=False, min_value=1, max_value=3650,
+                                               help_text="Days until the key stops working (default: never).")
+
+
+class ApiKeyCreatedSerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="The API key: send it as X-Api-Key. Shown once, stored hashed.")
+    token = serializers.CharField(help_text="The same key (older clients read this name).")
+    prefix = serializers.CharField(help_text="The key's public prefix, to recognise and revoke it.")
+    expires = serializers.DateTimeField(allow_null=True, help_text="When the key stops working.")

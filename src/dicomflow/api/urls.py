@@ -2,12 +2,11 @@
 
 Catalog: ``patients/``, ``studies/<uid>/`` (+ ``rt-tree/``), ``series/<uid>/`` (+ ``download/``),
 ``instances/<uid>/``; ``imports/``; processing ``jobs/`` (+ ``log/``); ``projects/``; resumable ``uploads/`` (+ ``files/<n>/``, ``finalize/``);
-``auth/token/`` gives an API token for a username and password (for the SDK).
+``auth/token/`` gives a new API key for a username and password (for the SDK's ``Client.login``).
 """
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
 
 from dicomflow.api import views
@@ -25,6 +24,6 @@ router.register("projects", views.ProjectViewSet, basename="project")
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
+    path("auth/token/", views.ApiKeyLoginView.as_view(), name="api-token"),
     path("", include(router.urls)),
 ]

@@ -14,14 +14,18 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from dicomflow.accounts.authentication import ApiKeyAuthentication
 from dicomflow.api import access, reads
 from dicomflow.api.serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeyLoginSerializer,
     ChunkResultSerializer,
     ErrorSerializer,
     ImportRunSerializer,
@@ -43,58 +47,6 @@ log = logging.getLogger(__name__)
 UID_REGEX = r"[^/]{1,64}"
 
 
-def error_status(exc: DicomflowError) -> int:
-    if isinstance(exc, PermissionDeniedError):
-        return status.HTTP_403_FORBIDDEN
-    if isinstance(exc, resumable.UploadOffsetError | resumable.UploadStateError):
-        return status.HTTP_409_CONFLICT
-    if isinstance(exc, resumable.UploadLimitError):
-        return status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    if isinstance(exc, resumable.UploadChecksumError):
-        return status.HTTP_422_UNPROCESSABLE_ENTITY
-    if isinstance(exc, InputError):
-        return status.HTTP_400_BAD_REQUEST
-    return status.HTTP_500_INTERNAL_SERVER_ERROR
-
-
-class DicomflowErrorsMixin:
-    """Turns ``dicomflow.errors`` into JSON answers with the right status (never a stack trace)."""
-
-    def handle_exception(self, exc):
-        if isinstance(exc, DicomflowError):
-            code = error_status(exc)
-            body = {"detail": str(exc), "code": type(exc).__name__}
-            if isinstance(exc, resumable.UploadOffsetError):
-                body["offset"] = exc.offset
-            if code >= 500:
-                log.error("API error %s", type(exc).__name__)
-            response = Response(body, status=code)
-            if "offset" in body:
-                response["Upload-Offset"] = str(body["offset"])
-            return response
-        if isinstance(exc, ValidationError):  # serializer errors: one readable sentence plus the details
-            response = super().handle_exception(exc)
-            response.data = {"detail": _flatten(exc.detail), "code": "ValidationError", "errors": exc.detail}
-            return response
-        return super().handle_exception(exc)
-
-
-def _flatten(detail, prefix: str = "") -> str:
-    """``{"files": [{"size": ["..."]}]}`` → ``files[0].size: ...`` (field paths, never values)."""
-    if isinstance(detail, dict):
-        def path(k) -> str:
-            if isinstance(k, int) or str(k).isdigit():
-                return f"{prefix}[{k}]"
-            return f"{prefix}.{k}" if prefix else str(k)
-
-        return "; ".join(_flatten(v, path(k)) for k, v in detail.items())
-    if isinstance(detail, list):
-        if all(not isinstance(v, dict | list) for v in detail):
-            return f"{prefix}: " + " ".join(str(v) for v in detail) if prefix else " ".join(str(v) for v in detail)
-        return "; ".join(_flatten(v, f"{prefix}[{i}]") for i, v in enumerate(detail) if v)
-    return f"{prefix}: {detail}" if prefix else str(detail)
-
-
 def _filter_parameters(kind: str) -> list[OpenApiParameter]:
     types = {"patient": int, "date_from": OpenApiTypes.DATE, "date_to": OpenApiTypes.DATE}
     return [OpenApiParameter(name, types.get(name, str), required=False) for name in reads.FILTERS[kind]]
@@ -105,7 +57,7 @@ ERRORS = {400: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
 
 # --- catalog -------------------------------------------------------------------------------------------
 @extend_schema_view(list=extend_schema(parameters=_filter_parameters("patients"), responses={200: PatientSerializer, **ERRORS}))
-class PatientViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
+class PatientViewSet(viewsets.ReadOnlyModelViewSet):
     """Patients you may see (clinical pool and/or your projects' de-identified copies)."""
 
     serializer_class = PatientSerializer
@@ -116,7 +68,7 @@ class PatientViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(parameters=_filter_parameters("studies"), responses={200: StudySerializer, **ERRORS}))
-class StudyViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
+class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = StudySerializer
     lookup_field = "study_instance_uid"
     lookup_value_regex = UID_REGEX
@@ -153,7 +105,7 @@ class ZipRenderer(BaseRenderer):
 
 
 @extend_schema_view(list=extend_schema(parameters=_filter_parameters("series"), responses={200: SeriesSerializer, **ERRORS}))
-class SeriesViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
+class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "series_instance_uid"
     lookup_value_regex = UID_REGEX
 
@@ -176,7 +128,7 @@ class SeriesViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(parameters=_filter_parameters("instances"), responses={200: InstanceSerializer, **ERRORS}))
-class InstanceViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
+class InstanceViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = InstanceSerializer
     lookup_field = "sop_instance_uid"
     lookup_value_regex = UID_REGEX
@@ -193,7 +145,7 @@ class CanViewImports(IsAuthenticated):
         return access.can_view_imports(request.user)
 
 
-class ProjectViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
+class ProjectViewSet(viewsets.ReadOnlyModelViewSet):
     """Research projects you belong to (all, for superusers); filter the catalog with ``?project=<key>``."""
 
     lookup_field = "key"
@@ -218,7 +170,7 @@ class ProjectViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
         responses={200: ImportRunSummarySerializer, **ERRORS},
     )
 )
-class ImportRunViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
+class ImportRunViewSet(viewsets.ReadOnlyModelViewSet):
     """Imports from every source, newest first; the list gives counts, the detail the paths and reasons."""
 
     def get_serializer_class(self):
@@ -239,7 +191,7 @@ class ImportRunViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
     list=extend_schema(parameters=[OpenApiParameter("status", str, required=False),
                                    OpenApiParameter("series_uid", str, required=False)]),
 )
-class JobViewSet(DicomflowErrorsMixin, viewsets.ReadOnlyModelViewSet):
+class JobViewSet(viewsets.ReadOnlyModelViewSet):
     """Processing jobs with their stages (status, done/total) — the same summary the CLI prints."""
 
     def get_serializer_class(self):
@@ -294,7 +246,7 @@ OFFSET_HEADER = OpenApiParameter(
 )
 
 
-class UploadSessionViewSet(DicomflowErrorsMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin,
+class UploadSessionViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin,
                            mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Resumable uploads: create (declare files) → PUT chunks → finalize → poll until finished.
 
@@ -379,3 +331,28 @@ class UploadSessionViewSet(DicomflowErrorsMixin, mixins.CreateModelMixin, mixins
         session = resumable.finalize(session.pk)
         context = self.get_serializer_context() | {"with_files": False}
         return Response(UploadSessionSerializer(session, context=context).data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- API keys for a user name and password (the SDK's Client.login) ---------------------------------------
+class ApiKeyLoginView(APIView):
+    """Exchange a user name and password for a new API key (shown once; stored hashed)."""
+
+    authentication_classes = [ApiKeyAuthentication]  # its challenge: a wrong password answers 401
+    permission_classes: list = []
+
+    @extend_schema(request=ApiKeyLoginSerializer, responses={201: ApiKeyCreatedSerializer, 400: ErrorSerializer})
+    def post(self, request):
+        from django.contrib.auth import authenticate
+
+        from dicomflow.accounts.services import create_api_key
+
+        data = ApiKeyLoginSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(request._request, username=data.validated_data["username"],
+                            password=data.validated_data["password"])
+        if user is None or not user.is_active:
+            raise AuthenticationFailed("wrong user name or password")
+        row, key = create_api_key(user, user, name="SDK login", expires_in_days=data.validated_data.get("expires_in_days"))
+        return Response({"key": key, "token": key, "prefix": row.prefix,
+                         "expires": row.expiry_date.isoformat() if row.expiry_date else None},
+                        status=status.HTTP_201_CREATED)

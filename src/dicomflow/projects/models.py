@@ -72,6 +72,26 @@ class Role(models.TextChoices):
     UPLOADER = "uploader", "Uploader"
     DATA_MANAGER = "data_manager", "Data manager"
     REIDENTIFIER = "reidentifier", "Re-identifier"
+    PROJECT_ADMIN = "project_admin", "Project administrator"
+
+
+class Capability(models.TextChoices):
+    """What a role lets a member do in their project (``ROLE_CAPABILITIES``)."""
+
+    VIEW = "view", "see the project's data"
+    UPLOAD = "upload", "upload into the project"
+    MANAGE = "manage", "manage subjects, staging, processing and QC"
+    REIDENTIFY = "reidentify", "re-identify and download identifying data"
+    ADMINISTER = "administer", "manage the project's members"
+
+
+ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
+    Role.VIEWER: frozenset({Capability.VIEW}),
+    Role.UPLOADER: frozenset({Capability.VIEW, Capability.UPLOAD}),
+    Role.DATA_MANAGER: frozenset({Capability.VIEW, Capability.UPLOAD, Capability.MANAGE}),
+    Role.REIDENTIFIER: frozenset({Capability.VIEW, Capability.UPLOAD, Capability.MANAGE, Capability.REIDENTIFY}),
+    Role.PROJECT_ADMIN: frozenset({Capability.VIEW, Capability.UPLOAD, Capability.MANAGE, Capability.ADMINISTER}),
+}
 
 
 class ProjectMembership(models.Model):
@@ -87,13 +107,16 @@ class ProjectMembership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.project.key} ({self.get_role_display()})"
 
+    def can(self, capability: str) -> bool:
+        return capability in ROLE_CAPABILITIES.get(self.role, frozenset())
+
     @property
     def can_reidentify(self) -> bool:
-        return self.role == Role.REIDENTIFIER
+        return self.can(Capability.REIDENTIFY)
 
     @property
     def can_stage(self) -> bool:
-        return self.role in (Role.DATA_MANAGER, Role.REIDENTIFIER)
+        return self.can(Capability.MANAGE)
 
 
 class Sex(models.TextChoices):

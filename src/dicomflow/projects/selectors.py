@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 
+from dicomflow.accounts.actors import is_operator
 from dicomflow.catalog.models import Instance, Patient, Series, Study
-from dicomflow.projects.models import Project, ProjectMembership, StagedSeries
+from dicomflow.errors import NotFoundError, PermissionDeniedError
+from dicomflow.projects.models import Capability, Project, ProjectMembership, StagedSeries
 
 CLINICAL_POOL_PERMISSION = "projects.view_clinical_pool"
 
@@ -25,7 +27,7 @@ def _active(user) -> bool:
 
 
 def can_see_clinical(user) -> bool:
-    return _active(user) and (user.is_superuser or user.has_perm(CLINICAL_POOL_PERMISSION))
+    return _active(user) and (user.is_superuser or is_operator(user) or user.has_perm(CLINICAL_POOL_PERMISSION))
 
 
 def projects_for(user) -> QuerySet[Project]:
@@ -44,8 +46,47 @@ def membership(user, project: Project) -> ProjectMembership | None:
 
 
 def can_reidentify(user, project: Project) -> bool:
-    member = membership(user, project)
+    member = membership(user, project) if not is_operator(user) else None
     return member is not None and member.can_reidentify
+
+
+def can(user, project: Project, capability: str) -> bool:
+    """Whether ``user`` may do ``capability`` in ``project``.
+
+    Superusers and the command-line operator may do everything but re-identify: re-identification
+    needs the Re-identifier role given by name in that very project.
+    """
+    if not _active(user):
+        return False
+    if capability != Capability.REIDENTIFY and (user.is_superuser or is_operator(user)):
+        return True
+    if is_operator(user):
+        return False
+    member = membership(user, project)
+    return member is not None and member.can(capability)
+
+
+def require(user, project: Project, capability: str) -> None:
+    """Raise unless ``user`` may do ``capability`` in ``project``.
+
+    Someone who is not a member at all gets NotFoundError (the project's objects do not exist for
+    them: 404); a member without the capability gets PermissionDeniedError (403).
+    """
+    if can(user, project, capability):
+        return
+    if not _active(user) or not (user.is_superuser or is_operator(user) or membership(user, project)):
+        raise NotFoundError(f"no project '{project.key}'")
+    label = Capability(capability).label
+    raise PermissionDeniedError(f"your role in project '{project.key}' does not allow you to {label}")
+
+
+def project_for(user, key: str, capability: str = Capability.VIEW) -> Project:
+    """The project ``key`` checked for ``capability``; NotFoundError for unknown and foreign projects."""
+    project = Project.objects.filter(key=key).first()
+    if project is None:
+        raise NotFoundError(f"no project '{key}'")
+    require(user, project, capability)
+    return project
 
 
 def _scope(user, field: str) -> Q | None:
@@ -146,6 +187,9 @@ def project_summaries() -> list[dict]:
 
 __all__ = [
     "CLINICAL_POOL_PERMISSION",
+    "can",
+    "project_for",
+    "require",
     "can_reidentify",
     "can_see_clinical",
     "copies_of",

@@ -47,14 +47,16 @@ class ApiError(Exception):
 
 
 class Client:
-    """``Client("http://host:8000", token="...")`` — or ``auth=(username, password)`` (HTTP basic)."""
+    """``Client("http://host:8000", api_key="...")`` — the key is sent as ``X-Api-Key`` on every call."""
 
-    def __init__(self, base_url: str, token: str | None = None, *, auth: tuple[str, str] | None = None,
+    def __init__(self, base_url: str, api_key: str | None = None, *, token: str | None = None,
+                 auth: tuple[str, str] | None = None,
                  timeout: float = 60.0, chunk_size: int = DEFAULT_CHUNK, retries: int = 5,
                  retry_wait: float = 0.5, transport: httpx.BaseTransport | None = None):
         headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Token {token}"
+        api_key = api_key or token  # ``token=`` is the older name of the same key
+        if api_key:
+            headers["X-Api-Key"] = api_key
         self.base_url = base_url.rstrip("/")
         self.chunk_size = chunk_size
         self.retries = retries
@@ -64,12 +66,12 @@ class Client:
 
     @classmethod
     def login(cls, base_url: str, username: str, password: str, **kwargs) -> Client:
-        """A client with an API token obtained for ``username``/``password``."""
+        """A client with a new API key obtained for ``username``/``password``."""
         with httpx.Client(timeout=kwargs.get("timeout", 60.0)) as http:
             response = http.post(base_url.rstrip("/") + "/api/auth/token/",
                                  data={"username": username, "password": password})
         _raise_for(response)
-        return cls(base_url, token=response.json()["token"], **kwargs)
+        return cls(base_url, api_key=response.json()["key"], **kwargs)
 
     def close(self) -> None:
         self._http.close()

@@ -178,16 +178,24 @@ def import_detail(request, pk: int):
 
 @login_required
 def api_token(request):
-    """The user's API token for the SDK (``Client(url, token=...)``); POST makes a new one."""
-    from rest_framework.authtoken.models import Token
+    """The user's API keys for the SDK (``Client(url, api_key=...)``): create (shown once), revoke."""
+    from dicomflow.accounts.selectors import api_keys_of
+    from dicomflow.accounts.services import create_api_key, revoke_api_key
+    from dicomflow.errors import DicomflowError
 
+    new_key, error = None, ""
     if request.method == "POST":
-        Token.objects.filter(user=request.user).delete()
-        token = Token.objects.create(user=request.user)
-    else:
-        token = Token.objects.filter(user=request.user).first()
-    return render(request, "web/token.html", {"token": token, "nav": "home",
-                                             "base_url": request.build_absolute_uri("/").rstrip("/")})
+        try:
+            if request.POST.get("revoke"):
+                revoke_api_key(request.user, request.POST["revoke"])
+            else:
+                days = request.POST.get("expires_in_days") or None
+                _, new_key = create_api_key(request.user, request.user, name=request.POST.get("name", ""),
+                                            expires_in_days=int(days) if days else None)
+        except (DicomflowError, ValueError) as exc:
+            error = str(exc) if isinstance(exc, DicomflowError) else "give the expiry as a whole number of days"
+    return render(request, "web/token.html", {"new_key": new_key, "keys": api_keys_of(request.user), "error": error,
+                                             "nav": "home", "base_url": request.build_absolute_uri("/").rstrip("/")})
 
 
 @login_required
