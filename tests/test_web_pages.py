@@ -124,3 +124,16 @@ def test_api_key_page_creates_shows_once_and_revokes(admin_client, admin_user):
     admin_client.post("/token/", {"revoke": row.prefix})
     assert APIClient(HTTP_X_API_KEY=key).get("/api/patients/").status_code == 401
     assert "revoked" in admin_client.get("/token/").content.decode()
+
+
+def test_styled_403_404_pages_and_favicon(client, django_user_model):
+    user = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
+    client.force_login(user)
+    missing = client.get("/patients/999999/")
+    assert missing.status_code == 404 and "Not found" in missing.content.decode()
+    assert 'id="df-user"' in missing.content.decode()  # the app's own layout, not a bare error
+    refused = client.get("/imports/")
+    assert refused.status_code == 403 and "Not allowed" in refused.content.decode()
+    favicon = client.get("/favicon.ico")
+    assert favicon.status_code == 301 and favicon["Location"].endswith("web/favicon.svg")
+    assert client.get(favicon["Location"]).status_code == 200

@@ -11,3 +11,9 @@ urlpatterns = [
     path("intake/", include("dicomflow.intake.urls")),
     path("", include("dicomflow.web.urls")),
 ]
+
+# /favicon.ico is asked for by every browser whatever the page says: answer with ours, not a 404.
+from django.templatetags.static import static as _static  # noqa: E402
+from django.views.generic.base import RedirectView  # noqa: E402
+
+urlpatterns.append(path("favicon.ico", RedirectView.as_view(url=_static("web/favicon.svg"), permanent=True)))
