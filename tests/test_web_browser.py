@@ -37,7 +37,7 @@ def test_folder_upload_result_and_series_page(page, live_server, admin_user, cel
     n_dicom = len(rt.paths)
 
     page.goto(f"{live_server.url}/upload/")
-    page.fill("#id_username", "admin")  # the admin's login page, then back to /upload/
+    page.fill("#id_username", "admin")  # the login page, then back to /upload/
     page.fill("#id_password", "password")
     page.click("input[type=submit]")
     page.wait_for_selector("#df-folder")

@@ -35,7 +35,7 @@ PAGES = ["/", "/patients/", "/studies/", "/imports/", "/upload/"]
 @pytest.mark.parametrize("url", PAGES)
 def test_login_is_required(client, url):
     response = client.get(url)
-    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert response.status_code == 302 and response["Location"] == f"/login/?next={url}"
 
 
 def test_home_counts_and_recent_imports(admin_client, imported):

@@ -129,7 +129,14 @@ MEDIA_URL = "media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = str(WORK_DIR)
-LOGIN_URL = "/admin/login/"
+# The web app's own login for every user (the admin keeps its login for staff). A session lasts a
+# working day; an expired one sends the user to /login/?next=<where they were>.
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+SESSION_COOKIE_AGE = 10 * 3600
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
 
 # --- Celery ----------------------------------------------------------------------------------------
 BROKER_DIR = HOME / "broker"

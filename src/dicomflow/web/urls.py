@@ -1,8 +1,9 @@
-"""Web UI routes: home, catalog browser (patients → studies → series), imports, folder upload."""
+"""Web UI routes: home, catalog browser (patients → studies → series), imports, folder upload;
+log in/out and password change for every user, API keys, the audit log (admins)."""
 
 from django.urls import path
 
-from dicomflow.web import views
+from dicomflow.web import accounts, views
 
 UID = "<str:uid>"
 
@@ -17,4 +18,9 @@ urlpatterns = [
     path("imports/<int:pk>/", views.import_detail, name="import"),
     path("upload/", views.upload, name="upload"),
     path("token/", views.api_token, name="api-token-page"),
+    path("login/", accounts.LoginView.as_view(), name="login"),
+    path("logout/", accounts.LogoutView.as_view(), name="logout"),
+    path("password/", accounts.PasswordChangeView.as_view(), name="password_change"),
+    path("password/done/", accounts.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("audit/", accounts.audit, name="audit"),
 ]

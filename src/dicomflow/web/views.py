@@ -195,7 +195,7 @@ def api_token(request):
         except (DicomflowError, ValueError) as exc:
             error = str(exc) if isinstance(exc, DicomflowError) else "give the expiry as a whole number of days"
     return render(request, "web/token.html", {"new_key": new_key, "keys": api_keys_of(request.user), "error": error,
-                                             "nav": "home", "base_url": request.build_absolute_uri("/").rstrip("/")})
+                                             "nav": "apikeys", "base_url": request.build_absolute_uri("/").rstrip("/")})
 
 
 @login_required
