@@ -103,7 +103,13 @@ class ImportResult:
     series: int = 0
     series_uids: list[str] = field(default_factory=list)
     import_run: int | None = None
-    session: str | None = None
+    session: str | None = None  # the upload's id
+    study_uids: list[str] | None = None  # the upload's studies, when the server lists them
+    job_ids: list[int] | None = None  # processing jobs the upload started (template/rules), when listed
+
+    @property
+    def upload_id(self) -> str | None:
+        return self.session
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,28 @@ class UploadSession:
     finished_at: str | None = None
     source_kind: str = ""
     files: list[dict] | None = None
+    project: str | None = None
+    subject: str | None = None
+    event: str | None = None
+    slot: str | None = None
+    template: str | None = None
+    studies: list[str] | None = None  # study UIDs the import touched (newer servers)
+    jobs: list[int] | None = None  # processing jobs it started (newer servers)
+
+
+@dataclass(frozen=True)
+class UploadProblems:
+    """What an upload could not take: ``ignored`` and ``conflicts`` are ``[{"path", "reason"}]``
+    (paths inside the upload), ``error`` the reason a failed upload gives (else "")."""
+
+    status: str
+    ignored: list[dict] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not (self.ignored or self.conflicts or self.error)
 
 
 @dataclass(frozen=True)
@@ -135,6 +163,7 @@ class Job:
     project_key: str = ""
     current_stage: str = ""
     series_instance_uid: str | None = None
+    study_instance_uid: str | None = None  # newer servers
     template: str | None = None
     require_qc: bool = False
     error: str = ""
