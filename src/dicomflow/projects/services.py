@@ -33,7 +33,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from dicomflow.accounts import audit
@@ -242,6 +242,18 @@ def enrol_subject(
     sanity check compares the data with them. A patient whose data were staged before enrolment keeps
     its pseudonym (one subject, one identity in the project).
     """
+    values = check_enrolment(actor, project, study_subject_id, patient, expected_sex, expected_birth_date,
+                             expected_birth_year)
+    try:
+        with transaction.atomic():
+            return Subject.objects.create(project=project, **values)
+    except IntegrityError:
+        raise InputError("this study subject ID or patient is enrolled in the project already") from None
+
+
+def check_enrolment(actor, project: Project, study_subject_id: str | None = None, patient: Patient | None = None,
+                    expected_sex: str = "", expected_birth_date=None, expected_birth_year: int | None = None) -> dict:
+    """Every check of ``enrol_subject`` without writing (forms validate with it); the Subject's fields."""
     _require(actor, project, Capability.MANAGE)
     if patient is not None and patient.project_id is not None:
         raise InputError("enrol the clinical patient (Study0), not a project's de-identified copy")
@@ -263,14 +275,11 @@ def enrol_subject(
                 "data of this patient were staged into the project before enrolment under the keyed "
                 "pseudonym; enrol with that pseudonym (leave the study subject ID empty)"
             )
-    try:
-        with transaction.atomic():
-            return Subject.objects.create(
-                project=project, study_subject_id=study_subject_id, pseudonym=pseudonym, patient=patient,
-                expected_sex=sex, expected_birth_date=birth_date, expected_birth_year=birth_year,
-            )
-    except IntegrityError:
-        raise InputError("this study subject ID or patient is enrolled in the project already") from None
+    if Subject.objects.filter(Q(study_subject_id=study_subject_id) | Q(patient=patient) if patient else
+                              Q(study_subject_id=study_subject_id), project=project).exists():
+        raise InputError("this study subject ID or patient is enrolled in the project already")
+    return {"study_subject_id": study_subject_id, "pseudonym": pseudonym, "patient": patient, "expected_sex": sex,
+            "expected_birth_date": birth_date, "expected_birth_year": birth_year}
 
 
 def _name(value: str, what: str, limit: int = 100) -> str:
