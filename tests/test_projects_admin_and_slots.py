@@ -125,3 +125,38 @@ def test_admin_pages(admin_client, staged):
     })
     assert bad.status_code == 200 and not Project.objects.filter(key="admin-bad").exists()
     assert StagingJob.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_admin_forms_write_through_the_services(admin_client, staged):
+    """A subject added in the admin gets the enrolment checks; members changed there are audited."""
+    from dicomflow.accounts.models import AuditEntry
+    from dicomflow.projects.models import ProjectMembership, Subject
+
+    project = staged["project"]
+    form = {"project": project.pk, "study_subject_id": "PATSLOT77", "expected_sex": "M", "expected_birth_year": "1977",
+            "events-TOTAL_FORMS": "0", "events-INITIAL_FORMS": "0"}
+    refused = admin_client.post(reverse("admin:projects_subject_add"), form)
+    assert refused.status_code == 200 and "clinical Patient ID" in refused.content.decode()
+    assert not Subject.objects.exists()
+    missing_sex = admin_client.post(reverse("admin:projects_subject_add"), {**form, "study_subject_id": "S-1",
+                                                                            "expected_sex": ""})
+    assert missing_sex.status_code == 200 and not Subject.objects.exists()
+    added = admin_client.post(reverse("admin:projects_subject_add"), {**form, "study_subject_id": "S-1"})
+    assert added.status_code == 302, added.content.decode()[:3000]
+    assert Subject.objects.get().study_subject_id == "S-1"
+
+    from django.contrib.auth import get_user_model
+
+    vera = get_user_model().objects.create_user("vera")
+    change = admin_client.post(reverse("admin:projects_project_change", args=[project.pk]), {
+        "key": project.key, "name": project.name, "description": "", "options": json.dumps(project.options),
+        "uid_root": "", "date_shift_min_days": project.date_shift_min_days,
+        "date_shift_max_days": project.date_shift_max_days,
+        "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0",
+        "memberships-0-user": vera.pk, "memberships-0-role": "viewer", "memberships-0-project": project.pk,
+    })
+    assert change.status_code == 302, change.content.decode()[:3000]
+    assert ProjectMembership.objects.get(project=project, user=vera).role == "viewer"
+    [entry] = AuditEntry.objects.filter(action="role_change")
+    assert entry.username == "admin" and entry.object == f"user #{vera.pk}"
