@@ -88,13 +88,17 @@ def test_projects_roles_and_superuser(world, django_user_model):
 
 @pytest.mark.django_db
 def test_only_clinical_data_managers_may_stage(world):
-    from dicomflow.errors import PermissionDeniedError
+    from dicomflow.errors import NotFoundError, PermissionDeniedError
 
     study, info = world["study"], world["info"]
     with pytest.raises(PermissionDeniedError):  # member, data manager, but no clinical access
         services.stage_series(world["alice"], world["a"], study, [info.ct.series_uid], run_inline=True)
-    with pytest.raises(PermissionDeniedError):  # clinical access, not a member
+    with pytest.raises(NotFoundError):  # clinical access, not a member: the project does not exist for her
         services.stage_series(world["clara"], world["a"], study, [info.ct.series_uid], run_inline=True)
+    from dicomflow.accounts.models import AuditEntry
+
+    refusals = AuditEntry.objects.filter(action="stage", outcome="denied").order_by("id")
+    assert list(refusals.values_list("username", flat=True)) == ["alice", "clara"]  # both refusals audited
     services.add_member(OP, world["a"], world["clara"], Role.DATA_MANAGER)
     job = services.stage_series(world["clara"], world["a"], study, [info.ct.series_uid], run_inline=True)
     assert job.status == "completed" and job.created_by == world["clara"]
