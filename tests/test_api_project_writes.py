@@ -239,3 +239,42 @@ def test_upload_into_a_project_is_checked_when_created(world):
     assert state["project"] == "PW-A" and state["studies"] == [] and state["jobs"] == []
     link = ProjectUpload.objects.get(session_id=state["id"])
     assert (link.project, link.subject, link.slot, link.template) == (world["a"], subject, slot, "ct-body-lungs")
+
+
+def test_enrolling_a_clinical_patient_needs_sight_of_it(world):
+    patient = Patient.objects.get(patient_id=PATIENT.patient_id, project__isnull=True)
+    body = {"patient": patient.pk, "sex": "F", "birth_date": "1972-03-04"}
+    refused(world, "post", "/api/projects/PW-A/subjects/", body, expect={"dora": 404}, model=Subject)  # no pool
+    created = client(world["alice"]).post("/api/projects/PW-A/subjects/", body, format="json")
+    assert created.status_code == 201, created.content
+    subject = Subject.objects.get()
+    assert subject.patient == patient and created.json()["linked"] is True
+    # staged before enrolment: the keyed pseudonym is kept, and it is what staged copies carry
+    assert subject.study_subject_id == Patient.objects.filter(project=world["a"]).first().patient_id
+    assert PATIENT.patient_id not in created.content.decode()
+
+
+def test_an_upload_whose_series_do_not_fit_the_template_fails_clearly(world, settings, tmp_path):
+    """The import runs inline here (no worker): nothing is staged when no series fits the template."""
+    import hashlib
+
+    from dicomflow.intake import resumable
+
+    settings.DICOMFLOW_IMPORT_WORKERS = 1
+    mr = synth.write_image_series(tmp_path / "mr", patient=synth.PatientSpec("PATMR-2", "Mr^Moe"), modality="MR",
+                                  n_slices=2, rows=16, cols=16, seed="pw-mr")
+    data = mr.paths[0].read_bytes()
+    alice = client(world["alice"])
+    created = alice.post("/api/uploads/", {"files": [{"name": "mr.dcm", "size": len(data),
+                                                      "sha256": hashlib.sha256(data).hexdigest()}],
+                                           "project": "PW-A", "template": "ct-body-lungs"}, format="json").json()
+    alice.put(f"/api/uploads/{created['id']}/files/0/", data=data, content_type="application/octet-stream",
+              HTTP_UPLOAD_OFFSET="0")
+    assert alice.post(f"/api/uploads/{created['id']}/finalize/").status_code == 202
+    jobs_before = StagingJob.objects.count()
+    resumable.import_session(created["id"])
+    state = alice.get(f"/api/uploads/{created['id']}/?files=0").json()
+    assert state["status"] == "failed" and state["finished"]
+    assert "imported, but putting them into project 'PW-A' failed: no uploaded series fits template" in state["error_message"]
+    assert StagingJob.objects.count() == jobs_before and state["jobs"] == [] and state["project_studies"] == []
+    assert state["studies"] == []  # a failed upload keeps no result

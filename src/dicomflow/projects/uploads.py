@@ -106,6 +106,7 @@ def finish_project_upload(upload: ProjectUpload, report) -> ProjectUpload:
     studies = list(Study.objects.filter(pk__in=report.study_ids, project__isnull=True).order_by("pk"))
     if not studies:
         raise InputError("the upload holds no DICOM study to put into the project")
+    fitting = _fitting_series(upload.template, report.series_ids) if upload.template else []
     if upload.subject is not None:
         _tie_subject(upload.subject, studies)
     copies = []
@@ -121,8 +122,8 @@ def finish_project_upload(upload: ProjectUpload, report) -> ProjectUpload:
             raise InputError(f"a slot takes one study; the upload holds {len(upload.staged_studies)}")
         copy = Study.objects.get(project=project, study_instance_uid=upload.staged_studies[0])
         services.link_study(owner, upload.slot, copy, confirm=True)  # confirmed when the upload was created
-    if upload.template:
-        upload.jobs = _start_jobs(owner, project, upload.template, report.series_ids)
+    if fitting:
+        upload.jobs = _start_jobs(owner, project, upload.template, fitting)
         upload.save(update_fields=["jobs"])
     return upload
 
@@ -147,11 +148,10 @@ def _tie_subject(subject: Subject, studies: list[Study]) -> None:
     subject.patient = patient
 
 
-def _start_jobs(owner, project: Project, template_name: str, series_ids) -> list[int]:
-    """A processing job for every uploaded series the template can process, started on commit."""
+def _fitting_series(template_name: str, series_ids) -> list[int]:
+    """The uploaded series the template can process (checked before anything is staged)."""
     from dicomflow.core.rules import template_problems
     from dicomflow.processing import services as processing
-    from dicomflow.processing import tasks
 
     template = processing.get_template(template_name)
     candidates = list(Series.objects.filter(pk__in=series_ids, project__isnull=True).order_by("pk")
@@ -161,8 +161,16 @@ def _start_jobs(owner, project: Project, template_name: str, series_ids) -> list
     if not fitting:
         why = "; ".join(sorted({p for found in problems.values() for p in found})[:5])
         raise InputError(f"no uploaded series fits template '{template_name}'" + (f" ({why})" if why else ""))
+    return fitting
+
+
+def _start_jobs(owner, project: Project, template_name: str, series_ids: list[int]) -> list[int]:
+    """A processing job for each of these series, started once the transaction commits."""
+    from dicomflow.processing import services as processing
+    from dicomflow.processing import tasks
+
     jobs = []
-    for sid in fitting:
+    for sid in series_ids:
         job = processing.create_job(project_key=project.key, series_id=sid, template_name=template_name,
                                     created_by=owner)
         tasks.start_job(job.pk)
