@@ -93,7 +93,7 @@ def test_update_options_follow_into_key_store(staged):
 
 @pytest.mark.django_db
 def test_admin_pages(admin_client, staged):
-    for model in ("project", "subject", "event", "uploadslot", "stagingjob", "stagedseries"):
+    for model in ("project", "subject", "event", "uploadslot", "stagingjob", "stagedseries", "projectupload"):
         response = admin_client.get(reverse(f"admin:projects_{model}_changelist"))
         assert response.status_code == 200, model
     job = staged["job"]

@@ -22,6 +22,7 @@ from dicomflow.projects.models import (
     Event,
     Project,
     ProjectMembership,
+    ProjectUpload,
     StagedSeries,
     StagingJob,
     StagingStatus,
@@ -302,3 +303,12 @@ class StagingJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
 class StagedSeriesAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["project", "source_series", "copy_series", "source_instances", "updated_at"]
     list_filter = ["project"]
+
+
+@admin.register(ProjectUpload)
+class ProjectUploadAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Uploads made into a project (through the API, the SDK or the upload page): read-only."""
+
+    list_display = ["session", "project", "subject", "slot", "template", "created_at"]
+    list_filter = ["project"]
+    readonly_fields = [f.name for f in ProjectUpload._meta.fields]
