@@ -49,7 +49,7 @@ def staged(tmp_path, django_user_model):
 def test_reidentify_copy_restores_originals_and_audits(staged, tmp_path):
     info, project = staged["info"], staged["project"]
     ct_copy = staged["copy"]["CT"]
-    report = reidentify_series(project, staged["rita"], ct_copy, tmp_path / "out", purpose="check the pipeline")
+    report = reidentify_series(staged["rita"], project, ct_copy, tmp_path / "out", purpose="check the pipeline")
     assert report.files_in == report.files_out == len(info.ct.paths) and report.failed == []
     restored = sorted(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in report.outputs)
     assert restored == sorted(info.ct.sop_instance_uids)
@@ -84,7 +84,7 @@ def test_a_result_made_from_the_copy_maps_back(staged, tmp_path):
     src.parent.mkdir()
     result.save_as(src, enforce_file_format=True)
 
-    report = reidentify_paths(project, staged["rita"], [src.parent], tmp_path / "back")
+    report = reidentify_paths(staged["rita"], project, [src.parent], tmp_path / "back")
     assert report.files_out == 1
     back = pydicom.dcmread(report.outputs[0])
     assert back.SOPInstanceUID == new_uid  # the result's own identity is new
@@ -103,14 +103,14 @@ def test_reidentification_refused_for_wrong_personas_and_audited(staged, tmp_pat
     charlie = django_user_model.objects.create_user("charlie")
     for user in (staged["alice"], staged["bob"], charlie):
         with pytest.raises(PermissionDeniedError):
-            reidentify_series(project, user, ct_copy, tmp_path / user.username)
+            reidentify_series(user, project, ct_copy, tmp_path / user.username)
         assert not (tmp_path / user.username).exists()
     refusals = AuditEntry.objects.filter(action="reidentify", outcome="denied")
     assert sorted(refusals.values_list("username", flat=True)) == ["alice", "bob", "charlie"]
     assert not AuditEntry.objects.filter(action="reidentify", outcome="ok").exists()
     # bob may re-identify in his own project, which has no map for these files: nothing is restored
     other = staged["bob"].project_memberships.get().project
-    report = reidentify_paths(other, staged["bob"], [Path(settings.STORE_DIR) / ct_copy.instances.first().stored_path],
+    report = reidentify_paths(staged["bob"], other, [Path(settings.STORE_DIR) / ct_copy.instances.first().stored_path],
                               tmp_path / "bob-own")
     ds = pydicom.dcmread(report.outputs[0], stop_before_pixels=True)
     assert ds.PatientID != PATIENT.patient_id

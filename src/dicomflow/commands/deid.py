@@ -115,7 +115,7 @@ def reidentify(
         fail(f"{src} does not exist", as_json)
     files = iter_files(src)
     try:
-        report = reidentify_paths(target, actor, [src], dst, purpose=purpose,
+        report = reidentify_paths(actor, target, [src], dst, purpose=purpose,
                                   what=f"{len(files)} file(s) via the command line ({operator})")
     except DicomflowError as exc:
         fail(str(exc), as_json)

@@ -66,7 +66,7 @@ def reverse_map(project: Project) -> ReverseMap:
     return ReverseMap.from_records(store.load_reverse_records(project.key))
 
 
-def reidentify_paths(project: Project, user, paths: list[Path | str], dst: Path | str,
+def reidentify_paths(user, project: Project, paths: list[Path | str], dst: Path | str,
                      purpose: str = "", what: str = "") -> ReidentifyReport:
     """Re-identify the DICOM files below ``paths`` into ``dst/<study>/<series>/<sop>.dcm``; one REIDENTIFY
     audit entry (``report.audit_id``).
@@ -122,10 +122,10 @@ def _series_files(project: Project, series: Series) -> list[Path]:
     return [Path(settings.STORE_DIR) / p for p in series.instances.values_list("stored_path", flat=True)]
 
 
-def reidentify_series(project: Project, user, series: Series, dst: Path | str, purpose: str = "") -> ReidentifyReport:
+def reidentify_series(user, project: Project, series: Series, dst: Path | str, purpose: str = "") -> ReidentifyReport:
     """Re-identify one catalogued series of the project's de-identified copy (its stored files)."""
     paths = _series_files(project, series)
-    return reidentify_paths(project, user, paths, dst, purpose,
+    return reidentify_paths(user, project, paths, dst, purpose,
                             what=f"series #{series.pk} ({len(paths)} instance(s))")
 
 
