@@ -275,8 +275,10 @@ def check_enrolment(actor, project: Project, study_subject_id: str | None = None
                 "data of this patient were staged into the project before enrolment under the keyed "
                 "pseudonym; enrol with that pseudonym (leave the study subject ID empty)"
             )
-    if Subject.objects.filter(Q(study_subject_id=study_subject_id) | Q(patient=patient) if patient else
-                              Q(study_subject_id=study_subject_id), project=project).exists():
+    same = Q(study_subject_id=study_subject_id)
+    if patient is not None:
+        same |= Q(patient=patient)
+    if Subject.objects.filter(same, project=project).exists():
         raise InputError("this study subject ID or patient is enrolled in the project already")
     return {"study_subject_id": study_subject_id, "pseudonym": pseudonym, "patient": patient, "expected_sex": sex,
             "expected_birth_date": birth_date, "expected_birth_year": birth_year}

@@ -25,7 +25,7 @@ from django.db import IntegrityError, transaction
 from dicomflow.catalog.models import Series, Study
 from dicomflow.errors import ConfirmationRequiredError, DicomflowError, InputError, NotFoundError
 from dicomflow.projects import services
-from dicomflow.projects.models import Capability, Event, Project, ProjectUpload, Subject, UploadSlot
+from dicomflow.projects.models import Capability, Event, Project, ProjectUpload, StagedSeries, Subject, UploadSlot
 from dicomflow.projects.selectors import copies_of, project_for
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,12 @@ def _tie_subject(subject: Subject, studies: list[Study]) -> None:
         return
     if subject.patient_id is not None:
         raise InputError("the uploaded data belong to another patient than the subject's")
-    if patient.patient_id == subject.study_subject_id:
-        raise InputError("the study subject ID equals the uploaded Patient ID; enrol the subject under another ID")
+    if subject.study_subject_id in (patient.patient_id, patient.patient_name):
+        raise InputError("the study subject ID equals the uploaded Patient ID or name; enrol the subject under another ID")
+    staged = StagedSeries.objects.filter(project=subject.project_id, source_series__study__patient=patient).exists()
+    if staged and subject.study_subject_id != services.keyed_pseudonym(subject.project, patient.patient_id):
+        raise InputError("data of the uploaded patient were staged into the project before under the keyed "
+                         "pseudonym; one patient cannot have two identities in a project")
     try:
         with transaction.atomic():
             Subject.objects.filter(pk=subject.pk).update(patient=patient)
