@@ -96,6 +96,11 @@ def test_staging_endpoint(world):
     listed = client(world["victor"]).get(url).json()["results"]
     assert [j["id"] for j in listed][0] == job["id"] and len(listed) == 3
     assert client(world["bob"]).get(url).status_code == 404
+    assert client(world["victor"]).get(f"{url}{job['id']}/").json()["status"] == "pending"
+    refused(world, "get", f"{url}{job['id']}/", expect=NOBODY)
+    other = services.create_project("PW-OTHER", "other")
+    assert client(world["admin"]).get(f"/api/projects/PW-OTHER/staging/{job['id']}/").status_code == 404
+    assert other.staging_jobs.count() == 0
 
 
 def test_subjects_events_slots_and_links(world):
@@ -140,6 +145,8 @@ def test_subjects_events_slots_and_links(world):
     assert conflict.status_code == 409 and conflict["Content-Type"].startswith("application/problem+json")
     assert "confirm" in conflict.json()["detail"]
     assert client(world["victor"]).get(f"/api/projects/PW-A/slots/{slot['id']}/").json()["study_uid"] == first
+    for read in (subjects, f"{subjects}{subject['id']}/", events, slots, f"/api/projects/PW-A/slots/{slot['id']}/"):
+        refused(world, "get", read, expect=NOBODY)
     replaced = alice.post(link, {"study_uid": second, "confirm": True}, format="json").json()
     assert replaced["study_uid"] == second
     assert [h["study_uid"] for h in replaced["history"]] == [first, second]

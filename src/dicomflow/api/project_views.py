@@ -87,6 +87,15 @@ class StagingView(ProjectScoped):
         return Response(StagingJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
+class StagingJobView(ProjectScoped):
+    serializer_class = StagingJobSerializer
+
+    @extend_schema(responses={200: StagingJobSerializer, **ERRORS})
+    def get(self, request, key, job_id):
+        """One staging job of the project: poll it until ``status`` is completed or failed."""
+        return Response(StagingJobSerializer(selectors.staging_job_of(self.project(), job_id)).data)
+
+
 # --- subjects, events, slots ---------------------------------------------------------------------------------
 class SubjectListView(ProjectScoped):
     """The project's subjects: list (members) and enrol (data managers)."""

@@ -3,7 +3,7 @@
 Catalog: ``patients/``, ``studies/<uid>/`` (+ ``rt-tree/``), ``series/<uid>/`` (+ ``download/``),
 ``instances/<uid>/``; ``imports/``; processing ``jobs/`` (+ ``log/``); ``projects/``; resumable ``uploads/`` (+ ``files/<n>/``, ``finalize/``);
 ``auth/token/`` gives a new API key for a username and password (for the SDK's ``Client.login``).
-Research projects under ``projects/<key>/``: ``staging/``, ``subjects/`` (+ ``<id>/``, ``<id>/events/``,
+Research projects under ``projects/<key>/``: ``staging/`` (+ ``<id>/``), ``subjects/`` (+ ``<id>/``, ``<id>/events/``,
 ``<id>/events/<id>/slots/``), ``slots/<id>/`` (+ ``link/``), ``sanity-overrides/``, ``members/``
 (+ ``<user>/``), ``series/<uid>/identified/`` (re-identified ZIP).
 """
@@ -27,6 +27,7 @@ router.register("projects", views.ProjectViewSet, basename="project")
 PROJECT = "projects/<str:key>/"
 project_urlpatterns = [
     path(PROJECT + "staging/", project_views.StagingView.as_view(), name="project-staging"),
+    path(PROJECT + "staging/<int:job_id>/", project_views.StagingJobView.as_view(), name="project-staging-job"),
     path(PROJECT + "subjects/", project_views.SubjectListView.as_view(), name="project-subjects"),
     path(PROJECT + "subjects/<int:subject_id>/", project_views.SubjectDetailView.as_view(), name="project-subject"),
     path(PROJECT + "subjects/<int:subject_id>/events/", project_views.EventListView.as_view(), name="project-events"),

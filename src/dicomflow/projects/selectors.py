@@ -259,6 +259,13 @@ def staging_jobs_of(project: Project):
     return StagingJob.objects.filter(project=project).select_related("project").order_by("-created_at", "-id")
 
 
+def staging_job_of(project: Project, job_id: int):
+    job = staging_jobs_of(project).filter(pk=job_id).first()
+    if job is None:
+        raise NotFoundError(f"no staging job #{job_id} in project '{project.key}'")
+    return job
+
+
 __all__ = [
     "CLINICAL_POOL_PERMISSION",
     "can",
@@ -271,6 +278,7 @@ __all__ = [
     "event_of",
     "members_of",
     "slot_of",
+    "staging_job_of",
     "staging_jobs_of",
     "subject_of",
     "subjects_of",
