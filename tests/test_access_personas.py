@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dicomflow.accounts.actors import cli_operator
+
 import pytest
 from django.contrib.auth.models import Permission
 
@@ -9,6 +11,8 @@ from dicomflow.catalog.models import Instance, Patient, Series, Study
 from dicomflow.projects import selectors, services
 from dicomflow.projects.models import Role
 from dicomflow.testing import synth
+
+OP = cli_operator()  # the command-line operator: may do all but re-identify
 
 
 @pytest.fixture
@@ -23,13 +27,13 @@ def world(tmp_path, django_user_model):
     a = services.create_project("acc-a", "A")
     b = services.create_project("acc-b", "B")
     users = {name: django_user_model.objects.create_user(name) for name in ("alice", "bob", "charlie", "clara")}
-    services.add_member(a, users["alice"], Role.DATA_MANAGER)
-    services.add_member(b, users["bob"], Role.REIDENTIFIER)
+    services.add_member(OP, a, users["alice"], Role.DATA_MANAGER)
+    services.add_member(OP, b, users["bob"], Role.REIDENTIFIER)
     users["clara"].user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     users["clara"] = django_user_model.objects.get(pk=users["clara"].pk)  # drop the permission cache
     dose = info.dose_for(info.approved_plan)
-    assert services.stage_series(a, study, [dose.series_uid], run_inline=True).status == "completed"
-    assert services.stage_series(b, study, [info.rtstruct.series_uid], run_inline=True).status == "completed"
+    assert services.stage_series(OP, a, study, [dose.series_uid], run_inline=True).status == "completed"
+    assert services.stage_series(OP, b, study, [info.rtstruct.series_uid], run_inline=True).status == "completed"
     return {"info": info, "study": study, "a": a, "b": b, **users}
 
 
@@ -84,13 +88,17 @@ def test_projects_roles_and_superuser(world, django_user_model):
 
 @pytest.mark.django_db
 def test_only_clinical_data_managers_may_stage(world):
-    from dicomflow.errors import PermissionDeniedError
+    from dicomflow.errors import NotFoundError, PermissionDeniedError
 
     study, info = world["study"], world["info"]
     with pytest.raises(PermissionDeniedError):  # member, data manager, but no clinical access
-        services.stage_series(world["a"], study, [info.ct.series_uid], user=world["alice"], run_inline=True)
-    with pytest.raises(PermissionDeniedError):  # clinical access, not a member
-        services.stage_series(world["a"], study, [info.ct.series_uid], user=world["clara"], run_inline=True)
-    services.add_member(world["a"], world["clara"], Role.DATA_MANAGER)
-    job = services.stage_series(world["a"], study, [info.ct.series_uid], user=world["clara"], run_inline=True)
+        services.stage_series(world["alice"], world["a"], study, [info.ct.series_uid], run_inline=True)
+    with pytest.raises(NotFoundError):  # clinical access, not a member: the project does not exist for her
+        services.stage_series(world["clara"], world["a"], study, [info.ct.series_uid], run_inline=True)
+    from dicomflow.accounts.models import AuditEntry
+
+    refusals = AuditEntry.objects.filter(action="stage", outcome="denied").order_by("id")
+    assert list(refusals.values_list("username", flat=True)) == ["alice", "clara"]  # both refusals audited
+    services.add_member(OP, world["a"], world["clara"], Role.DATA_MANAGER)
+    job = services.stage_series(world["clara"], world["a"], study, [info.ct.series_uid], run_inline=True)
     assert job.status == "completed" and job.created_by == world["clara"]

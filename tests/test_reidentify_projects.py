@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dicomflow.accounts.actors import cli_operator
+
 from pathlib import Path
 
 import pydicom
@@ -10,12 +12,14 @@ from django.conf import settings
 from pydicom.uid import generate_uid
 
 from dicomflow.catalog.models import Series, Study
-from dicomflow.deid.models import ReidentificationAudit
+from dicomflow.accounts.models import AuditEntry
 from dicomflow.deid.services import reidentify_paths, reidentify_series
 from dicomflow.errors import PermissionDeniedError
 from dicomflow.projects import services
 from dicomflow.projects.models import Role, StagedSeries
 from dicomflow.testing import synth
+
+OP = cli_operator()  # the command-line operator: may do all but re-identify
 
 PATIENT = synth.PatientSpec("PATREID2024", "Orsini^Olga", "F", "19550505")
 
@@ -29,14 +33,14 @@ def staged(tmp_path, django_user_model):
     study = Study.objects.get(study_instance_uid=info.study_uid)
     project = services.create_project("reid-a", "A")
     other = services.create_project("reid-b", "B")
-    job = services.stage_series(project, study, [info.rtstruct.series_uid], run_inline=True)
+    job = services.stage_series(OP, project, study, [info.rtstruct.series_uid], run_inline=True)
     assert job.status == "completed", job.error
     rita = django_user_model.objects.create_user("rita")
     alice = django_user_model.objects.create_user("alice")
     bob = django_user_model.objects.create_user("bob")
-    services.add_member(project, rita, Role.REIDENTIFIER)
-    services.add_member(project, alice, Role.DATA_MANAGER)
-    services.add_member(other, bob, Role.REIDENTIFIER)
+    services.add_member(OP, project, rita, Role.REIDENTIFIER)
+    services.add_member(OP, project, alice, Role.DATA_MANAGER)
+    services.add_member(OP, other, bob, Role.REIDENTIFIER)
     copy = {s.modality: s for s in Series.objects.filter(project=project)}
     return {"info": info, "project": project, "rita": rita, "alice": alice, "bob": bob, "copy": copy}
 
@@ -45,7 +49,7 @@ def staged(tmp_path, django_user_model):
 def test_reidentify_copy_restores_originals_and_audits(staged, tmp_path):
     info, project = staged["info"], staged["project"]
     ct_copy = staged["copy"]["CT"]
-    report = reidentify_series(project, staged["rita"], ct_copy, tmp_path / "out", purpose="check the pipeline")
+    report = reidentify_series(staged["rita"], project, ct_copy, tmp_path / "out", purpose="check the pipeline")
     assert report.files_in == report.files_out == len(info.ct.paths) and report.failed == []
     restored = sorted(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in report.outputs)
     assert restored == sorted(info.ct.sop_instance_uids)
@@ -57,12 +61,13 @@ def test_reidentify_copy_restores_originals_and_audits(staged, tmp_path):
     assert ds.get("StudyDate") in (original.get("StudyDate"), None)
     assert "PatientIdentityRemoved" not in ds
 
-    audit = ReidentificationAudit.objects.get()
-    assert audit.allowed and audit.user == staged["rita"] and audit.project == project
-    assert audit.files_out == len(info.ct.paths) and audit.purpose == "check the pipeline"
-    copy_uids = set(ct_copy.instances.values_list("sop_instance_uid", flat=True))
-    assert set(audit.sop_instance_uids) == copy_uids
-    assert PATIENT.patient_id not in audit.what and PATIENT.name not in audit.what
+    audit = AuditEntry.objects.get(action="reidentify")  # one entry in the one audit log
+    assert report.audit_id == audit.pk
+    assert (audit.action, audit.outcome, audit.user, audit.project) == ("reidentify", "ok", staged["rita"], project.key)
+    assert audit.object == f"series #{ct_copy.pk} ({len(info.ct.paths)} instance(s))"
+    assert f"{len(info.ct.paths)} of {len(info.ct.paths)} file(s)" in audit.detail and "check the pipeline" in audit.detail
+    text = audit.object + audit.detail
+    assert PATIENT.patient_id not in text and "Orsini" not in text and info.study_uid not in text
 
 
 @pytest.mark.django_db
@@ -79,7 +84,7 @@ def test_a_result_made_from_the_copy_maps_back(staged, tmp_path):
     src.parent.mkdir()
     result.save_as(src, enforce_file_format=True)
 
-    report = reidentify_paths(project, staged["rita"], [src.parent], tmp_path / "back")
+    report = reidentify_paths(staged["rita"], project, [src.parent], tmp_path / "back")
     assert report.files_out == 1
     back = pydicom.dcmread(report.outputs[0])
     assert back.SOPInstanceUID == new_uid  # the result's own identity is new
@@ -98,14 +103,14 @@ def test_reidentification_refused_for_wrong_personas_and_audited(staged, tmp_pat
     charlie = django_user_model.objects.create_user("charlie")
     for user in (staged["alice"], staged["bob"], charlie):
         with pytest.raises(PermissionDeniedError):
-            reidentify_series(project, user, ct_copy, tmp_path / user.username)
+            reidentify_series(user, project, ct_copy, tmp_path / user.username)
         assert not (tmp_path / user.username).exists()
-    refusals = ReidentificationAudit.objects.filter(allowed=False)
+    refusals = AuditEntry.objects.filter(action="reidentify", outcome="denied")
     assert sorted(refusals.values_list("username", flat=True)) == ["alice", "bob", "charlie"]
-    assert not ReidentificationAudit.objects.filter(allowed=True).exists()
+    assert not AuditEntry.objects.filter(action="reidentify", outcome="ok").exists()
     # bob may re-identify in his own project, which has no map for these files: nothing is restored
     other = staged["bob"].project_memberships.get().project
-    report = reidentify_paths(other, staged["bob"], [Path(settings.STORE_DIR) / ct_copy.instances.first().stored_path],
+    report = reidentify_paths(staged["bob"], other, [Path(settings.STORE_DIR) / ct_copy.instances.first().stored_path],
                               tmp_path / "bob-own")
     ds = pydicom.dcmread(report.outputs[0], stop_before_pixels=True)
     assert ds.PatientID != PATIENT.patient_id

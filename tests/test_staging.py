@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dicomflow.accounts.actors import cli_operator
+
 from pathlib import Path
 
 import pydicom
@@ -13,6 +15,8 @@ from dicomflow.errors import InputError, PermissionDeniedError
 from dicomflow.projects import selectors, services
 from dicomflow.projects.models import Role, StagedSeries, StagingStatus
 from dicomflow.testing import synth
+
+OP = cli_operator()  # the command-line operator: may do all but re-identify
 
 PATIENT = synth.PatientSpec("PATSTG4711", "Leakmarker^Zoe", "F", "19610203")
 
@@ -68,7 +72,7 @@ def assert_no_identity_in_copy(project, info) -> None:
 def test_staging_a_dose_stages_its_closure_deidentified(clinical):
     project = services.create_project("stg-closure", "Closure")
     dose = clinical.dose_for(clinical.approved_plan)
-    job = services.stage_series(project, clinical.study, [dose.series_uid], run_inline=True)
+    job = services.stage_series(OP, project, clinical.study, [dose.series_uid], run_inline=True)
 
     assert job.status == StagingStatus.COMPLETED, job.error
     assert job.requested_series == [dose.series_uid]
@@ -104,9 +108,9 @@ def test_pseudonymization_status_none_partly_fully(clinical):
     n_series = clinical.study.series.count()
     assert status() == {"stg-status-a": ("none", 0), "stg-status-b": ("none", 0)}
     dose = clinical.dose_for(clinical.approved_plan)
-    services.stage_series(a, clinical.study, [dose.series_uid], run_inline=True)
+    services.stage_series(OP, a, clinical.study, [dose.series_uid], run_inline=True)
     assert status() == {"stg-status-a": ("partly", 4), "stg-status-b": ("none", 0)}
-    job = services.stage_series(a, clinical.study, None, run_inline=True)
+    job = services.stage_series(OP, a, clinical.study, None, run_inline=True)
     assert job.status == StagingStatus.COMPLETED, job.error
     assert status() == {"stg-status-a": ("fully", n_series), "stg-status-b": ("none", 0)}
     # an instance missing from a copy makes that study only partly pseudonymized again
@@ -118,9 +122,9 @@ def test_pseudonymization_status_none_partly_fully(clinical):
 @pytest.mark.django_db
 def test_staging_twice_gives_same_uids_and_no_duplicates(clinical):
     project = services.create_project("stg-twice", "Twice")
-    first = services.stage_series(project, clinical.study, [clinical.rtstruct.series_uid], run_inline=True)
+    first = services.stage_series(OP, project, clinical.study, [clinical.rtstruct.series_uid], run_inline=True)
     uids_first = set(Instance.objects.filter(series__project=project).values_list("sop_instance_uid", flat=True))
-    second = services.stage_series(project, clinical.study, [clinical.rtstruct.series_uid], run_inline=True)
+    second = services.stage_series(OP, project, clinical.study, [clinical.rtstruct.series_uid], run_inline=True)
     uids_second = set(Instance.objects.filter(series__project=project).values_list("sop_instance_uid", flat=True))
 
     assert first.status == second.status == StagingStatus.COMPLETED, (first.error, second.error)
@@ -130,7 +134,7 @@ def test_staging_twice_gives_same_uids_and_no_duplicates(clinical):
     assert Patient.objects.filter(project=project).count() == 1
     # another project, another key: other UIDs and another pseudonym
     other = services.create_project("stg-twice-other", "Other")
-    services.stage_series(other, clinical.study, [clinical.rtstruct.series_uid], run_inline=True)
+    services.stage_series(OP, other, clinical.study, [clinical.rtstruct.series_uid], run_inline=True)
     uids_other = set(Instance.objects.filter(series__project=other).values_list("sop_instance_uid", flat=True))
     assert len(uids_other) == len(uids_first) and not uids_other & uids_first
     assert Patient.objects.get(project=other).patient_id != Patient.objects.get(project=project).patient_id
@@ -140,9 +144,9 @@ def test_staging_twice_gives_same_uids_and_no_duplicates(clinical):
 def test_enrolled_subject_id_becomes_patient_id(clinical):
     project = services.create_project("stg-enrol", "Enrol")
     patient = Patient.objects.get(patient_id=PATIENT.patient_id, project__isnull=True)
-    subject = services.enrol_subject(project, "SUBJ-0042", patient, expected_sex="F", expected_birth_year=1961)
+    subject = services.enrol_subject(OP, project, "SUBJ-0042", patient, expected_sex="F", expected_birth_year=1961)
     assert subject.pseudonym and subject.pseudonym != "SUBJ-0042"
-    job = services.stage_series(project, clinical.study, [clinical.ct.series_uid], run_inline=True)
+    job = services.stage_series(OP, project, clinical.study, [clinical.ct.series_uid], run_inline=True)
     assert job.status == StagingStatus.COMPLETED, job.error
     copy_patient = Patient.objects.get(project=project)
     assert copy_patient.patient_id == "SUBJ-0042" and copy_patient.patient_name == "SUBJ-0042"
@@ -151,10 +155,10 @@ def test_enrolled_subject_id_becomes_patient_id(clinical):
     assert ds.PatientID == "SUBJ-0042"
     # a patient staged before enrolment keeps its keyed pseudonym
     late = services.create_project("stg-enrol-late", "Late")
-    services.stage_series(late, clinical.study, [clinical.ct.series_uid], run_inline=True)
+    services.stage_series(OP, late, clinical.study, [clinical.ct.series_uid], run_inline=True)
     with pytest.raises(InputError):
-        services.enrol_subject(late, "SUBJ-0043", patient)
-    kept = services.enrol_subject(late, None, patient)
+        services.enrol_subject(OP, late, "SUBJ-0043", patient, expected_sex="F", expected_birth_year=1961)
+    kept = services.enrol_subject(OP, late, None, patient, expected_sex="F", expected_birth_date="1961-02-03")
     assert kept.study_subject_id == Patient.objects.get(project=late).patient_id
 
 
@@ -162,18 +166,18 @@ def test_enrolled_subject_id_becomes_patient_id(clinical):
 def test_staging_refuses_bad_requests(clinical, django_user_model):
     project = services.create_project("stg-refuse", "Refuse")
     with pytest.raises(InputError):
-        services.stage_series(project, clinical.study, ["1.2.3.4.5"], run_inline=True)
+        services.stage_series(OP, project, clinical.study, ["1.2.3.4.5"], run_inline=True)
     keeps_uids = services.create_project("stg-refuse-uids", "UIDs", {"retain_uids": True})
     with pytest.raises(InputError):
-        services.stage_series(keeps_uids, clinical.study, None, run_inline=True)
+        services.stage_series(OP, keeps_uids, clinical.study, None, run_inline=True)
     viewer = django_user_model.objects.create_user("vera")
-    services.add_member(project, viewer, Role.VIEWER)
+    services.add_member(OP, project, viewer, Role.VIEWER)
     with pytest.raises(PermissionDeniedError):
-        services.stage_series(project, clinical.study, None, user=viewer, run_inline=True)
-    job = services.stage_series(project, clinical.study, [clinical.ct.series_uid], run_inline=True)
+        services.stage_series(viewer, project, clinical.study, None, run_inline=True)
+    job = services.stage_series(OP, project, clinical.study, [clinical.ct.series_uid], run_inline=True)
     copy_study = Study.objects.get(project=project)
     with pytest.raises(InputError):  # a copy is not staged again
-        services.stage_series(project, copy_study, None, run_inline=True)
+        services.stage_series(OP, project, copy_study, None, run_inline=True)
     assert job.status == StagingStatus.COMPLETED
 
 
@@ -185,7 +189,7 @@ def test_burned_in_screenshot_is_quarantined_and_study_stays_partly(clinical):
     sc = synth.write_secondary_capture(clinical.out_dir.parent / "sc", PATIENT, study_uid=clinical.study_uid)
     import_paths([sc.paths[0]], workers=1)
     project = services.create_project("stg-burned", "Burned")
-    job = services.stage_series(project, clinical.study, None, run_inline=True)
+    job = services.stage_series(OP, project, clinical.study, None, run_inline=True)
     assert job.status == StagingStatus.COMPLETED, job.error
     assert len(job.quarantined) == 1 and "Burned In Annotation" in job.quarantined[0]["reason"]
     assert job.files_out == job.files_in - 1
@@ -195,7 +199,7 @@ def test_burned_in_screenshot_is_quarantined_and_study_stays_partly(clinical):
     assert (status["status"], status["series_staged"], status["series_total"]) == ("partly", n_series - 1, n_series)
 
     allowing = services.create_project("stg-burned-ok", "Allowed", {"allow_burned_in": True})
-    job = services.stage_series(allowing, clinical.study, [sc.series_uid], run_inline=True)
+    job = services.stage_series(OP, allowing, clinical.study, [sc.series_uid], run_inline=True)
     assert job.status == StagingStatus.COMPLETED and job.quarantined == [] and job.files_out == 1
 
 
@@ -213,7 +217,7 @@ def test_leak_scan_finding_stages_nothing(tmp_path):
     import_paths([info.out_dir], workers=1)
     study = Study.objects.get(study_instance_uid=info.study_uid)
     project = services.create_project("stg-leak", "Leak")
-    job = services.stage_series(project, study, [info.ct.series_uid], run_inline=True)
+    job = services.stage_series(OP, project, study, [info.ct.series_uid], run_inline=True)
     assert job.status == StagingStatus.FAILED and "leak scan" in job.error
     assert job.leak_findings > 0 and job.files_out == 0 and job.instances_new == 0
     assert "Olga" not in job.error and "Original^" not in str(job.failed)

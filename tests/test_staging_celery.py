@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dicomflow.accounts.actors import cli_operator
+
 import pytest
 from django.contrib.auth.models import Permission
 
@@ -10,6 +12,8 @@ from dicomflow.intake.models import ImportRun
 from dicomflow.projects import selectors, services
 from dicomflow.projects.models import Role, StagingJob, StagingStatus
 from dicomflow.testing import synth
+
+OP = cli_operator()  # the command-line operator: may do all but re-identify
 from fixtures_celery import wait_for
 
 
@@ -25,12 +29,12 @@ def test_staging_task_runs_in_the_worker(tmp_path, django_user_model, celery_wor
     manager = django_user_model.objects.create_user("manny")
     manager.user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     manager = django_user_model.objects.get(pk=manager.pk)
-    services.add_member(project, manager, Role.DATA_MANAGER)
+    services.add_member(OP, project, manager, Role.DATA_MANAGER)
     alice = django_user_model.objects.create_user("alice")
-    services.add_member(project, alice, Role.VIEWER)
+    services.add_member(OP, project, alice, Role.VIEWER)
 
     dose = info.dose_for(info.approved_plan)
-    job = services.stage_series(project, study, [dose.series_uid], user=manager)
+    job = services.stage_series(manager, project, study, [dose.series_uid])
     assert job.task_id == "" or job.status == StagingStatus.PENDING
     done = wait_for(
         lambda: StagingJob.objects.filter(pk=job.pk, status__in=[StagingStatus.COMPLETED, StagingStatus.FAILED]).first(),

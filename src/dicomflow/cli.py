@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "dicomflow.commands.network",
     "dicomflow.commands.process",
     "dicomflow.commands.projects",
+    "dicomflow.commands.accounts",
 ]
 
 _app = None

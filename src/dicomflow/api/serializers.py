@@ -6,6 +6,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from dicomflow.api.project_serializers import UPLOAD_LINK_FIELDS, UploadLinksMixin, UploadTargetSerializer
 from dicomflow.catalog.models import ImageInformation, Instance, Patient, Series, Study
 from dicomflow.intake.models import ImportRun, UploadFile, UploadSession
 
@@ -163,7 +164,7 @@ class DeclaredFileSerializer(serializers.Serializer):
     sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True)
 
 
-class UploadCreateSerializer(serializers.Serializer):
+class UploadCreateSerializer(UploadTargetSerializer):
     files = DeclaredFileSerializer(many=True, allow_empty=False)
     source = serializers.ChoiceField(choices=["api", "browser"], default="api",
                                      help_text="'browser' for the folder upload page.")
@@ -195,7 +196,7 @@ class ImportReportSerializer(serializers.Serializer):
     series_list = SeriesTouchedSerializer(many=True, required=False)
 
 
-class UploadSessionSerializer(serializers.ModelSerializer):
+class UploadSessionSerializer(UploadLinksMixin, serializers.ModelSerializer):
     files = serializers.SerializerMethodField(help_text="Per file: bytes received (the offset to resume from).")
     result = ImportReportSerializer(allow_null=True, read_only=True)
     finished = serializers.SerializerMethodField()
@@ -204,7 +205,7 @@ class UploadSessionSerializer(serializers.ModelSerializer):
         model = UploadSession
         fields = ["id", "status", "source_kind", "file_count", "files_complete", "total_size", "received_size",
                   "import_done", "import_total", "import_run", "result", "error_message", "finished",
-                  "created_at", "finished_at", "files"]
+                  "created_at", "finished_at", "files"] + UPLOAD_LINK_FIELDS
 
     @extend_schema_field(UploadFileSerializer(many=True))
     def get_files(self, obj):

@@ -3,13 +3,16 @@
 Catalog: ``patients/``, ``studies/<uid>/`` (+ ``rt-tree/``), ``series/<uid>/`` (+ ``download/``),
 ``instances/<uid>/``; ``imports/``; processing ``jobs/`` (+ ``log/``); ``projects/``; resumable ``uploads/`` (+ ``files/<n>/``, ``finalize/``);
 ``auth/token/`` gives a new API key for a username and password (for the SDK's ``Client.login``).
+Research projects under ``projects/<key>/``: ``staging/`` (+ ``<id>/``), ``subjects/`` (+ ``<id>/``, ``<id>/events/``,
+``<id>/events/<id>/slots/``), ``slots/<id>/`` (+ ``link/``), ``sanity-overrides/``, ``members/``
+(+ ``<user>/``), ``series/<uid>/identified/`` (re-identified ZIP).
 """
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from dicomflow.api import views
+from dicomflow.api import project_views, views
 
 router = DefaultRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -21,7 +24,25 @@ router.register("uploads", views.UploadSessionViewSet, basename="upload")
 router.register("jobs", views.JobViewSet, basename="job")
 router.register("projects", views.ProjectViewSet, basename="project")
 
-urlpatterns = [
+PROJECT = "projects/<str:key>/"
+project_urlpatterns = [
+    path(PROJECT + "staging/", project_views.StagingView.as_view(), name="project-staging"),
+    path(PROJECT + "staging/<int:job_id>/", project_views.StagingJobView.as_view(), name="project-staging-job"),
+    path(PROJECT + "subjects/", project_views.SubjectListView.as_view(), name="project-subjects"),
+    path(PROJECT + "subjects/<int:subject_id>/", project_views.SubjectDetailView.as_view(), name="project-subject"),
+    path(PROJECT + "subjects/<int:subject_id>/events/", project_views.EventListView.as_view(), name="project-events"),
+    path(PROJECT + "subjects/<int:subject_id>/events/<int:event_id>/slots/", project_views.SlotListView.as_view(),
+         name="project-slots"),
+    path(PROJECT + "slots/<int:slot_id>/", project_views.SlotDetailView.as_view(), name="project-slot"),
+    path(PROJECT + "slots/<int:slot_id>/link/", project_views.SlotLinkView.as_view(), name="project-slot-link"),
+    path(PROJECT + "sanity-overrides/", project_views.SanityOverrideView.as_view(), name="project-sanity-overrides"),
+    path(PROJECT + "members/", project_views.MemberListView.as_view(), name="project-members"),
+    path(PROJECT + "members/<str:username>/", project_views.MemberDetailView.as_view(), name="project-member"),
+    path(PROJECT + "series/<str:series_uid>/identified/", project_views.IdentifiedSeriesView.as_view(),
+         name="project-series-identified"),
+]
+
+urlpatterns = project_urlpatterns + [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("auth/token/", views.ApiKeyLoginView.as_view(), name="api-token"),

@@ -21,7 +21,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dicomflow.accounts import audit
 from dicomflow.accounts.authentication import ApiKeyAuthentication
+from dicomflow.accounts.models import AuditAction
 from dicomflow.api import access, reads
 from dicomflow.api.serializers import (
     ApiKeyCreatedSerializer,
@@ -119,9 +121,13 @@ class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY, **ERRORS})
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, ZipRenderer])
     def download(self, request, series_instance_uid=None):
-        """The series' stored files as a ZIP (members ``<SOP Instance UID>.dcm``), streamed from the store."""
-        series = get_object_or_404(access.series(request.user), series_instance_uid=series_instance_uid)
+        """The series' stored files as a ZIP (members ``<SOP Instance UID>.dcm``), streamed from the store.
+        Audited (SERIES_DOWNLOAD, one entry per download)."""
+        series = get_object_or_404(access.series(request.user).select_related("project"),
+                                   series_instance_uid=series_instance_uid)
         reads.check_series_files(series)
+        audit.record(request.user, AuditAction.SERIES_DOWNLOAD, project=series.project or "", obj=f"series #{series.pk}",
+                     detail="stored files as ZIP")
         response = StreamingHttpResponse(reads.stream_series_zip(series), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="series-{series.series_instance_uid}.zip"'
         return response
@@ -268,15 +274,31 @@ class UploadSessionViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin,
 
     @extend_schema(request=UploadCreateSerializer, responses={201: UploadSessionSerializer, 413: ErrorSerializer, **ERRORS})
     def create(self, request, *args, **kwargs):
-        """Declare the files (name, size, sha256); answers with the session and where each file stands."""
-        if not access.can_upload(request.user):
-            raise PermissionDenied("you may not upload (ask for the 'add upload session' permission)")
+        """Declare the files (name, size, sha256); answers with the session and where each file stands.
+
+        With ``project`` the upload goes into that research project (uploader role or above there):
+        after the import its studies are staged into the project, linked to ``slot`` (of ``subject``'s
+        ``event``) when given, and ``template`` starts a processing job on the uploaded series. The
+        upload's ``project_studies`` and ``jobs`` then name them.
+        """
         data = UploadCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        kind = SourceKind.BROWSER_UPLOAD if data.validated_data["source"] == "browser" else SourceKind.API_UPLOAD
-        session = resumable.create_session(
-            [dict(f) for f in data.validated_data["files"]], owner=request.user, source_kind=kind
-        )
+        values = data.validated_data
+        kind = SourceKind.BROWSER_UPLOAD if values["source"] == "browser" else SourceKind.API_UPLOAD
+        files = [dict(f) for f in values["files"]]
+        if values.get("project"):
+            from dicomflow.projects.uploads import create_project_upload, upload_target
+
+            target = upload_target(request.user, values["project"], subject=values.get("subject"),
+                                   event=values.get("event"), slot=values.get("slot"),
+                                   template=values.get("template"), confirm=values["confirm"])
+            session = create_project_upload(request.user, files, kind, target)
+        else:
+            if any(values.get(k) for k in ("subject", "event", "slot", "template")):
+                raise InputError("subject, event, slot and template need the project the upload goes into")
+            if not access.can_upload(request.user):
+                raise PermissionDenied("you may not upload (ask for the 'add upload session' permission)")
+            session = resumable.create_session(files, owner=request.user, source_kind=kind)
         return Response(self.get_serializer(session).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[OpenApiParameter("files", str, required=False, description="'0' leaves the file list out")])

@@ -1,7 +1,9 @@
 """De-identification commands: ``dicomflow deid`` and ``dicomflow reidentify``.
 
-They work on folders without the catalog and never start Django: the project key, options and
-reverse map live in the file key store under ``$DICOMFLOW_HOME/keys/projects/``.
+``deid`` works on folders without the catalog and never starts Django: the project key, options and
+reverse map live in the file key store under ``$DICOMFLOW_HOME/keys/projects/``. ``reidentify`` is
+done by a named dicomflow user who is a Re-identifier of the project, and audited
+(``dicomflow.deid.services``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from dicomflow.commands._common import JSON_OPTION, emit, fail
+from dicomflow.commands._common import JSON_OPTION, emit, fail, setup_django
 
 
 def register(app: typer.Typer) -> None:
@@ -81,44 +83,43 @@ def reidentify(
     src: Path = typer.Argument(..., help="Folder (or file) of de-identified data or results."),
     dst: Path = typer.Argument(..., help="Output folder: <study>/<series>/<instance>.dcm."),
     project: str = typer.Option(..., "--project", help="Project key whose reverse map to use."),
+    user: str = typer.Option(None, "--user", help="The dicomflow user acting (default: your OS login name); "
+                                                  "they must be a Re-identifier of the project."),
+    purpose: str = typer.Option("", "--purpose", help="Why (kept in the audit log; write no identities)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    import os
-    import secrets
-
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
-    from dicomflow.core.deid import KeyStore, ReverseMap, reidentify_dataset
+    """Re-identification is a named user's act: it needs the Re-identifier role and is audited
+    (refusals too), like the same action on the web and the API."""
+    setup_django()
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.actors import cli_operator
+    from dicomflow.accounts.models import AuditAction
+    from dicomflow.accounts.services import get_user
     from dicomflow.core.deid.job import iter_files
-    from dicomflow.errors import DicomflowError
+    from dicomflow.deid.services import reidentify_paths
+    from dicomflow.errors import DicomflowError, NotFoundError
+    from dicomflow.projects.models import Project
 
+    operator = cli_operator()
+    target = Project.objects.filter(key=project).first()
+    if target is None:
+        fail(f"no project with key '{project}' in the catalog; create it with 'dicomflow project create {project}'",
+             as_json)
+    name = user or operator.login
     try:
-        store = KeyStore()
-        store.project_key(project, create=False)
-        rmap = ReverseMap.from_records(store.load_reverse_records(project))
+        actor = get_user(name)
+    except NotFoundError:
+        audit.denied(operator, AuditAction.REIDENTIFY, project=target, detail="re-identification asked for an unknown user")
+        fail(f"no dicomflow user named '{name}'; give --user NAME of a Re-identifier of project '{project}'", as_json)
+    if not src.exists():
+        fail(f"{src} does not exist", as_json)
+    files = iter_files(src)
+    try:
+        report = reidentify_paths(actor, target, [src], dst, purpose=purpose,
+                                  what=f"{len(files)} file(s) via the command line ({operator})")
     except DicomflowError as exc:
         fail(str(exc), as_json)
-    files = iter_files(src)
-    failed, written = [], 0
-    for path in files:
-        try:
-            ds = dcmread(path)  # one object at a time; results are small (RTSTRUCT, masks)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            failed.append({"path": str(path), "reason": "not a readable DICOM file"})
-            continue
-        reidentify_dataset(ds, rmap)
-        parts = [str(ds.get(k, "") or "") for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
-        if not all(parts):
-            failed.append({"path": str(path), "reason": "Study, Series or SOP Instance UID missing"})
-            continue
-        target = Path(dst, *parts[:2], parts[2] + ".dcm")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, target)
-        written += 1
-    emit({"files_in": len(files), "files_out": written, "failed": failed}, as_json,
-         f"files in {len(files)}, re-identified {written}, failed {len(failed)}")
-    if failed:
+    emit(report.as_dict(), as_json,
+         f"files in {report.files_in}, re-identified {report.files_out}, failed {len(report.failed)}")
+    if report.failed:
         raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""Research project commands: ``dicomflow project create|list|status`` and ``dicomflow stage``.
+"""Research project commands: ``dicomflow project create|list|status|add-member|remove-member`` and
+``dicomflow stage``. They act as the command-line operator and are audited under ``cli:<OS login>``.
 
 Projects share the file key store with ``dicomflow deid``: a project created here and
 ``dicomflow deid --project KEY`` use the same secret and options.
@@ -12,7 +13,8 @@ import typer
 
 from dicomflow.commands._common import JSON_OPTION, emit, fail, setup_django
 
-project_app = typer.Typer(help="Research projects: create, list, pseudonymization status.", no_args_is_help=True)
+project_app = typer.Typer(help="Research projects: create, list, members, pseudonymization status.",
+                          no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -74,6 +76,64 @@ def status(
     emit({"study": study_uid, "projects": rows}, as_json, human or "no projects")
 
 
+ROLE_HELP = "viewer, uploader, data_manager, reidentifier or project_admin."
+
+
+def _project_and_user(key: str, username: str, as_json: bool):
+    from dicomflow.accounts.services import get_user
+    from dicomflow.errors import DicomflowError
+    from dicomflow.projects.models import Project
+
+    project = Project.objects.filter(key=key).first()
+    if project is None:
+        fail(f"no project with key '{key}'; create it with 'dicomflow project create'", as_json)
+    try:
+        return project, get_user(username)
+    except DicomflowError as exc:
+        fail(str(exc), as_json)
+
+
+@project_app.command("add-member", help="Give a user a role in a project (or change their role).")
+def add_member(
+    key: str = typer.Argument(..., help="Project key."),
+    user: str = typer.Argument(..., help="User name."),
+    role: str = typer.Option(..., "--role", help=ROLE_HELP),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    setup_django()
+    from dicomflow.accounts.actors import cli_operator
+    from dicomflow.errors import DicomflowError
+    from dicomflow.projects import services
+
+    project, member_user = _project_and_user(key, user, as_json)
+    try:
+        member = services.add_member(cli_operator(), project, member_user, role)
+    except DicomflowError as exc:
+        fail(str(exc), as_json)
+    emit({"project": project.key, "user": member_user.username, "role": member.role}, as_json,
+         f"{member_user.username} is {member.get_role_display().lower()} of {project.key}")
+
+
+@project_app.command("remove-member", help="Take a user out of a project.")
+def remove_member(
+    key: str = typer.Argument(..., help="Project key."),
+    user: str = typer.Argument(..., help="User name."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    setup_django()
+    from dicomflow.accounts.actors import cli_operator
+    from dicomflow.errors import DicomflowError
+    from dicomflow.projects import services
+
+    project, member_user = _project_and_user(key, user, as_json)
+    try:
+        services.remove_member(cli_operator(), project, member_user)
+    except DicomflowError as exc:
+        fail(str(exc), as_json)
+    emit({"project": project.key, "user": member_user.username, "role": None}, as_json,
+         f"{member_user.username} removed from {project.key}")
+
+
 def stage(
     study_uid: str = typer.Argument(..., help="Study Instance UID of a clinical study."),
     project: str = typer.Option(..., "--project", help="Project key."),
@@ -81,6 +141,7 @@ def stage(
     as_json: bool = JSON_OPTION,
 ) -> None:
     setup_django()
+    from dicomflow.accounts.actors import cli_operator
     from dicomflow.catalog.models import Study
     from dicomflow.errors import DicomflowError
     from dicomflow.projects.models import Project, StagingStatus
@@ -93,7 +154,7 @@ def stage(
     if study is None:
         fail("no clinical study with this Study Instance UID in the catalog", as_json)
     try:
-        job = stage_series(target, study, series or None, user=None, run_inline=True)
+        job = stage_series(cli_operator(), target, study, series or None, run_inline=True)
     except DicomflowError as exc:
         fail(str(exc), as_json)
     doc = job.as_dict()

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from dicomflow.errors import DicomflowError, UploadError
 from dicomflow.intake.models import SourceKind, UploadFile, UploadSession, UploadSessionStatus
+from dicomflow.intake.signals import upload_imported
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +356,7 @@ def import_session(session_id) -> dict:
         _rename_entries(report, {str(file_path(session, i)): name for i, name in names.items()})
         result = report.as_dict()
         result["series_uids"], result["series_list"] = _series_touched(report.series_ids)
+        upload_imported.send(sender=UploadSession, session=session, report=report)
         UploadSession.objects.filter(pk=session_id).update(
             status=UploadSessionStatus.COMPLETED, finished_at=timezone.now(), import_run_id=report.import_run_id,
             result=result, import_done=report.files_seen, import_total=report.files_seen,

@@ -1,4 +1,5 @@
-"""Admin pages of research projects. Thin: writes that touch the key store go through ``services``."""
+"""Admin pages of research projects. Thin: every write goes through ``services`` (the same role checks
+and audit entries as the web, the API and the CLI); what no service writes is shown read-only."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ import io
 import json
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.contrib.auth import get_user_model
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from dicomflow.errors import DicomflowError
+from dicomflow.errors import DicomflowError, NotFoundError, PermissionDeniedError
 from dicomflow.projects import services
 from dicomflow.projects.models import (
     Event,
     Project,
     ProjectMembership,
+    ProjectUpload,
     StagedSeries,
     StagingJob,
     StagingStatus,
@@ -60,9 +64,22 @@ class ProjectForm(forms.ModelForm):
 
 
 class MembershipInline(admin.TabularInline):
+    """Members are added, changed and removed with ``services.add_member``/``remove_member`` (audited)."""
+
     model = ProjectMembership
     extra = 1
     autocomplete_fields = ["user"]
+
+
+class ServiceWrites:
+    """Turns a service's refusal into a 403 page; its input errors were caught by the form."""
+
+    @staticmethod
+    def call(function, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (PermissionDeniedError, NotFoundError) as exc:
+            raise PermissionDenied(str(exc)) from None
 
 
 @admin.register(Project)
@@ -87,14 +104,73 @@ class ProjectAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         services.sync_key_store(obj)  # the key on first save; options shared with `dicomflow deid`
 
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not ProjectMembership:
+            return super().save_formset(request, form, formset, change)
+        project = form.instance
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []  # for the admin's log
+        for member_form in formset.forms:
+            data = getattr(member_form, "cleaned_data", None) or {}
+            if not data or not data.get("user"):
+                continue
+            try:
+                if data.get("DELETE"):
+                    if member_form.instance.pk:
+                        services.remove_member(request.user, project, member_form.instance.user)
+                elif member_form.has_changed():
+                    previous = member_form.initial.get("user")
+                    if member_form.instance.pk and previous and previous != data["user"].pk:
+                        services.remove_member(request.user, project, get_user_model().objects.get(pk=previous))
+                    services.add_member(request.user, project, data["user"], data["role"])
+            except DicomflowError as exc:
+                messages.error(request, f"member {data['user']}: {exc}")
 
-class EventInline(admin.TabularInline):
+
+class EventInline(ReadOnlyMixin, admin.TabularInline):
     model = Event
     extra = 0
+    can_delete = False
+    fields = ["name", "date", "order"]
+    readonly_fields = fields
+
+
+class SubjectForm(forms.ModelForm):
+    """Enrolment runs every check of ``services.enrol_subject`` (for the admin user) before saving."""
+
+    class Meta:
+        model = Subject
+        fields = ["project", "study_subject_id", "patient", "expected_sex", "expected_birth_date",
+                  "expected_birth_year"]
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+        self.fields["study_subject_id"].required = False
+
+    def clean(self):
+        data = super().clean()
+        if self.errors or self.request is None:
+            return data
+        try:
+            services.check_enrolment(self.request.user, data["project"], data.get("study_subject_id") or None,
+                                     data.get("patient"), data.get("expected_sex") or "",
+                                     data.get("expected_birth_date"), data.get("expected_birth_year"))
+        except (PermissionDeniedError, NotFoundError) as exc:
+            raise PermissionDenied(str(exc)) from None
+        except DicomflowError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+    def validate_unique(self):
+        pass  # check_enrolment says it in words
 
 
 @admin.register(Subject)
 class SubjectAdmin(admin.ModelAdmin):
+    """Subjects are enrolled here with the service's checks; once enrolled they are read-only
+    (their ID is in staged data)."""
+
+    form = SubjectForm
     list_display = ["study_subject_id", "project", "pseudonym", "expected_sex", "expected_birth_year"]
     list_filter = ["project"]
     search_fields = ["study_subject_id", "pseudonym"]
@@ -102,19 +178,50 @@ class SubjectAdmin(admin.ModelAdmin):
     readonly_fields = ["pseudonym"]
     inlines = [EventInline]
 
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
 
-class UploadSlotInline(admin.TabularInline):
+        class WithRequest(form):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, request=request, **kw)
+
+        return WithRequest
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        subject = ServiceWrites.call(
+            services.enrol_subject, request.user, data["project"], data.get("study_subject_id") or None,
+            data.get("patient"), data.get("expected_sex") or "", data.get("expected_birth_date"),
+            data.get("expected_birth_year"))
+        obj.pk, obj.pseudonym, obj.study_subject_id = subject.pk, subject.pseudonym, subject.study_subject_id
+
+
+class UploadSlotInline(ReadOnlyMixin, admin.TabularInline):
     model = UploadSlot
     extra = 0
-    raw_id_fields = ["study"]
-    readonly_fields = ["study"]
+    can_delete = False
+    fields = ["name", "study"]
+    readonly_fields = fields
 
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
+    """Events are added with ``services.add_event``; then read-only."""
+
     list_display = ["name", "subject", "date", "order"]
     list_filter = ["subject__project"]
+    raw_id_fields = ["subject"]
     inlines = [UploadSlotInline]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        event = ServiceWrites.call(services.add_event, request.user, obj.subject, obj.name, obj.date, obj.order)
+        obj.pk = event.pk
 
 
 class UploadSlotLinkInline(ReadOnlyMixin, admin.TabularInline):
@@ -127,11 +234,22 @@ class UploadSlotLinkInline(ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(UploadSlot)
 class UploadSlotAdmin(admin.ModelAdmin):
+    """Slots are added with ``services.add_slot``; studies are linked through ``services.link_study``
+    (web, API, uploads), which asks before replacing and keeps the history shown here."""
+
     list_display = ["name", "event", "study"]
     list_filter = ["event__subject__project"]
-    raw_id_fields = ["study"]
-    readonly_fields = ["study"]  # linked through services.link_study, which keeps the history
+    fields = ["event", "name", "study"]
+    raw_id_fields = ["event"]
+    readonly_fields = ["study"]
     inlines = [UploadSlotLinkInline]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        slot = ServiceWrites.call(services.add_slot, request.user, obj.event, obj.name)
+        obj.pk = slot.pk
 
 
 @admin.register(StagingJob)
@@ -185,3 +303,12 @@ class StagingJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
 class StagedSeriesAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["project", "source_series", "copy_series", "source_instances", "updated_at"]
     list_filter = ["project"]
+
+
+@admin.register(ProjectUpload)
+class ProjectUploadAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Uploads made into a project (through the API, the SDK or the upload page): read-only."""
+
+    list_display = ["session", "project", "subject", "slot", "template", "created_at"]
+    list_filter = ["project"]
+    readonly_fields = [f.name for f in ProjectUpload._meta.fields]

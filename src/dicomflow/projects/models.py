@@ -282,3 +282,25 @@ class StagedSeries(models.Model):
     class Meta:
         verbose_name_plural = "staged series"
         constraints = [models.UniqueConstraint(fields=["project", "source_series"], name="uniq_staged_series")]
+
+
+class ProjectUpload(models.Model):
+    """A resumable upload made into a project: where its data go and what the import started.
+
+    Filled when the upload is created (project, slot, template) and when its import finishes
+    (the staged copies of the uploaded studies, the processing jobs the template started).
+    """
+
+    session = models.OneToOneField("intake.UploadSession", on_delete=models.CASCADE, related_name="project_upload")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="uploads")
+    subject = models.ForeignKey(Subject, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    slot = models.ForeignKey(UploadSlot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    template = models.CharField(max_length=100, blank=True, default="",
+                                help_text="Processing template to run on the uploaded series after the import.")
+    staged_studies = models.JSONField(default=list, blank=True,
+                                      help_text="Study UIDs of the project's copies of the uploaded studies.")
+    jobs = models.JSONField(default=list, blank=True, help_text="Processing job ids the template started.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"upload {self.session_id} into {self.project.key}"

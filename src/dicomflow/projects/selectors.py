@@ -17,7 +17,15 @@ from django.db.models import Count, Q, QuerySet
 from dicomflow.accounts.actors import is_operator
 from dicomflow.catalog.models import Instance, Patient, Series, Study
 from dicomflow.errors import NotFoundError, PermissionDeniedError
-from dicomflow.projects.models import Capability, Project, ProjectMembership, StagedSeries
+from dicomflow.projects.models import (
+    Capability,
+    Event,
+    Project,
+    ProjectMembership,
+    StagedSeries,
+    Subject,
+    UploadSlot,
+)
 
 CLINICAL_POOL_PERMISSION = "projects.view_clinical_pool"
 
@@ -185,6 +193,79 @@ def project_summaries() -> list[dict]:
     ]
 
 
+def upload_links(session) -> dict:
+    """What a resumable upload led to: ``{"project", "studies", "project_studies", "jobs"}``.
+
+    ``studies``: the uploaded studies' UIDs (as sent); ``project_studies``: the project's copies of
+    them (uploads into a project); ``jobs``: processing jobs on the uploaded series (the upload's
+    template, or the rules).
+    """
+    from dicomflow.projects.models import ProjectUpload
+
+    link = ProjectUpload.objects.filter(session_id=session.pk).select_related("project").first()
+    series_uids = (session.result or {}).get("series_uids") or []
+    uploaded = Series.objects.filter(series_instance_uid__in=series_uids, project__isnull=True)
+    studies = sorted(set(uploaded.values_list("study__study_instance_uid", flat=True)))
+    jobs = set(link.jobs if link else [])
+    if series_uids:
+        from dicomflow.processing.models import Job
+
+        jobs |= set(Job.objects.filter(series__in=uploaded).values_list("pk", flat=True))
+    return {"project": link.project.key if link else None, "studies": studies,
+            "project_studies": list(link.staged_studies) if link else [], "jobs": sorted(jobs)}
+
+
+def subjects_of(project: Project) -> QuerySet[Subject]:
+    return Subject.objects.filter(project=project).order_by("study_subject_id")
+
+
+def subject_of(project: Project, subject_id: int) -> Subject:
+    subject = Subject.objects.filter(project=project, pk=subject_id).first()
+    if subject is None:
+        raise NotFoundError(f"no subject #{subject_id} in project '{project.key}'")
+    return subject
+
+
+def event_of(subject: Subject, event_id: int) -> Event:
+    event = Event.objects.filter(subject=subject, pk=event_id).first()
+    if event is None:
+        raise NotFoundError(f"subject #{subject.pk} has no event #{event_id}")
+    return event
+
+
+def slot_of(project: Project, slot_id: int) -> UploadSlot:
+    slot = (UploadSlot.objects.filter(event__subject__project=project, pk=slot_id)
+            .select_related("event__subject__project", "study").first())
+    if slot is None:
+        raise NotFoundError(f"no upload slot #{slot_id} in project '{project.key}'")
+    return slot
+
+
+def copy_study(project: Project, study_uid: str) -> Study:
+    """A study of the project's de-identified copy by its UID."""
+    study = Study.objects.filter(project=project, study_instance_uid=study_uid).first()
+    if study is None:
+        raise NotFoundError(f"no study with this UID in project '{project.key}'")
+    return study
+
+
+def members_of(project: Project) -> QuerySet[ProjectMembership]:
+    return ProjectMembership.objects.filter(project=project).select_related("user").order_by("user__username")
+
+
+def staging_jobs_of(project: Project):
+    from dicomflow.projects.models import StagingJob
+
+    return StagingJob.objects.filter(project=project).select_related("project").order_by("-created_at", "-id")
+
+
+def staging_job_of(project: Project, job_id: int):
+    job = staging_jobs_of(project).filter(pk=job_id).first()
+    if job is None:
+        raise NotFoundError(f"no staging job #{job_id} in project '{project.key}'")
+    return job
+
+
 __all__ = [
     "CLINICAL_POOL_PERMISSION",
     "can",
@@ -193,6 +274,15 @@ __all__ = [
     "can_reidentify",
     "can_see_clinical",
     "copies_of",
+    "copy_study",
+    "event_of",
+    "members_of",
+    "slot_of",
+    "staging_job_of",
+    "staging_jobs_of",
+    "subject_of",
+    "subjects_of",
+    "upload_links",
     "membership",
     "project_studies",
     "project_summaries",

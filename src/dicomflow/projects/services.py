@@ -14,10 +14,16 @@ import      the output is imported with ``import_paths(project=...)``: new UIDs 
             keyed, so staging again finds every instance a duplicate
 finalise    clinical series → copy series rows (none/partly/fully per study)
 ==========  =========================================================================
+
+Every action takes the acting user first (a Django user, or the command-line operator from
+``dicomflow.accounts.actors``), checks their role with ``selectors.require`` and leaves one audit
+entry where the audit log asks for it (staging, slot links, role changes; refusals too). Web, API,
+admin and CLI call these functions and nothing else writes these models.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import multiprocessing
 import shutil
@@ -27,19 +33,30 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from dicomflow.accounts import audit
+from dicomflow.accounts.models import AuditAction
 from dicomflow.catalog.models import Instance, Patient, Series, Study
 from dicomflow.core.deid import KeyStore, Options, deidentify_paths
 from dicomflow.core.deid.pseudonyms import Pseudonymizer
-from dicomflow.errors import DeidentificationError, DicomflowError, InputError, PermissionDeniedError
+from dicomflow.errors import (
+    ConfirmationRequiredError,
+    DeidentificationError,
+    DicomflowError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from dicomflow.projects.models import (
     OWN_COLUMNS,
+    Capability,
     Event,
     Project,
     ProjectMembership,
     Role,
+    Sex,
     StagedSeries,
     StagingJob,
     StagingStage,
@@ -49,7 +66,7 @@ from dicomflow.projects.models import (
     UploadSlotLink,
     default_profile_options,
 )
-from dicomflow.projects.selectors import can_see_clinical, membership
+from dicomflow.projects.selectors import can, can_see_clinical, require
 
 log = logging.getLogger(__name__)
 STAGING_SOURCE_KIND = "staging"  # ImportRun.source_kind of staging imports
@@ -125,11 +142,44 @@ def update_project_options(project: Project, options: dict | Options) -> Project
     return project
 
 
-def add_member(project: Project, user, role: str = Role.VIEWER) -> ProjectMembership:
+def _require(actor, project: Project, capability: str, action: AuditAction | None = None, obj: str = "") -> None:
+    """``selectors.require`` that leaves one DENIED audit entry when an audited action is refused."""
+    try:
+        require(actor, project, capability)
+    except (NotFoundError, PermissionDeniedError) as exc:
+        if action is not None:
+            audit.denied(actor, action, project=project, obj=obj, detail=_why(exc))
+        raise
+
+
+def _why(exc: Exception) -> str:
+    return "not a member of the project" if isinstance(exc, NotFoundError) else str(exc)
+
+
+# --- members -------------------------------------------------------------------------------------
+def add_member(actor, project: Project, user, role: str = Role.VIEWER) -> ProjectMembership:
+    """Give ``user`` ``role`` in ``project`` (or change their role): project administrators, superusers
+    and the command-line operator. Audited as a role change."""
+    obj = f"user #{user.pk}"
+    _require(actor, project, Capability.ADMINISTER, AuditAction.ROLE_CHANGE, obj)
     if role not in Role.values:
         raise InputError(f"unknown role '{role}'; use one of {', '.join(Role.values)}")
-    member, _ = ProjectMembership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    if not getattr(user, "is_active", False):
+        raise InputError("an inactive user cannot become a member")
+    member, created = ProjectMembership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    audit.record(actor, AuditAction.ROLE_CHANGE, project=project, obj=obj,
+                 detail=f"{'added as' if created else 'role set to'} {role}")
     return member
+
+
+def remove_member(actor, project: Project, user) -> None:
+    """Take ``user`` out of ``project`` (same rights as ``add_member``); audited as a role change."""
+    obj = f"user #{user.pk}"
+    _require(actor, project, Capability.ADMINISTER, AuditAction.ROLE_CHANGE, obj)
+    deleted, _ = ProjectMembership.objects.filter(project=project, user=user).delete()
+    if not deleted:
+        raise NotFoundError("this user is not a member of the project")
+    audit.record(actor, AuditAction.ROLE_CHANGE, project=project, obj=obj, detail="removed from the project")
 
 
 # --- subjects, events, slots -------------------------------------------------------------------
@@ -139,7 +189,45 @@ def keyed_pseudonym(project: Project, patient_id: str) -> str:
     return Pseudonymizer(key.secret, project.deid_options()).patient_pseudonym(patient_id)
 
 
+def _as_date(value, what: str) -> datetime.date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    try:
+        return datetime.date.fromisoformat(str(value))
+    except ValueError:
+        raise InputError(f"{what} must be a date (YYYY-MM-DD)") from None
+
+
+def _checked_expectations(sex: str, birth_date, birth_year) -> tuple[str, datetime.date | None, int]:
+    """Sex and birth date or year are what the sanity check compares the data with: both required."""
+    sex = (sex or "").strip().upper()
+    if sex not in (Sex.FEMALE, Sex.MALE, Sex.OTHER):
+        raise InputError("record the subject's sex: F, M or O")
+    birth_date = _as_date(birth_date, "the birth date")
+    today = timezone.localdate()
+    if birth_date is not None and not datetime.date(1900, 1, 1) <= birth_date <= today:
+        raise InputError("the birth date must lie between 1900-01-01 and today")
+    if birth_year in (None, ""):
+        birth_year = birth_date.year if birth_date else None
+    if birth_year is None:
+        raise InputError("record the subject's birth date or birth year")
+    try:
+        birth_year = int(birth_year)
+    except (TypeError, ValueError):
+        raise InputError("the birth year must be a whole number") from None
+    if not 1900 <= birth_year <= today.year:
+        raise InputError(f"the birth year must lie between 1900 and {today.year}")
+    if birth_date is not None and birth_date.year != birth_year:
+        raise InputError("the birth year differs from the year of the birth date")
+    return sex, birth_date, birth_year
+
+
 def enrol_subject(
+    actor,
     project: Project,
     study_subject_id: str | None = None,
     patient: Patient | None = None,
@@ -147,19 +235,37 @@ def enrol_subject(
     expected_birth_date=None,
     expected_birth_year: int | None = None,
 ) -> Subject:
-    """Enrol a subject; staged copies of ``patient`` then carry ``study_subject_id`` as Patient ID/Name.
+    """Enrol a subject (MANAGE); staged copies of ``patient`` then carry ``study_subject_id`` as Patient ID/Name.
 
-    Without a study subject ID the keyed pseudonym is used. A patient whose data were staged
-    before enrolment keeps its pseudonym (one subject, one identity in the project).
+    Without a study subject ID the keyed pseudonym is used. The ID never equals a clinical Patient ID
+    of the catalog (anyone's, not only this patient's). Sex and birth date or year are required: the
+    sanity check compares the data with them. A patient whose data were staged before enrolment keeps
+    its pseudonym (one subject, one identity in the project).
     """
+    values = check_enrolment(actor, project, study_subject_id, patient, expected_sex, expected_birth_date,
+                             expected_birth_year)
+    try:
+        with transaction.atomic():
+            return Subject.objects.create(project=project, **values)
+    except IntegrityError:
+        raise InputError("this study subject ID or patient is enrolled in the project already") from None
+
+
+def check_enrolment(actor, project: Project, study_subject_id: str | None = None, patient: Patient | None = None,
+                    expected_sex: str = "", expected_birth_date=None, expected_birth_year: int | None = None) -> dict:
+    """Every check of ``enrol_subject`` without writing (forms validate with it); the Subject's fields."""
+    _require(actor, project, Capability.MANAGE)
     if patient is not None and patient.project_id is not None:
         raise InputError("enrol the clinical patient (Study0), not a project's de-identified copy")
+    sex, birth_date, birth_year = _checked_expectations(expected_sex, expected_birth_date, expected_birth_year)
     pseudonym = keyed_pseudonym(project, patient.patient_id) if patient is not None else ""
     study_subject_id = (study_subject_id or pseudonym).strip()
     if not study_subject_id:
         raise InputError("give a study subject ID (or a clinical patient to derive the pseudonym from)")
     if len(study_subject_id) > 64 or "\\" in study_subject_id:
         raise InputError("a study subject ID has at most 64 characters and no backslash")
+    if Patient.objects.filter(project__isnull=True, patient_id=study_subject_id).exists():
+        raise InputError("this study subject ID is a clinical Patient ID in the catalog; choose another")
     if patient is not None:
         if study_subject_id in (patient.patient_id, patient.patient_name):
             raise InputError("the study subject ID must not be the patient's clinical identifier or name")
@@ -169,51 +275,115 @@ def enrol_subject(
                 "data of this patient were staged into the project before enrolment under the keyed "
                 "pseudonym; enrol with that pseudonym (leave the study subject ID empty)"
             )
-    try:
-        with transaction.atomic():
-            return Subject.objects.create(
-                project=project,
-                study_subject_id=study_subject_id,
-                pseudonym=pseudonym,
-                patient=patient,
-                expected_sex=expected_sex or "",
-                expected_birth_date=expected_birth_date,
-                expected_birth_year=expected_birth_year
-                or (expected_birth_date.year if expected_birth_date else None),
-            )
-    except IntegrityError:
-        raise InputError("this study subject ID or patient is enrolled in the project already") from None
+    same = Q(study_subject_id=study_subject_id)
+    if patient is not None:
+        same |= Q(patient=patient)
+    if Subject.objects.filter(same, project=project).exists():
+        raise InputError("this study subject ID or patient is enrolled in the project already")
+    return {"study_subject_id": study_subject_id, "pseudonym": pseudonym, "patient": patient, "expected_sex": sex,
+            "expected_birth_date": birth_date, "expected_birth_year": birth_year}
 
 
-def add_event(subject: Subject, name: str, date=None, order: int | None = None) -> Event:
+def _name(value: str, what: str, limit: int = 100) -> str:
+    value = (value or "").strip()
+    if not value or len(value) > limit:
+        raise InputError(f"{what} has 1 to {limit} characters")
+    return value
+
+
+def add_event(actor, subject: Subject, name: str, date=None, order: int | None = None) -> Event:
+    """An event (visit, time point) of a subject (MANAGE); the same name gives the same event."""
+    _require(actor, subject.project, Capability.MANAGE)
+    name = _name(name, "an event name")
     if order is None:
         order = subject.events.count()
-    event, _ = Event.objects.get_or_create(subject=subject, name=name, defaults={"date": date, "order": order})
+    event, _ = Event.objects.get_or_create(subject=subject, name=name,
+                                           defaults={"date": _as_date(date, "the event date"), "order": order})
     return event
 
 
-def add_slot(event: Event, name: str) -> UploadSlot:
-    slot, _ = UploadSlot.objects.get_or_create(event=event, name=name)
+def add_slot(actor, event: Event, name: str) -> UploadSlot:
+    """An upload slot of an event (MANAGE); the same name gives the same slot."""
+    _require(actor, event.subject.project, Capability.MANAGE)
+    slot, _ = UploadSlot.objects.get_or_create(event=event, name=_name(name, "a slot name"))
     return slot
 
 
-def link_study(slot: UploadSlot, study: Study, user=None) -> UploadSlot:
-    """Link a project copy study to a slot; a replaced link stays in the slot's history."""
-    project_id = slot.event.subject.project_id
-    if study.project_id != project_id:
+def _may_link(actor, project: Project, study: Study) -> None:
+    """MANAGE, or UPLOAD for a study of the actor's own upload into the project."""
+    if can(actor, project, Capability.MANAGE) or _own_upload(actor, project, study):
+        return
+    _require(actor, project, Capability.MANAGE, AuditAction.SLOT_LINK, f"study #{study.pk}")
+
+
+def _own_upload(actor, project: Project, study: Study) -> bool:
+    from dicomflow.projects.models import ProjectUpload
+
+    if not getattr(actor, "pk", None) or not can(actor, project, Capability.UPLOAD):
+        return False
+    uploads = ProjectUpload.objects.filter(project=project, session__owner=actor).values_list("staged_studies", flat=True)
+    return any(study.study_instance_uid in (uids or []) for uids in uploads)
+
+
+def link_study(actor, slot: UploadSlot, study: Study, confirm: bool = False) -> UploadSlot:
+    """Link a project copy study to a slot; audited.
+
+    A slot holding another study changes only when ``confirm`` is true (else
+    ``ConfirmationRequiredError``, HTTP 409); the replaced link stays in the slot's history.
+    """
+    project = slot.event.subject.project
+    obj = f"slot #{slot.pk}"
+    _may_link(actor, project, study)
+    if study.project_id != project.pk:
         raise InputError("only a de-identified study of the slot's own project can be linked to it")
     with transaction.atomic():
         slot = UploadSlot.objects.select_for_update().get(pk=slot.pk)
         if slot.study_id == study.pk:
             return slot
+        if slot.study_id is not None and not confirm:
+            raise ConfirmationRequiredError(
+                "this slot already holds another study; confirm to replace it (the replaced link stays in its history)"
+            )
         UploadSlotLink.objects.filter(slot=slot, replaced_at__isnull=True).update(replaced_at=timezone.now())
         UploadSlotLink.objects.create(
             slot=slot, study=study, study_instance_uid=study.study_instance_uid,
-            linked_by=user if getattr(user, "is_authenticated", False) else None,
+            linked_by=actor if getattr(actor, "pk", None) else None,
         )
+        replaced = slot.study_id is not None
         slot.study = study
         slot.save(update_fields=["study"])
+        audit.record(actor, AuditAction.SLOT_LINK, project=project, obj=obj,
+                     detail=f"study #{study.pk} linked" + (", replacing the previous study" if replaced else ""))
     return slot
+
+# --- sanity overrides ----------------------------------------------------------------------------
+def sanity_result_of(project: Project, result_id: int):
+    """A sanity result about the project's data: of one of its subjects, or of its de-identified copy."""
+    from django.db.models import Q
+
+    from dicomflow.catalog.models import SanityResult
+
+    result = SanityResult.objects.filter(Q(subject__project=project) | Q(patient__project=project), pk=result_id).first()
+    if result is None:
+        raise NotFoundError(f"no sanity result #{result_id} in project '{project.key}'")
+    return result
+
+
+def override_sanity(actor, project: Project, result, reason: str, status: str = "MATCHES"):
+    """Accept a sanity conflict of the project's data as ``status`` for a written reason (MANAGE; audited).
+
+    The result itself is kept; the override is a row of its own (``catalog.analysis.override_sanity``).
+    """
+    from dicomflow.catalog.analysis import override_sanity as record_override
+
+    obj = f"sanity result #{result.pk}"
+    _require(actor, project, Capability.MANAGE, AuditAction.OVERRIDE, obj)
+    if not (result.subject_id and result.subject.project_id == project.pk) and result.patient.project_id != project.pk:
+        raise NotFoundError(f"no sanity result #{result.pk} in project '{project.key}'")
+    override = record_override(result, actor, reason, status)
+    audit.record(actor, AuditAction.OVERRIDE, project=project, obj=obj,
+                 detail=f"{result.status} accepted as {override.status}")
+    return override
 
 
 # --- staging -----------------------------------------------------------------------------------
@@ -248,22 +418,18 @@ def staging_closure(study: Study, series_uids: Iterable[str]) -> list[str]:
     return RTGraph.from_instances(records).closure(*series_uids)
 
 
-def _check_may_stage(project: Project, user) -> None:
-    if user is None:
-        return  # the operator (CLI) has the files anyway
-    if not can_see_clinical(user):
+def check_may_stage(actor, project: Project, obj: str = "") -> None:
+    """MANAGE in the project and sight of the clinical pool; a refusal is audited (STAGE, DENIED)."""
+    _require(actor, project, Capability.MANAGE, AuditAction.STAGE, obj)
+    if not can_see_clinical(actor):
+        audit.denied(actor, AuditAction.STAGE, project=project, obj=obj, detail="no clinical-pool access")
         raise PermissionDeniedError("staging needs access to the clinical pool (permission 'view_clinical_pool')")
-    member = membership(user, project)
-    if not user.is_superuser and (member is None or not member.can_stage):
-        raise PermissionDeniedError(f"only data managers of project '{project.key}' may stage into it")
 
 
-def create_staging_job(project: Project, study: Study, series_uids: Iterable[str] | None = None,
-                       user=None) -> StagingJob:
-    """Validate a staging request and record it as a Pending job (not started)."""
+def _new_staging_job(project: Project, study: Study, series_uids: Iterable[str] | None, created_by) -> StagingJob:
+    """Validate a staging request and record it as a Pending job (no permission check: callers do)."""
     if study.project_id is not None:
         raise InputError("stage from the clinical pool: this study is already a project's de-identified copy")
-    _check_may_stage(project, user)
     if project.deid_options().retain_uids:
         raise InputError(
             f"project '{project.key}' retains UIDs: its copy would collide with the clinical study in "
@@ -278,19 +444,43 @@ def create_staging_job(project: Project, study: Study, series_uids: Iterable[str
         raise InputError("this study has no series to stage")
     return StagingJob.objects.create(
         project=project, source_study=study, requested_series=requested,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
+        created_by=created_by if getattr(created_by, "pk", None) else None,
     )
 
 
-def stage_series(project: Project, study: Study, series_uids: Iterable[str] | None = None, user=None,
+def create_staging_job(actor, project: Project, study: Study, series_uids: Iterable[str] | None = None) -> StagingJob:
+    """Check and record a staging request as a Pending job (not started); one STAGE audit entry."""
+    check_may_stage(actor, project, f"study #{study.pk}")
+    job = _new_staging_job(project, study, series_uids, actor)
+    audit.record(actor, AuditAction.STAGE, project=project, obj=f"study #{study.pk}",
+                 detail=f"staging job #{job.pk}: {len(job.requested_series)} series requested")
+    return job
+
+
+def stage_series(actor, project: Project, study: Study, series_uids: Iterable[str] | None = None,
                  run_inline: bool = False) -> StagingJob:
-    """Stage series (with all they reference) into ``project``: inline, or as a Celery task on commit."""
-    job = create_staging_job(project, study, series_uids, user)
+    """Stage series (with all they reference) into ``project``: inline, or as a Celery task on commit.
+
+    The actor needs MANAGE in the project and sight of the clinical pool (the operator has both).
+    """
+    job = create_staging_job(actor, project, study, series_uids)
     if run_inline:
         return run_staging_job(job.pk)
     enqueue_staging_job(job)
     return job
 
+
+def stage_upload(owner, project: Project, study: Study) -> StagingJob:
+    """Stage a study the owner has just uploaded into the project (run inline; the import task calls it).
+
+    The uploader's right to put these data into the project was checked as UPLOAD when the upload
+    was created, and is checked again here; they need no sight of the rest of the clinical pool.
+    """
+    _require(owner, project, Capability.UPLOAD, AuditAction.STAGE, f"study #{study.pk}")
+    job = _new_staging_job(project, study, None, owner)
+    audit.record(owner, AuditAction.STAGE, project=project, obj=f"study #{study.pk}",
+                 detail=f"staging job #{job.pk}: the study of upload into the project")
+    return run_staging_job(job.pk)
 
 def enqueue_staging_job(job: StagingJob) -> None:
     from dicomflow.projects.tasks import run_staging
