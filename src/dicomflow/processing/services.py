@@ -557,11 +557,22 @@ def _template_for(series, template: Template | None) -> Template | None:
     state = SeriesState.objects.filter(series_id=series.pk).select_related("template").first()
     if state is None:
         [state] = evaluate_series([series.pk])
-    if state.status == SeriesStatus.RULE_MATCHED.value and state.template_id:
+    by_hand = bool(state.chosen_by_id or (state.explanation or {}).get("chosen_by_hand"))
+    if state.template_id and (by_hand or state.status == SeriesStatus.RULE_MATCHED.value):
         return state.template
-    summary = (state.explanation or {}).get("summary", "")
-    raise InputError(f"series #{series.pk}: the rules chose no template ({state.status}"
-                     + (f": {summary}" if summary else "") + "); name a template or choose one by hand")
+    # processed before (its status tells how far it got): what the rules choose now, stored nowhere
+    evaluation = _rules_decision(series.pk)
+    if evaluation.status == SeriesStatus.RULE_MATCHED and evaluation.template:
+        return get_template(evaluation.template)
+    raise InputError(f"series #{series.pk}: the rules chose no template ({evaluation.status.value}: "
+                     f"{evaluation.summary}); name a template or choose one by hand")
+
+
+def _rules_decision(series_id: int, rulesets=None):
+    """The rules' decision for a series (stored rulesets unless given), written nowhere."""
+    rulesets = [r.core() for r in Ruleset.objects.all()] if rulesets is None else rulesets
+    names = set(Template.objects.values_list("name", flat=True))
+    return core_evaluate_series(series_context(series_id), rulesets, names)
 
 
 def send_for_processing(actor, *, project_key: str, series_uids: Iterable[str] | None = None,
@@ -842,15 +853,14 @@ def rules_dry_run(actor, series_uid: str, ruleset_definitions: list[dict] | None
     clinical pool. ``{"series_uid", "status", "template", "explanation"}``.
     """
     from dicomflow.core.rules import Ruleset as CoreRuleset
-    from dicomflow.projects.selectors import can_see_clinical, visible_series
     from dicomflow.errors import RuleDefinitionError
+    from dicomflow.projects.selectors import can_see_clinical, visible_series
 
     series = visible_series(actor).filter(series_instance_uid=series_uid).first()
     if series is None:
         raise NotFoundError("no series with that UID that you may see")
-    if ruleset_definitions is None:
-        rulesets = [r.core() for r in Ruleset.objects.all()]
-    else:
+    rulesets = None
+    if ruleset_definitions is not None:
         if not isinstance(ruleset_definitions, list) or not all(isinstance(d, dict) for d in ruleset_definitions):
             raise InputError("rulesets must be a list of ruleset definitions (JSON objects)")
         try:
@@ -858,6 +868,6 @@ def rules_dry_run(actor, series_uid: str, ruleset_definitions: list[dict] | None
                         for i, d in enumerate(ruleset_definitions)]
         except RuleDefinitionError as exc:
             raise InputError(f"rulesets: {exc}") from None
-    evaluation = core_evaluate_series(series_context(series.pk), rulesets, set(Template.objects.values_list("name", flat=True)))
+    evaluation = _rules_decision(series.pk, rulesets)
     return {"series_uid": series.series_instance_uid, "status": evaluation.status.value,
             "template": evaluation.template, "explanation": evaluation.explanation(not can_see_clinical(actor))}
