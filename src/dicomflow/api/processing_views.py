@@ -41,6 +41,8 @@ def _job_action(description: str, request=None, code: int = 200):
 class JobViewSet(viewsets.GenericViewSet):
     """Processing jobs of your projects (all, for superusers), with their stages — the CLI's summary."""
 
+    lookup_value_regex = r"[0-9]{1,18}"
+
     def get_serializer_class(self):
         return s.JobDetailSerializer if self.action == "retrieve" else s.JobSerializer
 
@@ -131,7 +133,8 @@ class JobViewSet(viewsets.GenericViewSet):
         return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type="application/zip")
 
     @extend_schema(description="The job's processing log (oldest first), filtered by level and stage.",
-                   parameters=[OpenApiParameter("level", str, required=False, description="DEBUG, INFO, WARNING, ERROR."),
+                   parameters=[OpenApiParameter("level", str, required=False,
+                                                description="DEBUG, INFO, WARNING or ERROR."),
                                OpenApiParameter("stage", str, required=False, description="A stage name.")],
                    responses={200: s.LogEntrySerializer(many=True), **ERRORS})
     @action(detail=True, methods=["get"])
@@ -156,7 +159,7 @@ class DefinitionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def _values(self, serializer_class, data) -> dict:
         checked = serializer_class(data=data)
         checked.is_valid(raise_exception=True)
-        return {k: v for k, v in checked.validated_data.items()}
+        return dict(checked.validated_data)
 
     def create(self, request):
         values = self._values(self.get_serializer_class(), request.data)

@@ -548,19 +548,19 @@ def _series_to_send(actor, project, series_uids, study_uid):
 
 
 def _template_for(series, template: Template | None) -> Template | None:
-    """The template to process ``series`` with, or None when it cannot be (study members are skipped)."""
+    """The template to process ``series`` with (given, chosen by hand, or the rules'); InputError saying why not."""
     if template is not None:
         problems = template_problems(template.core(), series_context(series.pk))
         if problems:
             raise InputError(f"series #{series.pk} does not fit template '{template.name}': " + "; ".join(problems))
         return template
     state = SeriesState.objects.filter(series_id=series.pk).select_related("template").first()
-    if state is None:
-        [state] = evaluate_series([series.pk])
-    by_hand = bool(state.chosen_by_id or (state.explanation or {}).get("chosen_by_hand"))
-    if state.template_id and (by_hand or state.status == SeriesStatus.RULE_MATCHED.value):
-        return state.template
-    # processed before (its status tells how far it got): what the rules choose now, stored nowhere
+    if state is not None and state.template_id:
+        by_hand = bool(state.chosen_by_id or (state.explanation or {}).get("chosen_by_hand"))
+        if by_hand or state.status == SeriesStatus.RULE_MATCHED.value:
+            return state.template
+    # not evaluated yet, or processed before (the status tells how far it got): the rules' choice now,
+    # stored nowhere (the checking stage evaluates and stores it)
     evaluation = _rules_decision(series.pk)
     if evaluation.status == SeriesStatus.RULE_MATCHED and evaluation.template:
         return get_template(evaluation.template)
@@ -754,6 +754,7 @@ def download_results(actor, job_id: int) -> Path:
 
 # --- templates and rulesets: superusers or holders of the model permissions -------------------------------
 DEFINITION_MODELS = {"template": Template, "ruleset": Ruleset}
+MALFORMED = (TypeError, ValueError, AttributeError, KeyError)  # what the core's loaders raise on wrong JSON types
 
 
 def _require_definition_permission(actor, kind: str, verb: str) -> None:
@@ -782,9 +783,12 @@ def _save_definition(row) -> None:
     if not isinstance(row.definition, dict):
         raise InputError("the definition must be a JSON object")
     try:
-        row.save()
+        row.clean()  # the core's validation (save runs it again)
     except ValidationError as exc:
         raise InputError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())) from None
+    except MALFORMED as exc:  # a value of the wrong JSON type where the core expects another
+        raise InputError(f"definition: malformed ({exc.__class__.__name__}); see the documented format") from None
+    row.save()
 
 
 def create_template(actor, *, name: str, definition: dict) -> Template:
@@ -868,6 +872,8 @@ def rules_dry_run(actor, series_uid: str, ruleset_definitions: list[dict] | None
                         for i, d in enumerate(ruleset_definitions)]
         except RuleDefinitionError as exc:
             raise InputError(f"rulesets: {exc}") from None
+        except MALFORMED as exc:
+            raise InputError(f"rulesets: malformed ({exc.__class__.__name__}); see the documented format") from None
     evaluation = _rules_decision(series.pk, rulesets)
     return {"series_uid": series.series_instance_uid, "status": evaluation.status.value,
             "template": evaluation.template, "explanation": evaluation.explanation(not can_see_clinical(actor))}
