@@ -39,6 +39,7 @@ from dicomflow.processing.models import (
     StageStatus,
     Template,
 )
+from dicomflow.projects.models import Capability
 
 log = logging.getLogger(__name__)
 
@@ -586,7 +587,7 @@ def send_for_processing(actor, *, project_key: str, series_uids: Iterable[str] |
     template for is refused. For a study, the series the template (or the rules) does not fit are
     left out; a study none of whose series fits is refused. ``inline`` runs the jobs here (the CLI).
     """
-    project = require_project(actor, project_key, "manage")
+    project = require_project(actor, project_key, Capability.MANAGE)
     template = get_template(template_name) if template_name else None
     candidates, whole_study = _series_to_send(actor, project, series_uids, study_uid)
     chosen, reasons = [], []
@@ -619,7 +620,7 @@ def process_folder(actor, *, project_key: str, path: str | Path, template_name: 
 
     Needs Manage in the project; enqueued on commit, or run here with ``inline`` (``on_stage``
     is told each stage before it runs)."""
-    require_project(actor, project_key, "manage")
+    require_project(actor, project_key, Capability.MANAGE)
     with transaction.atomic():
         job = create_job(project_key=project_key, input_path=path, template_name=template_name, out_dir=out_dir,
                          require_qc=require_qc, created_by=_creator(actor))
@@ -639,7 +640,7 @@ def _who(actor) -> str:
 
 def retry_job(actor, job_id: int, *, inline: bool = False) -> Job:
     """Retry the failed stage of a job (Manage in its project) and run on from there."""
-    _visible_job(actor, job_id, "manage")
+    _visible_job(actor, job_id, Capability.MANAGE)
     with transaction.atomic():
         stage = _retry_job(job_id)
         write_log(f"retry requested by {_who(actor)}", job=job_id)
@@ -652,7 +653,7 @@ def retry_job(actor, job_id: int, *, inline: bool = False) -> Job:
 
 def cancel_job(actor, job_id: int) -> Job:
     """Cancel a job (Manage in its project): at once, or after its running stage."""
-    _visible_job(actor, job_id, "manage")
+    _visible_job(actor, job_id, Capability.MANAGE)
     return _cancel_job(job_id)
 
 
@@ -661,7 +662,7 @@ def approve_qc(actor, job_id: int, *, inline: bool = False) -> Job:
     from dicomflow.accounts import audit
     from dicomflow.accounts.models import AuditAction
 
-    job = _visible_job(actor, job_id, "manage")
+    job = _visible_job(actor, job_id, Capability.MANAGE)
     with transaction.atomic():
         stage = _decide_quality_control(job_id, True, actor)
         audit.record(actor, AuditAction.QC_APPROVE, project=job.project_key, obj=f"job #{job_id}",
@@ -678,7 +679,7 @@ def reject_qc(actor, job_id: int, reason: str) -> Job:
     from dicomflow.accounts import audit
     from dicomflow.accounts.models import AuditAction
 
-    job = _visible_job(actor, job_id, "manage")
+    job = _visible_job(actor, job_id, Capability.MANAGE)
     reason = (reason or "").strip()
     if not reason:
         raise InputError("give the reason for rejecting the result")
@@ -698,7 +699,7 @@ def override_blocking_finding(actor, job_id: int, code: str, reason: str) -> Job
     from dicomflow.accounts.models import AuditAction
     from dicomflow.core.checks.findings import Code
 
-    job = _visible_job(actor, job_id, "manage")
+    job = _visible_job(actor, job_id, Capability.MANAGE)
     code, reason = (code or "").strip(), (reason or "").strip()
     if code not in {c.value for c in Code}:
         raise InputError(f"unknown check finding code '{code[:60]}'")
@@ -728,7 +729,9 @@ def may_download_results(actor, project_key: str) -> bool:
     project = Project.objects.filter(key=project_key).first()
     if project is None:
         return _everywhere(actor)
-    return can(actor, project, "reidentify") or (can(actor, project, "manage") and can_see_clinical(actor))
+    if can(actor, project, Capability.REIDENTIFY):
+        return True
+    return can(actor, project, Capability.MANAGE) and can_see_clinical(actor)
 
 
 def download_results(actor, job_id: int) -> Path:
@@ -737,7 +740,7 @@ def download_results(actor, job_id: int) -> Path:
     from dicomflow.accounts import audit
     from dicomflow.accounts.models import AuditAction, AuditOutcome
 
-    job = _visible_job(actor, job_id, "view", audit_action=AuditAction.RESULT_DOWNLOAD)
+    job = _visible_job(actor, job_id, Capability.VIEW, audit_action=AuditAction.RESULT_DOWNLOAD)
     where = {"project": job.project_key, "obj": f"job #{job_id}"}
     if not may_download_results(actor, job.project_key):
         reason = "results are re-identified: a Re-identifier, or a data manager who may see the clinical pool"
