@@ -517,6 +517,18 @@ def _release(job_id: int, stage: str | None, inline: bool, on_stage=None) -> Non
     tasks.dispatch(job_id, stage)
 
 
+def _step_then_release(job_id: int, step, inline: bool) -> Job:
+    """``step()`` (returns the stage it released) in one transaction, then that stage runs: enqueued
+    on commit, or here with ``inline``."""
+    with transaction.atomic():
+        stage = step()
+        if not inline:
+            _release(job_id, stage, inline=False)
+    if inline:
+        _release(job_id, stage, inline=True)
+    return Job.objects.get(pk=job_id)
+
+
 def _series_to_send(actor, project, series_uids, study_uid):
     """The catalogued series named (or every series of the study), visible to ``actor`` for ``project``:
     the clinical pool for those who may see it, and the project's own copies."""
@@ -641,14 +653,12 @@ def _who(actor) -> str:
 def retry_job(actor, job_id: int, *, inline: bool = False) -> Job:
     """Retry the failed stage of a job (Manage in its project) and run on from there."""
     _visible_job(actor, job_id, Capability.MANAGE)
-    with transaction.atomic():
-        stage = _retry_job(job_id)
+
+    def step() -> str:
         write_log(f"retry requested by {_who(actor)}", job=job_id)
-        if not inline:
-            _release(job_id, stage, inline=False)
-    if inline:
-        _release(job_id, stage, inline=True)
-    return Job.objects.get(pk=job_id)
+        return _retry_job(job_id)
+
+    return _step_then_release(job_id, step, inline)
 
 
 def cancel_job(actor, job_id: int) -> Job:
@@ -663,15 +673,14 @@ def approve_qc(actor, job_id: int, *, inline: bool = False) -> Job:
     from dicomflow.accounts.models import AuditAction
 
     job = _visible_job(actor, job_id, Capability.MANAGE)
-    with transaction.atomic():
-        stage = _decide_quality_control(job_id, True, actor)
+
+    def step() -> str | None:
+        following = _decide_quality_control(job_id, True, actor)
         audit.record(actor, AuditAction.QC_APPROVE, project=job.project_key, obj=f"job #{job_id}",
                      detail="result approved in quality control")
-        if not inline:
-            _release(job_id, stage, inline=False)
-    if inline:
-        _release(job_id, stage, inline=True)
-    return Job.objects.get(pk=job_id)
+        return following
+
+    return _step_then_release(job_id, step, inline)
 
 
 def reject_qc(actor, job_id: int, reason: str) -> Job:
