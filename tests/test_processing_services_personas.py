@@ -215,3 +215,17 @@ def test_the_cli_operator_acts_everywhere_and_is_audited_by_login(world):
     [(user, outcome, project, obj)] = audit("qc_approve")
     assert user == f"cli:{operator.login}" and outcome == "ok"
     assert selectors.visible_jobs(operator).count() == Job.objects.count()
+
+
+def test_folder_jobs_and_key_store_projects_need_the_right_people(world, tmp_path):
+    folder = world["info"]["ct"].paths[0].parent
+    refused(NotFoundError, services.process_folder, world["charlie"], project_key="proc-a", path=folder)
+    refused(PermissionDeniedError, services.process_folder, world["bob"], project_key="proc-b", path=folder)
+    refused(NotFoundError, services.process_folder, world["alice"], project_key="no-row", path=folder)
+    job = services.process_folder(world["alice"], project_key="proc-a", path=folder)
+    assert (job.input_path, job.created_by, job.status) == (str(folder.resolve()), world["alice"], JobStatus.PENDING)
+    # a project known only to the key store (the CLI's) belongs to superusers and the operator
+    keyed = services.process_folder(world["admin"], project_key="no-row", path=folder)
+    assert not selectors.visible_jobs(world["alice"]).filter(pk=keyed.pk).exists()
+    refused(NotFoundError, services.cancel_job, world["alice"], keyed.pk)
+    assert services.cancel_job(cli_operator(), keyed.pk).status == JobStatus.CANCELLED
