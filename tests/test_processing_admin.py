@@ -107,3 +107,15 @@ def test_add_job_goes_through_the_service_and_fields_are_read_only(client, staff
     assert (job.template.name, job.created_by, job.stages.count(), len(enqueued)) == (CT_BODY_LUNGS, staff, 9, 1)
     page = client.get(reverse("admin:processing_job_change", args=[job.pk])).content.decode()
     assert 'name="status"' not in page and 'name="project_key"' not in page  # read-only: actions change jobs
+
+
+def test_templates_named_by_a_ruleset_cannot_be_deleted_in_the_admin(client, staff):
+    template = Template.objects.get(name=CT_BODY_LUNGS)
+    url = reverse("admin:processing_template_delete", args=[template.pk])
+    page = client.get(url)
+    assert page.status_code == 200 and b"ct-images" in page.content  # the built-in ruleset chooses it
+    client.post(url, {"post": "yes"})
+    assert Template.objects.filter(pk=template.pk).exists()
+    Ruleset.objects.filter(name="ct-images").delete()
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    assert not Template.objects.filter(pk=template.pk).exists()

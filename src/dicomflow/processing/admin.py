@@ -45,6 +45,15 @@ class TemplateAdmin(DefinitionAdmin):
     search_fields = ("name",)
     readonly_fields = ("builtin",)
 
+    def get_deleted_objects(self, objs, request):
+        """A template a ruleset names is protected like one a job uses: the admin refuses to delete it."""
+        from dicomflow.processing.selectors import rulesets_naming
+
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        named = [f"Ruleset: {name} (chooses template '{obj.name}')"
+                 for obj in objs for name in rulesets_naming(obj.name)]
+        return deleted, counts, perms_needed, [*protected, *named]
+
 
 @admin.register(Ruleset)
 class RulesetAdmin(DefinitionAdmin):

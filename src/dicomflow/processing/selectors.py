@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from dicomflow.processing.models import Job, LogEntry, Result, SeriesState
+from dicomflow.processing.models import Job, LogEntry, Result, Ruleset, SeriesState
 
 
 def visible_jobs(user) -> QuerySet[Job]:
@@ -68,6 +68,11 @@ def log_entries(*, job_id: int | None = None, series_id: int | None = None, leve
     if search:
         qs = qs.filter(message__icontains=search)
     return qs.order_by("time", "id")
+
+
+def rulesets_naming(template_name: str) -> list[str]:
+    """Names of the rulesets that choose ``template_name`` (it cannot be deleted while they do)."""
+    return [r.name for r in Ruleset.objects.all() if (r.definition or {}).get("template") == template_name]
 
 
 def series_states(status: str | None = None) -> QuerySet[SeriesState]:

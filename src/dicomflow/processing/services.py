@@ -830,7 +830,9 @@ def delete_template(actor, name: str) -> None:
     used = row.jobs.count()
     if used:
         raise InputError(f"template '{row.name}' is used by {used} job(s); it cannot be deleted")
-    naming = [r.name for r in Ruleset.objects.all() if (r.definition or {}).get("template") == row.name]
+    from dicomflow.processing.selectors import rulesets_naming
+
+    naming = rulesets_naming(row.name)
     if naming:
         raise InputError(f"template '{row.name}' is named by ruleset(s) {', '.join(naming)}; change them first")
     row.delete()
