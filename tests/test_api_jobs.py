@@ -1,5 +1,5 @@
-"""Processing jobs through the REST API (read only) and the series' processing status: real DB,
-jobs made by the processing service itself."""
+"""Processing jobs through the REST API (reads; visible to the members of the job's project) and the
+series' processing status: real DB, jobs made by the processing service itself."""
 
 from __future__ import annotations
 
@@ -45,18 +45,20 @@ def test_jobs_list_detail_and_log(job, admin_user):
     assert [e["message"] for e in log] == ["job created"]
 
 
-def test_jobs_need_permission_and_visible_series(job, django_user_model):
+def test_jobs_are_seen_by_the_members_of_their_project(job, django_user_model):
+    from dicomflow.projects.models import Project, ProjectMembership, Role
+
     job, _ = job
     dora = django_user_model.objects.create_user("dora", password="pw-dora-123")
-    assert as_user(dora).get("/api/jobs/").json()["results"] == []
-    assert as_user(dora).get(f"/api/jobs/{job.pk}/").status_code == 404
-    dora.user_permissions.add(Permission.objects.get(codename="view_job"))
-    dora = django_user_model.objects.get(pk=dora.pk)
-    assert as_user(dora).get("/api/jobs/").json()["results"] == []  # the series is not visible to her
     dora.user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     dora = django_user_model.objects.get(pk=dora.pk)
+    assert as_user(dora).get("/api/jobs/").json()["results"] == []  # the clinical pool alone shows no jobs
+    assert as_user(dora).get(f"/api/jobs/{job.pk}/").status_code == 404
+    project = Project.objects.create(key="API-PROJ", name="API project")
+    ProjectMembership.objects.create(project=project, user=dora, role=Role.VIEWER)
     assert [j["id"] for j in as_user(dora).get("/api/jobs/").json()["results"]] == [job.pk]
-    assert APIClient().get("/api/jobs/").status_code in (401, 403)
+    assert [j["id"] for j in as_user(dora).get("/api/jobs/", {"project": "OTHER"}).json()["results"]] == []
+    assert APIClient().get("/api/jobs/").status_code == 401
 
 
 def test_series_page_and_detail_show_processing(job, admin_user, admin_client):

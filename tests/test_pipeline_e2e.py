@@ -21,6 +21,7 @@ import pydicom
 import pytest
 
 from conftest import require_tool
+from dicomflow.accounts.actors import cli_operator
 from dicomflow.catalog.models import Series
 from dicomflow.core.rules import CT_BODY_LUNGS, SeriesStatus
 from dicomflow.core.segmentation import read_image_series, read_rtstruct_masks
@@ -196,7 +197,7 @@ def test_failing_external_command_fails_the_job_and_retry_succeeds(tmp_path, cel
     assert LogEntry.objects.filter(job=job, stage="processing", message__contains="model weights not found").exists()
 
     model.write_bytes(b"weights")  # the cause is fixed
-    tasks.retry_job(job.pk)
+    services.retry_job(cli_operator(), job.pk)  # enqueued for the worker
     job = _wait_job(job.pk, celery_worker_process, statuses=(JobStatus.FINISHED,))
     stage = JobStage.objects.get(job=job, name="processing")
     assert (stage.status, stage.attempts) == ("done", 2)
@@ -214,7 +215,7 @@ def test_failing_external_command_fails_the_job_and_retry_succeeds(tmp_path, cel
 
 
 def test_folder_job_waits_for_quality_control_then_exports(tmp_path, celery_worker_process, django_user_model):
-    reviewer = django_user_model.objects.create_user("qc-reviewer")
+    reviewer = django_user_model.objects.create_superuser("qc-reviewer")
     write_image_series(tmp_path / "in", patient=PATIENT, n_slices=12, rows=32, cols=32, seed="e2e-qc")
     out = tmp_path / "out"
     job = services.create_job(project_key="E2E", input_path=tmp_path / "in", template_name=CT_BODY_LUNGS,
@@ -224,7 +225,7 @@ def test_folder_job_waits_for_quality_control_then_exports(tmp_path, celery_work
     assert job.status == JobStatus.WAITING_QC, job.error
     assert JobStage.objects.get(job=job, name="importing").status == "done"
     assert job.series is not None and not out.exists()
-    tasks.decide_quality_control(job.pk, True, reviewer)
+    services.approve_qc(reviewer, job.pk)  # export is enqueued for the worker
     job = _wait_job(job.pk, celery_worker_process)
     assert job.status == JobStatus.FINISHED, job.error
     [exported] = out.iterdir()

@@ -1,4 +1,4 @@
-"""Job engine and results, run in this process through the same services the worker runs:
+"""Job engine and results, run in this process through the same engine functions the worker runs:
 invalid results, quality control, cancel, idempotent stages, export fallback and failures."""
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_quality_control_approve_then_export(tmp_path, ct, django_user_model):
     assert JobStage.objects.get(job=job, name="quality_control").status == "waiting"
     assert JobStage.objects.get(job=job, name="exporting").status == "pending"
     assert not (tmp_path / "out").exists()  # nothing leaves before a person approves
-    following = services.decide_quality_control(job.pk, True, reviewer)
+    following = services._decide_quality_control(job.pk, True, reviewer)
     assert following == "exporting"
     services.run_stage(job.pk, following)
     job.refresh_from_db()
@@ -84,20 +84,20 @@ def test_quality_control_approve_then_export(tmp_path, ct, django_user_model):
     assert len(list((tmp_path / "out").iterdir())) == 1
     assert LogEntry.objects.filter(job=job, message__contains="approved by reviewer").exists()
     with pytest.raises(InputError, match="not waiting for quality control"):
-        services.decide_quality_control(job.pk, True, reviewer)
+        services._decide_quality_control(job.pk, True, reviewer)
 
 
 def test_quality_control_reject_fails_the_job(tmp_path, ct):
     _, series = ct
     job = services.create_job(project_key="RES", series_id=series.id, template_name=CT_BODY_LUNGS, require_qc=True)
     services.run_job_inline(job.pk)
-    assert services.decide_quality_control(job.pk, False, reason="lungs too small") is None
+    assert services._decide_quality_control(job.pk, False, reason="lungs too small") is None
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "lungs too small" in job.error
     assert JobStage.objects.get(job=job, name="exporting").status == "pending"
     assert services.run_stage(job.pk, "quality_control") is None  # no message passes a review
     # retry makes the result again and asks for a new review: nothing is exported unreviewed
-    assert services.retry_job(job.pk) == "processing"
+    assert services._retry_job(job.pk) == "processing"
     job = services.run_job_inline(job.pk)
     assert job.status == JobStatus.WAITING_QC
     assert JobStage.objects.get(job=job, name="processing").attempts == 2
@@ -107,13 +107,13 @@ def test_cancel_stops_the_job_and_stale_tasks_do_nothing(ct):
     _, series = ct
     job = services.create_job(project_key="RES", series_id=series.id)
     assert services.run_stage(job.pk, "checking") == "deidentifying"
-    job = services.cancel_job(job.pk)
+    job = services._cancel_job(job.pk)
     assert job.status == JobStatus.CANCELLED
     assert services.run_stage(job.pk, "deidentifying") is None  # a queued message arriving late
     statuses = {s.name: s.status for s in job.stages.all()}
     assert statuses["checking"] == "done" and statuses["deidentifying"] == "cancelled"
     with pytest.raises(InputError, match="only a failed job"):
-        services.retry_job(job.pk)
+        services._retry_job(job.pk)
 
 
 def test_stages_are_idempotent_and_in_order(ct):
@@ -156,7 +156,7 @@ def test_export_failure_without_fallback_is_export_failed_and_retry_works(tmp_pa
     assert job.status == JobStatus.FAILED and job.error.startswith("export failed:")
     assert SeriesState.objects.get(series=series).status == SeriesStatus.EXPORT_FAILED.value
     blocker.unlink()
-    assert services.retry_job(job.pk) == "exporting"
+    assert services._retry_job(job.pk) == "exporting"
     job = services.run_job_inline(job.pk)
     assert job.status == JobStatus.FINISHED
     assert len(list((blocker / "sub").iterdir())) == 1
@@ -223,7 +223,7 @@ def test_stale_running_stage_is_failed_and_can_be_retried(ct):
     assert services.fail_stale_stages(3600) == [job.pk]
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "did not finish within 3600 s" in job.error
-    assert services.retry_job(job.pk) == "checking"
+    assert services._retry_job(job.pk) == "checking"
     assert services.run_job_inline(job.pk).status == JobStatus.FINISHED
 
 

@@ -87,3 +87,35 @@ def test_job_actions_retry_cancel_and_download(client, staff, ct_series, tmp_pat
     assert name.startswith("RS.")
     page = client.get(reverse("admin:processing_job_change", args=[done.pk]))
     assert page.status_code == 200 and b"exporting" in page.content.lower()
+
+
+def test_add_job_goes_through_the_service_and_fields_are_read_only(client, staff, ct_series,
+                                                                   django_capture_on_commit_callbacks):
+    url = reverse("admin:processing_job_add")
+    form = {"series": ct_series.pk, "project_key": "ADM", "template": "", "input_path": "", "out_dir": ""}
+    Template.objects.create(name="mr-only", definition={"processor": "ghost.proc", "requires": {"modalities": ["MR"]}})
+    refused = client.post(url, {**form, "template": Template.objects.get(name="mr-only").pk})
+    assert refused.status_code == 200 and b"needs modality MR" in refused.content
+    nothing = client.post(url, {**form, "series": ""})
+    assert nothing.status_code == 200 and b"choose a catalogued series" in nothing.content
+    assert not Job.objects.exists()
+
+    with django_capture_on_commit_callbacks() as enqueued:
+        response = client.post(url, form)
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert (job.template.name, job.created_by, job.stages.count(), len(enqueued)) == (CT_BODY_LUNGS, staff, 9, 1)
+    page = client.get(reverse("admin:processing_job_change", args=[job.pk])).content.decode()
+    assert 'name="status"' not in page and 'name="project_key"' not in page  # read-only: actions change jobs
+
+
+def test_templates_named_by_a_ruleset_cannot_be_deleted_in_the_admin(client, staff):
+    template = Template.objects.get(name=CT_BODY_LUNGS)
+    url = reverse("admin:processing_template_delete", args=[template.pk])
+    page = client.get(url)
+    assert page.status_code == 200 and b"ct-images" in page.content  # the built-in ruleset chooses it
+    client.post(url, {"post": "yes"})
+    assert Template.objects.filter(pk=template.pk).exists()
+    Ruleset.objects.filter(name="ct-images").delete()
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    assert not Template.objects.filter(pk=template.pk).exists()

@@ -225,41 +225,6 @@ class ChunkResultSerializer(serializers.Serializer):
     sha256 = serializers.CharField(allow_blank=True)
 
 
-# --- processing jobs ----------------------------------------------------------------------------------
-class JobStageSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    status = serializers.CharField()
-    done = serializers.IntegerField()
-    total = serializers.IntegerField()
-    error = serializers.CharField(allow_blank=True)
-
-
-class JobSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    status = serializers.CharField()
-    current_stage = serializers.CharField(allow_blank=True)
-    series_instance_uid = serializers.CharField(source="series.series_instance_uid", default=None, allow_null=True)
-    template = serializers.CharField(source="template.name", default=None, allow_null=True)
-    project_key = serializers.CharField()
-    require_qc = serializers.BooleanField()
-    error = serializers.CharField(allow_blank=True)
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-
-
-class JobDetailSerializer(JobSerializer):
-    stages = JobStageSerializer(many=True, source="summary.stages")
-    results = serializers.ListField(child=serializers.CharField(), source="summary.results")
-
-
-class LogEntrySerializer(serializers.Serializer):
-    time = serializers.DateTimeField()
-    level = serializers.CharField()
-    stage = serializers.CharField(allow_blank=True)
-    message = serializers.CharField()
-
-
 class ProjectSerializer(serializers.Serializer):
     key = serializers.CharField()
     name = serializers.CharField()

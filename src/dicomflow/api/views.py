@@ -33,7 +33,6 @@ from dicomflow.api.serializers import (
     ImportRunSerializer,
     ImportRunSummarySerializer,
     InstanceSerializer,
-    LogEntrySerializer,
     PatientSerializer,
     SeriesDetailSerializer,
     SeriesSerializer,
@@ -190,50 +189,6 @@ class ImportRunViewSet(viewsets.ReadOnlyModelViewSet):
         if kind := self.request.query_params.get("source_kind"):
             qs = qs.filter(source_kind=kind)
         return qs.order_by("-started_at", "-id")
-
-
-# --- processing jobs (read only; running them is the processing app's business) --------------------------
-@extend_schema_view(
-    list=extend_schema(parameters=[OpenApiParameter("status", str, required=False),
-                                   OpenApiParameter("series_uid", str, required=False)]),
-)
-class JobViewSet(viewsets.ReadOnlyModelViewSet):
-    """Processing jobs with their stages (status, done/total) — the same summary the CLI prints."""
-
-    def get_serializer_class(self):
-        from dicomflow.api.serializers import JobDetailSerializer, JobSerializer
-
-        return JobDetailSerializer if self.action == "retrieve" else JobSerializer
-
-    def get_queryset(self):
-        qs = access.jobs(self.request.user)
-        if qs is None:
-            raise InputError("processing is not available on this server")
-        if value := self.request.query_params.get("status"):
-            qs = qs.filter(status=value)
-        if value := self.request.query_params.get("series_uid"):
-            qs = qs.filter(series__series_instance_uid=value)
-        return qs.select_related("series", "template").order_by("-created_at", "-id")
-
-    def get_object(self):
-        from dicomflow.processing.selectors import job_summary
-
-        job = super().get_object()
-        job.summary = job_summary(job.pk)
-        return job
-
-    @extend_schema(parameters=[OpenApiParameter("level", str, required=False), OpenApiParameter("stage", str, required=False)],
-                   responses={200: LogEntrySerializer(many=True), **ERRORS})
-    @action(detail=True, methods=["get"])
-    def log(self, request, pk=None):
-        """The job's processing log (oldest first), filtered by level and stage."""
-        from dicomflow.processing.selectors import log_entries
-
-        job = super().get_object()
-        entries = log_entries(job_id=job.pk, level=request.query_params.get("level") or None,
-                              stage=request.query_params.get("stage") or None)
-        page = self.paginate_queryset(entries)
-        return self.get_paginated_response(LogEntrySerializer(page, many=True).data)
 
 
 # --- resumable uploads -------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ progress on stderr). Prints ``{"job", "status", "stages": [{"name", "status"}], 
 exits 1 with the reason on stderr when the job failed, 3 when it waits for quality control
 (``--require-qc``).
 
-``dicomflow jobs show|log|retry|cancel|approve|reject JOB`` look at and steer jobs; retry and
-approve run the released stages in this process.
+``dicomflow jobs show|log|retry|cancel|approve|reject|override JOB`` look at and steer jobs, and
+``dicomflow jobs send --project KEY --series UID`` sends catalogued series; sending, retry and
+approve run the released stages in this process. Every action goes through the processing
+services as the command-line operator (audited as ``cli:<login>``).
 """
 
 from __future__ import annotations
@@ -35,20 +37,20 @@ def process(
     if not path.exists():
         fail(f"{path} does not exist", as_json)
     setup_django()
+    from dicomflow.accounts.actors import cli_operator
     from dicomflow.errors import DicomflowError
     from dicomflow.processing import selectors, services
     from dicomflow.processing.models import JobStatus, Stage
 
+    def announce(job_id: int, stage: str) -> None:
+        typer.echo(f"job {job_id}: {Stage(stage).label}...", err=True)
+
     try:
         services.ensure_builtin_templates()
-        job = services.create_job(project_key=project, input_path=path, template_name=template, out_dir=out,
-                                  require_qc=require_qc)
+        job = services.process_folder(cli_operator(), project_key=project, path=path, template_name=template,
+                                      out_dir=out, require_qc=require_qc, inline=True, on_stage=announce)
     except DicomflowError as exc:
         fail(str(exc), as_json)
-    stage = services.next_stage(job.pk)
-    while stage:
-        typer.echo(f"job {job.pk}: {Stage(stage).label}...", err=True)
-        stage = services.run_stage(job.pk, stage)
     summary = selectors.job_summary(job.pk)
     document = {
         "job": summary["job"],
@@ -72,14 +74,6 @@ jobs_app = typer.Typer(help="Processing jobs: show, log, retry, cancel, quality 
 
 def register_jobs(app: typer.Typer) -> None:
     app.add_typer(jobs_app, name="jobs")
-
-
-def _run(job_id: int, stage: str | None) -> None:
-    """Run what a command released, in this process (the same services the worker runs)."""
-    from dicomflow.processing import services
-
-    while stage:
-        stage = services.run_stage(job_id, stage)
 
 
 @jobs_app.command("show", help="A job's status, stages, results and error.")
@@ -110,15 +104,17 @@ def jobs_log(job_id: int = typer.Argument(...), level: str = typer.Option(None, 
 
 
 def _steer(job_id: int, as_json: bool, action) -> None:
+    """Call ``action(operator)`` (a processing service) and print the job's summary."""
     setup_django()
+    from dicomflow.accounts.actors import cli_operator
     from dicomflow.errors import DicomflowError
     from dicomflow.processing import selectors
-    from dicomflow.processing.models import Job, JobStatus
+    from dicomflow.processing.models import JobStatus
 
     try:
-        _run(job_id, action())
-    except (DicomflowError, Job.DoesNotExist) as exc:
-        fail(str(exc) if isinstance(exc, DicomflowError) else f"no job #{job_id}", as_json)
+        action(cli_operator())
+    except DicomflowError as exc:
+        fail(str(exc), as_json)
     summary = selectors.job_summary(job_id)
     emit(summary, as_json, f"job {job_id}: {summary['status']}")
     if summary["status"] == JobStatus.FAILED:
@@ -131,7 +127,7 @@ def jobs_retry(job_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) -
     setup_django()
     from dicomflow.processing import services
 
-    _steer(job_id, as_json, lambda: services.retry_job(job_id))
+    _steer(job_id, as_json, lambda op: services.retry_job(op, job_id, inline=True))
 
 
 @jobs_app.command("cancel", help="Cancel a job (after its running stage, if one runs).")
@@ -139,7 +135,7 @@ def jobs_cancel(job_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) 
     setup_django()
     from dicomflow.processing import services
 
-    _steer(job_id, as_json, lambda: services.cancel_job(job_id) and None)
+    _steer(job_id, as_json, lambda op: services.cancel_job(op, job_id))
 
 
 @jobs_app.command("approve", help="Quality control: approve the result and export it.")
@@ -147,13 +143,50 @@ def jobs_approve(job_id: int = typer.Argument(...), as_json: bool = JSON_OPTION)
     setup_django()
     from dicomflow.processing import services
 
-    _steer(job_id, as_json, lambda: services.decide_quality_control(job_id, True))
+    _steer(job_id, as_json, lambda op: services.approve_qc(op, job_id, inline=True))
 
 
-@jobs_app.command("reject", help="Quality control: reject the result (the job fails).")
-def jobs_reject(job_id: int = typer.Argument(...), reason: str = typer.Option("", "--reason"),
+@jobs_app.command("reject", help="Quality control: reject the result with a reason (the job fails).")
+def jobs_reject(job_id: int = typer.Argument(...), reason: str = typer.Option(..., "--reason", help="Why."),
                 as_json: bool = JSON_OPTION) -> None:
     setup_django()
     from dicomflow.processing import services
 
-    _steer(job_id, as_json, lambda: services.decide_quality_control(job_id, False, reason=reason))
+    _steer(job_id, as_json, lambda op: services.reject_qc(op, job_id, reason))
+
+
+@jobs_app.command("override", help="Let a blocking check finding pass for a job (then retry it).")
+def jobs_override(job_id: int = typer.Argument(...), code: str = typer.Argument(..., help="Finding code."),
+                  reason: str = typer.Option(..., "--reason", help="Why the finding may pass."),
+                  as_json: bool = JSON_OPTION) -> None:
+    setup_django()
+    from dicomflow.processing import services
+
+    _steer(job_id, as_json, lambda op: services.override_blocking_finding(op, job_id, code, reason))
+
+
+@jobs_app.command("send", help="Send catalogued series (or a study's) for processing and run the jobs here.")
+def jobs_send(
+    project: str = typer.Option(..., "--project", help="Project key whose keys de-identify the data."),
+    series: list[str] = typer.Option(None, "--series", help="Series Instance UID (repeatable)."),
+    study: str = typer.Option(None, "--study", help="Study Instance UID: every series of it that fits."),
+    template: str = typer.Option(None, "--template", help="Template name; default: the rules' choice."),
+    require_qc: bool = typer.Option(False, "--require-qc", help="Stop before export until 'dicomflow jobs approve'."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    setup_django()
+    from dicomflow.accounts.actors import cli_operator
+    from dicomflow.errors import DicomflowError
+    from dicomflow.processing import selectors, services
+    from dicomflow.processing.models import JobStatus
+
+    try:
+        jobs = services.send_for_processing(cli_operator(), project_key=project, series_uids=series or None,
+                                            study_uid=study, template_name=template, require_qc=require_qc,
+                                            inline=True)
+    except DicomflowError as exc:
+        fail(str(exc), as_json)
+    summaries = [selectors.job_summary(job.pk) for job in jobs]
+    emit({"jobs": summaries}, as_json, "\n".join(f"job {s['job']}: {s['status']}" for s in summaries))
+    if any(s["status"] == JobStatus.FAILED for s in summaries):
+        raise typer.Exit(1)

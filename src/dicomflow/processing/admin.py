@@ -1,27 +1,68 @@
-"""Admin: rulesets and templates (validated by the core on save), series states with a template
-chosen by hand, jobs with retry / cancel / quality-control actions, and the searchable log.
-Actions only call services (through ``tasks`` so the worker runs the stages)."""
+"""Admin: rulesets and templates (validated by the core, written by the services), series states
+with a template chosen by hand, jobs (added, retried, cancelled, approved and downloaded through
+the services, as request.user) and the searchable log. Nothing here writes those models itself."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 
 from dicomflow.errors import DicomflowError
-from dicomflow.processing import tasks
+from dicomflow.processing import services, tasks
 from dicomflow.processing.models import Job, JobStage, LogEntry, Result, Ruleset, SeriesState, Template
 
 
+class DefinitionAdmin(admin.ModelAdmin):
+    """Saves and deletes through the services (permission-checked; the core validates definitions)."""
+
+    kind = ""  # "template" or "ruleset"
+    fields_to_save: tuple[str, ...] = ("definition",)
+
+    def save_model(self, request, obj, form, change):
+        values = {f: getattr(obj, f) for f in self.fields_to_save}
+        if change:
+            old_name = type(obj).objects.get(pk=obj.pk).name
+            row = getattr(services, f"update_{self.kind}")(request.user, old_name, new_name=obj.name, **values)
+        else:
+            row = getattr(services, f"create_{self.kind}")(request.user, name=obj.name, **values)
+        obj.pk = row.pk
+
+    def delete_model(self, request, obj):
+        getattr(services, f"delete_{self.kind}")(request.user, obj.name)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            try:
+                self.delete_model(request, obj)
+            except DicomflowError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+
+
 @admin.register(Template)
-class TemplateAdmin(admin.ModelAdmin):
+class TemplateAdmin(DefinitionAdmin):
+    kind = "template"
     list_display = ("name", "builtin", "updated_at")
     search_fields = ("name",)
+    readonly_fields = ("builtin",)
+
+    def get_deleted_objects(self, objs, request):
+        """A template a ruleset names is protected like one a job uses: the admin refuses to delete it."""
+        from dicomflow.processing.selectors import rulesets_naming
+
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        named = [f"Ruleset: {name} (chooses template '{obj.name}')"
+                 for obj in objs for name in rulesets_naming(obj.name)]
+        return deleted, counts, perms_needed, [*protected, *named]
 
 
 @admin.register(Ruleset)
-class RulesetAdmin(admin.ModelAdmin):
+class RulesetAdmin(DefinitionAdmin):
+    kind = "ruleset"
+    fields_to_save = ("definition", "enabled", "order")
     list_display = ("name", "enabled", "order", "builtin", "updated_at")
     list_editable = ("enabled", "order")
     search_fields = ("name",)
+    readonly_fields = ("builtin",)
 
 
 @admin.register(SeriesState)
@@ -39,8 +80,6 @@ class SeriesStateAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         """Choosing a template here is a manual choice: checked against the template's requirements."""
-        from dicomflow.processing import services
-
         if "template" in form.changed_data and obj.template_id:
             try:
                 services.choose_template(obj.series_id, obj.template.name, request.user)
@@ -57,6 +96,9 @@ class JobStageInline(admin.TabularInline):
     readonly_fields = ("name", "status", "done", "total", "attempts", "started_at", "finished_at", "error")
     fields = readonly_fields
 
+    def has_add_permission(self, request, obj=None):
+        return False
+
 
 class ResultInline(admin.TabularInline):
     model = Result
@@ -65,21 +107,76 @@ class ResultInline(admin.TabularInline):
     readonly_fields = ("kind", "path", "verified", "reidentified", "exported_to")
     fields = readonly_fields
 
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class JobAddForm(forms.ModelForm):
+    """"Add job" sends a catalogued series (or a folder) through the services, so the job has its
+    stages and is enqueued; a refusal (permission, template, rules) shows as a form error."""
+
+    actor = None  # the request's user, set by JobAdmin.get_form
+
+    class Meta:
+        model = Job
+        fields = ["series", "input_path", "template", "project_key", "require_qc", "out_dir"]
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        template = data["template"].name if data.get("template") else None
+        common = {"project_key": data["project_key"], "template_name": template,
+                  "out_dir": data.get("out_dir") or None, "require_qc": data.get("require_qc", False)}
+        try:
+            if data.get("series") and data.get("input_path"):
+                raise forms.ValidationError("give a catalogued series or a folder, not both")
+            if data.get("series"):
+                [self.created_job] = services.send_for_processing(
+                    self.actor, series_uids=[data["series"].series_instance_uid], **common)
+            elif data.get("input_path"):
+                self.created_job = services.process_folder(self.actor, path=data["input_path"], **common)
+            else:
+                raise forms.ValidationError("choose a catalogued series or give a folder to import")
+        except DicomflowError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "status", "current_stage", "template", "project_key", "series", "created_at")
     list_filter = ("status", "current_stage", "template")
     search_fields = ("project_key", "error")
-    readonly_fields = ("state", "error", "started_at", "finished_at", "created_by")
+    raw_id_fields = ("series",)
     inlines = [JobStageInline, ResultInline]
-    actions = ["retry", "cancel", "approve", "reject", "download_results"]
+    actions = ["retry", "cancel", "approve", "download_results"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = type("JobAddFormFor", (JobAddForm,), {"actor": request.user})
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return JobAddForm.Meta.fields if obj is None else [f.name for f in Job._meta.fields if f.name != "id"]
+
+    def get_readonly_fields(self, request, obj=None):
+        """A job changes only through its actions (the services): every field is read-only."""
+        return [] if obj is None else [f.name for f in Job._meta.fields if f.name != "id"]
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        if not change:  # the service made it (JobAddForm.clean)
+            obj.pk = form.created_job.pk
+            obj.refresh_from_db()
 
     def _each(self, request, queryset, fn, verb):
         done = 0
         for job in queryset:
             try:
-                fn(job.pk)
+                fn(request.user, job.pk)
                 done += 1
             except DicomflowError as exc:
                 self.message_user(request, f"job #{job.pk}: {exc}", messages.WARNING)
@@ -88,38 +185,30 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the failed stage")
     def retry(self, request, queryset):
-        self._each(request, queryset, tasks.retry_job, "retried")
+        self._each(request, queryset, services.retry_job, "retried")
 
     @admin.action(description="Cancel")
     def cancel(self, request, queryset):
-        from dicomflow.processing import services
-
         self._each(request, queryset, services.cancel_job, "cancelled")
 
     @admin.action(description="Quality control: approve the result")
     def approve(self, request, queryset):
-        self._each(request, queryset, lambda pk: tasks.decide_quality_control(pk, True, request.user), "approved")
+        self._each(request, queryset, services.approve_qc, "approved")
 
     @admin.action(description="Download the re-identified results (ZIP, one job)")
     def download_results(self, request, queryset):
         from django.http import FileResponse
-
-        from dicomflow.processing import services
 
         if queryset.count() != 1:
             self.message_user(request, "choose exactly one job to download", messages.WARNING)
             return None
         job = queryset.get()
         try:
-            path = services.job_results_zip(job.pk)
+            path = services.download_results(request.user, job.pk)
         except DicomflowError as exc:
             self.message_user(request, str(exc), messages.WARNING)
             return None
         return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)
-
-    @admin.action(description="Quality control: reject the result")
-    def reject(self, request, queryset):
-        self._each(request, queryset, lambda pk: tasks.decide_quality_control(pk, False, request.user), "rejected")
 
 
 @admin.register(LogEntry)

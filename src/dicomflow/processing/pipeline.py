@@ -127,16 +127,24 @@ def checking(job: Job) -> None:
     _log(job, Stage.CHECKING, f"template '{template.name}' for a series of {len(paths)} instances")
     records = [record_from_dataset(pydicom.dcmread(p, stop_before_pixels=True), str(p)) for p in paths]
     services.update_progress(job.pk, Stage.CHECKING, len(paths), len(paths))
-    errors = []
+    blocking = set(template.core().blocking_findings)
+    overridden = {o["code"] for o in (job.state or {}).get("overrides", [])}
+    blockers = []
     for report in run_checks(records):
         for finding in report.findings:
-            level = LogLevel.ERROR if finding.severity == Severity.ERROR else LogLevel.WARNING
-            if finding.severity != Severity.INFO:
-                _log(job, Stage.CHECKING, f"check {finding.code}: {finding.message}", level)
-            if finding.severity == Severity.ERROR:
-                errors.append(f"{finding.code}: {finding.message}")
-    if errors:
-        raise InputError(f"the series failed {len(errors)} check(s): " + "; ".join(errors[:5]))
+            if finding.severity == Severity.INFO and finding.code not in blocking:
+                continue
+            if finding.code in blocking and finding.code not in overridden:
+                _log(job, Stage.CHECKING, f"check {finding.code} (blocks '{template.name}'): {finding.message}",
+                     LogLevel.ERROR)
+                blockers.append(f"{finding.code}: {finding.message}")
+            else:
+                note = " (blocking finding overridden)" if finding.code in blocking else ""
+                _log(job, Stage.CHECKING, f"check {finding.code}{note}: {finding.message}", LogLevel.WARNING)
+    if blockers:
+        raise InputError(f"the series has {len(blockers)} finding(s) that block template '{template.name}': "
+                         + "; ".join(blockers[:5])
+                         + "; fix the data, or a data manager may override a finding with a reason and retry")
     services.set_series_status(series_id, SeriesStatus.READY_FOR_DEIDENTIFICATION)
 
 
@@ -230,7 +238,7 @@ def reidentifying(job: Job) -> None:
 
 
 def quality_control(job: Job) -> None:
-    """Never run by a worker: the stage waits for :func:`services.decide_quality_control`."""
+    """Never run by a worker: the stage waits for :func:`services.approve_qc` or :func:`services.reject_qc`."""
 
 
 def exporting(job: Job) -> None:

@@ -1,10 +1,27 @@
-"""Processing selectors (reads): job summaries, the processing log, series states."""
+"""Processing selectors (reads): which jobs a user sees, job summaries, the processing log, series states."""
 
 from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from dicomflow.processing.models import Job, LogEntry, Result, SeriesState
+from dicomflow.processing.models import Job, LogEntry, Result, Ruleset, SeriesState
+
+
+def visible_jobs(user) -> QuerySet[Job]:
+    """Jobs of the projects ``user`` is a member of (any role); all for superusers and the CLI operator.
+
+    A job belongs to the project whose keys de-identify its series (``project_key``); jobs of a key
+    with no Project row are seen by superusers and the operator only.
+    """
+    from dicomflow.accounts.actors import is_active_user, is_operator
+    from dicomflow.projects.models import Project
+
+    if not is_active_user(user):
+        return Job.objects.none()
+    if user.is_superuser or is_operator(user):
+        return Job.objects.all()
+    keys = Project.objects.filter(memberships__user=user).values("key")
+    return Job.objects.filter(project_key__in=keys)
 
 
 def job_summary(job_id: int) -> dict:
@@ -51,6 +68,11 @@ def log_entries(*, job_id: int | None = None, series_id: int | None = None, leve
     if search:
         qs = qs.filter(message__icontains=search)
     return qs.order_by("time", "id")
+
+
+def rulesets_naming(template_name: str) -> list[str]:
+    """Names of the rulesets that choose ``template_name`` (it cannot be deleted while they do)."""
+    return [r.name for r in Ruleset.objects.all() if (r.definition or {}).get("template") == template_name]
 
 
 def series_states(status: str | None = None) -> QuerySet[SeriesState]:

@@ -25,7 +25,7 @@ from dicomflow.core.rules import (
     evaluate_series as core_evaluate_series,
     template_problems,
 )
-from dicomflow.errors import DicomflowError, InputError
+from dicomflow.errors import DicomflowError, InputError, NotFoundError, PermissionDeniedError
 from dicomflow.processing.models import (
     STAGE_ORDER,
     Job,
@@ -39,6 +39,7 @@ from dicomflow.processing.models import (
     StageStatus,
     Template,
 )
+from dicomflow.projects.models import Capability
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ def run_stage(job_id: int, name: str) -> str | None:
     from dicomflow.processing import pipeline
 
     if name == Stage.QUALITY_CONTROL.value:
-        return None  # a person decides (decide_quality_control); no message may pass it
+        return None  # a person decides (approve_qc / reject_qc); no message may pass it
     if not _claim(job_id, name):
         return None
     job = Job.objects.get(pk=job_id)
@@ -349,8 +350,11 @@ def fail_stale_stages(older_than_seconds: float) -> list[int]:
     return [job_id for job_id, _ in stale]
 
 
-def retry_job(job_id: int) -> str:
-    """Put the failed stage back to pending; returns it (the caller runs or enqueues it)."""
+def _retry_job(job_id: int) -> str:
+    """Put the failed stage back to pending; returns it (the caller runs or enqueues it).
+
+    The engine's step; people act through :func:`retry_job` (permission-checked).
+    """
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.status != JobStatus.FAILED:
@@ -379,7 +383,7 @@ def _cancel_now(job: Job) -> None:
     write_log("job cancelled", level=LogLevel.WARNING, job=job, series_id=job.series_id)
 
 
-def cancel_job(job_id: int) -> Job:
+def _cancel_job(job_id: int) -> Job:
     """Stop a job: at once when nothing runs, else after the running stage (checked between stages)."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
@@ -396,7 +400,7 @@ def cancel_job(job_id: int) -> Job:
     return job
 
 
-def decide_quality_control(job_id: int, approved: bool, user=None, reason: str = "") -> str | None:
+def _decide_quality_control(job_id: int, approved: bool, user=None, reason: str = "") -> str | None:
     """A person approves (export follows; returns that stage) or rejects (job fails) the result."""
     now = timezone.now()
     with transaction.atomic():
@@ -436,3 +440,454 @@ def run_job_inline(job_id: int) -> Job:
     while stage:
         stage = run_stage(job_id, stage)
     return Job.objects.get(pk=job_id)
+
+
+# --- what people do: permission-checked, audited ------------------------------------------------------------
+# The admin, the CLI, the API and the web pages call these (and nothing else) to act on jobs,
+# templates and rulesets. Each takes the acting user (or the CLI operator) first.
+def _active(actor) -> bool:
+    from dicomflow.accounts.actors import is_active_user
+
+    return is_active_user(actor)
+
+
+def _everywhere(actor) -> bool:
+    """Superusers and the command-line operator act in every project (re-identification aside)."""
+    from dicomflow.accounts.actors import is_operator
+
+    return _active(actor) and (actor.is_superuser or is_operator(actor))
+
+
+def _creator(actor):
+    """The user to store as ``created_by`` (the operator is no database user)."""
+    return actor if getattr(actor, "pk", None) else None
+
+
+def require_project(actor, project_key: str, capability: str):
+    """The project ``project_key`` checked for ``capability`` (None for a key-store-only project).
+
+    Jobs of a key with no Project row (made on the command line before projects existed) belong to
+    superusers and the operator only; everybody else gets NotFoundError, as for foreign projects.
+    """
+    from dicomflow.projects.models import Project
+    from dicomflow.projects.selectors import require
+
+    project = Project.objects.filter(key=project_key).first()
+    if project is not None:
+        require(actor, project, capability)
+        return project
+    if _everywhere(actor):
+        return None
+    raise NotFoundError(f"no project '{project_key}'")
+
+
+def _visible_job(actor, job_id: int, capability: str, audit_action: str | None = None) -> Job:
+    """The job if ``actor`` may do ``capability`` in its project; NotFoundError when not visible.
+
+    With ``audit_action`` a refusal of an existing job is audited as denied.
+    """
+    from dicomflow.accounts import audit
+    from dicomflow.processing.selectors import visible_jobs
+
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        raise NotFoundError(f"no job #{job_id}")
+    try:
+        if not visible_jobs(actor).filter(pk=job_id).exists():
+            raise NotFoundError(f"no job #{job_id}")
+        require_project(actor, job.project_key, capability)
+    except (NotFoundError, PermissionDeniedError) as exc:
+        if audit_action and _active(actor):
+            audit.denied(actor, audit_action, project=job.project_key, obj=f"job #{job.pk}", detail=str(exc))
+        raise
+    return job
+
+
+def _release(job_id: int, stage: str | None, inline: bool, on_stage=None) -> None:
+    """Run what an action released: on a Celery worker after the commit, or here (the CLI;
+    ``on_stage(job_id, stage)`` is called before each stage)."""
+    if inline:
+        while stage:
+            if on_stage:
+                on_stage(job_id, stage)
+            stage = run_stage(job_id, stage)
+        return
+    from dicomflow.processing import tasks
+
+    tasks.dispatch(job_id, stage)
+
+
+def _step_then_release(job_id: int, step, inline: bool) -> Job:
+    """``step()`` (returns the stage it released) in one transaction, then that stage runs: enqueued
+    on commit, or here with ``inline``."""
+    with transaction.atomic():
+        stage = step()
+        if not inline:
+            _release(job_id, stage, inline=False)
+    if inline:
+        _release(job_id, stage, inline=True)
+    return Job.objects.get(pk=job_id)
+
+
+def _series_to_send(actor, project, series_uids, study_uid):
+    """The catalogued series named (or every series of the study), visible to ``actor`` for ``project``:
+    the clinical pool for those who may see it, and the project's own copies."""
+    from django.db.models import Q
+
+    from dicomflow.catalog.models import Series, Study
+    from dicomflow.projects.selectors import can_see_clinical
+
+    if (series_uids is None) == (study_uid is None):
+        raise InputError("give either series UIDs or a study UID")
+    scope = Q(project__isnull=True) if can_see_clinical(actor) else Q(pk__in=[])
+    if project is not None:
+        scope |= Q(project=project)
+    if study_uid is not None:
+        study = Study.objects.filter(scope, study_instance_uid=study_uid).first()
+        if study is None:
+            raise NotFoundError("no study with that UID that you may see")
+        found = list(Series.objects.filter(study=study).order_by("series_number", "pk"))
+        if not found:
+            raise InputError("the study has no catalogued series")
+        return found, True
+    uids = list(dict.fromkeys(series_uids))
+    if not uids:
+        raise InputError("give at least one series UID")
+    visible = {s.series_instance_uid: s for s in Series.objects.filter(scope, series_instance_uid__in=uids)}
+    missing = [i for i, uid in enumerate(uids) if uid not in visible]
+    if missing:  # the position, never the UID: clinical UIDs stay out of messages
+        raise NotFoundError(f"no series that you may see for UID number {missing[0] + 1} of {len(uids)}")
+    return [visible[uid] for uid in uids], False
+
+
+def _template_for(series, template: Template | None) -> Template | None:
+    """The template to process ``series`` with (given, chosen by hand, or the rules'); InputError saying why not."""
+    if template is not None:
+        problems = template_problems(template.core(), series_context(series.pk))
+        if problems:
+            raise InputError(f"series #{series.pk} does not fit template '{template.name}': " + "; ".join(problems))
+        return template
+    state = SeriesState.objects.filter(series_id=series.pk).select_related("template").first()
+    if state is not None and state.template_id:
+        by_hand = bool(state.chosen_by_id or (state.explanation or {}).get("chosen_by_hand"))
+        if by_hand or state.status == SeriesStatus.RULE_MATCHED.value:
+            return state.template
+    # not evaluated yet, or processed before (the status tells how far it got): the rules' choice now,
+    # stored nowhere (the checking stage evaluates and stores it)
+    evaluation = _rules_decision(series.pk)
+    if evaluation.status == SeriesStatus.RULE_MATCHED and evaluation.template:
+        return get_template(evaluation.template)
+    raise InputError(f"series #{series.pk}: the rules chose no template ({evaluation.status.value}: "
+                     f"{evaluation.summary}); name a template or choose one by hand")
+
+
+def _rules_decision(series_id: int, rulesets=None):
+    """The rules' decision for a series (stored rulesets unless given), written nowhere."""
+    rulesets = [r.core() for r in Ruleset.objects.all()] if rulesets is None else rulesets
+    names = set(Template.objects.values_list("name", flat=True))
+    return core_evaluate_series(series_context(series_id), rulesets, names)
+
+
+def send_for_processing(actor, *, project_key: str, series_uids: Iterable[str] | None = None,
+                        study_uid: str | None = None, template_name: str | None = None,
+                        out_dir: str | Path | None = None, require_qc: bool = False,
+                        inline: bool = False) -> list[Job]:
+    """Jobs for catalogued series (or every series of a study) in ``project_key``; enqueued on commit.
+
+    Needs the Manage capability in the project and sight of each series (the clinical pool, or the
+    project's own copy). With no template the rules' choice is used; a series they matched no
+    template for is refused. For a study, the series the template (or the rules) does not fit are
+    left out; a study none of whose series fits is refused. ``inline`` runs the jobs here (the CLI).
+    """
+    project = require_project(actor, project_key, Capability.MANAGE)
+    template = get_template(template_name) if template_name else None
+    candidates, whole_study = _series_to_send(actor, project, series_uids, study_uid)
+    chosen, reasons = [], []
+    for series in candidates:
+        try:
+            chosen.append((series, _template_for(series, template)))
+        except InputError as exc:
+            if not whole_study:
+                raise
+            reasons.append(str(exc))
+    if not chosen:
+        raise InputError("no series of the study can be processed: " + "; ".join(reasons[:5]))
+    with transaction.atomic():
+        jobs = [create_job(project_key=project_key, series_id=series.pk, template_name=tpl.name, out_dir=out_dir,
+                           require_qc=require_qc, created_by=_creator(actor)) for series, tpl in chosen]
+        for job in jobs:
+            write_log(f"sent for processing by {_who(actor)}", job=job, series_id=job.series_id)
+            if not inline:
+                _release(job.pk, next_stage(job.pk), inline=False)
+    if inline:
+        for job in jobs:
+            _release(job.pk, next_stage(job.pk), inline=True)
+    return [Job.objects.get(pk=job.pk) for job in jobs]
+
+
+def process_folder(actor, *, project_key: str, path: str | Path, template_name: str | None = None,
+                   out_dir: str | Path | None = None, require_qc: bool = False, inline: bool = False,
+                   on_stage=None) -> Job:
+    """A job that imports a folder first, then processes its one series (``dicomflow process``).
+
+    Needs Manage in the project; enqueued on commit, or run here with ``inline`` (``on_stage``
+    is told each stage before it runs)."""
+    require_project(actor, project_key, Capability.MANAGE)
+    with transaction.atomic():
+        job = create_job(project_key=project_key, input_path=path, template_name=template_name, out_dir=out_dir,
+                         require_qc=require_qc, created_by=_creator(actor))
+        write_log(f"folder sent for processing by {_who(actor)}", job=job)
+        if not inline:
+            _release(job.pk, next_stage(job.pk), inline=False)
+    if inline:
+        _release(job.pk, next_stage(job.pk), inline=True, on_stage=on_stage)
+    return Job.objects.get(pk=job.pk)
+
+
+def _who(actor) -> str:
+    from dicomflow.accounts.actors import actor_name
+
+    return actor_name(actor)
+
+
+def retry_job(actor, job_id: int, *, inline: bool = False) -> Job:
+    """Retry the failed stage of a job (Manage in its project) and run on from there."""
+    _visible_job(actor, job_id, Capability.MANAGE)
+
+    def step() -> str:
+        write_log(f"retry requested by {_who(actor)}", job=job_id)
+        return _retry_job(job_id)
+
+    return _step_then_release(job_id, step, inline)
+
+
+def cancel_job(actor, job_id: int) -> Job:
+    """Cancel a job (Manage in its project): at once, or after its running stage."""
+    _visible_job(actor, job_id, Capability.MANAGE)
+    return _cancel_job(job_id)
+
+
+def approve_qc(actor, job_id: int, *, inline: bool = False) -> Job:
+    """Quality control: approve the result (Manage in the job's project); export follows. Audited."""
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.models import AuditAction
+
+    job = _visible_job(actor, job_id, Capability.MANAGE)
+
+    def step() -> str | None:
+        following = _decide_quality_control(job_id, True, actor)
+        audit.record(actor, AuditAction.QC_APPROVE, project=job.project_key, obj=f"job #{job_id}",
+                     detail="result approved in quality control")
+        return following
+
+    return _step_then_release(job_id, step, inline)
+
+
+def reject_qc(actor, job_id: int, reason: str) -> Job:
+    """Quality control: reject the result with a reason (Manage in the job's project); the job fails. Audited."""
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.models import AuditAction
+
+    job = _visible_job(actor, job_id, Capability.MANAGE)
+    reason = (reason or "").strip()
+    if not reason:
+        raise InputError("give the reason for rejecting the result")
+    with transaction.atomic():
+        _decide_quality_control(job_id, False, actor, reason)
+        audit.record(actor, AuditAction.QC_REJECT, project=job.project_key, obj=f"job #{job_id}",
+                     detail="result rejected in quality control; the reason is in the job's log")
+    return Job.objects.get(pk=job_id)
+
+
+def override_blocking_finding(actor, job_id: int, code: str, reason: str) -> Job:
+    """Let one blocking check finding pass for this job (Manage; reason required; audited).
+
+    Kept in ``Job.state["overrides"]``; the checking stage reads it when the job is retried.
+    """
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.models import AuditAction
+    from dicomflow.core.checks.findings import Code
+
+    job = _visible_job(actor, job_id, Capability.MANAGE)
+    code, reason = (code or "").strip(), (reason or "").strip()
+    if code not in {c.value for c in Code}:
+        raise InputError(f"unknown check finding code '{code[:60]}'")
+    if not reason:
+        raise InputError("give the reason for overriding the finding")
+    if job.status in (JobStatus.FINISHED, JobStatus.CANCELLED):
+        raise InputError(f"job #{job_id} is {job.get_status_display().lower()}; nothing to override")
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        overrides = [o for o in (job.state or {}).get("overrides", []) if o.get("code") != code]
+        overrides.append({"code": code, "reason": reason, "by": _who(actor), "at": timezone.now().isoformat()})
+        job.state = {**(job.state or {}), "overrides": overrides}
+        job.save(update_fields=["state", "updated_at"])
+        write_log(f"check {code}: blocking finding overridden by {_who(actor)}", level=LogLevel.WARNING, job=job,
+                  series_id=job.series_id, stage=Stage.CHECKING)
+        audit.record(actor, AuditAction.OVERRIDE, project=job.project_key, obj=f"job #{job_id}",
+                     detail=f"blocking check finding {code} overridden")
+    return job
+
+
+def may_download_results(actor, project_key: str) -> bool:
+    """Re-identified results are identifying: Re-identifiers of the project, or its managers who
+    may see the clinical pool (superusers and the operator for key-store-only projects)."""
+    from dicomflow.projects.models import Project
+    from dicomflow.projects.selectors import can, can_see_clinical
+
+    project = Project.objects.filter(key=project_key).first()
+    if project is None:
+        return _everywhere(actor)
+    if can(actor, project, Capability.REIDENTIFY):
+        return True
+    return can(actor, project, Capability.MANAGE) and can_see_clinical(actor)
+
+
+def download_results(actor, job_id: int) -> Path:
+    """The ZIP of a job's re-identified results, for those who may see identities. Audited (allowed,
+    denied or failed: one entry)."""
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.models import AuditAction, AuditOutcome
+
+    job = _visible_job(actor, job_id, Capability.VIEW, audit_action=AuditAction.RESULT_DOWNLOAD)
+    where = {"project": job.project_key, "obj": f"job #{job_id}"}
+    if not may_download_results(actor, job.project_key):
+        reason = "results are re-identified: a Re-identifier, or a data manager who may see the clinical pool"
+        audit.denied(actor, AuditAction.RESULT_DOWNLOAD, detail=reason, **where)
+        raise PermissionDeniedError(f"you may not download the results of job #{job_id} ({reason})")
+    try:
+        path = job_results_zip(job_id)
+    except DicomflowError as exc:
+        audit.record(actor, AuditAction.RESULT_DOWNLOAD, outcome=AuditOutcome.FAILED, detail=str(exc), **where)
+        raise
+    audit.record(actor, AuditAction.RESULT_DOWNLOAD, detail="re-identified results (ZIP)", **where)
+    return path
+
+
+# --- templates and rulesets: superusers or holders of the model permissions -------------------------------
+DEFINITION_MODELS = {"template": Template, "ruleset": Ruleset}
+MALFORMED = (TypeError, ValueError, AttributeError, KeyError)  # what the core's loaders raise on wrong JSON types
+
+
+def _require_definition_permission(actor, kind: str, verb: str) -> None:
+    if not _active(actor):
+        raise PermissionDeniedError("log in first")
+    if _everywhere(actor) or actor.has_perm(f"processing.{verb}_{kind}"):
+        return
+    raise PermissionDeniedError(f"you may not {verb} {kind}s (ask for the '{verb} {kind}' permission)")
+
+
+def _definition(kind: str, name: str):
+    row = DEFINITION_MODELS[kind].objects.filter(name=name).first()
+    if row is None:
+        raise NotFoundError(f"no {kind} named '{name[:100]}'")
+    return row
+
+
+def _save_definition(row) -> None:
+    from django.core.exceptions import ValidationError
+
+    if not (row.name or "").strip():
+        raise InputError("a name is needed")
+    clash = type(row).objects.filter(name=row.name).exclude(pk=row.pk)
+    if clash.exists():
+        raise InputError(f"a {type(row).__name__.lower()} named '{row.name}' exists already")
+    if not isinstance(row.definition, dict):
+        raise InputError("the definition must be a JSON object")
+    try:
+        row.clean()  # the core's validation (save runs it again)
+    except ValidationError as exc:
+        raise InputError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())) from None
+    except MALFORMED as exc:  # a value of the wrong JSON type where the core expects another
+        raise InputError(f"definition: malformed ({exc.__class__.__name__}); see the documented format") from None
+    row.save()
+
+
+def create_template(actor, *, name: str, definition: dict) -> Template:
+    """A new template, validated by the core (InputError saying what is wrong)."""
+    _require_definition_permission(actor, "template", "add")
+    row = Template(name=name, definition=definition)
+    _save_definition(row)
+    return row
+
+
+def update_template(actor, name: str, *, new_name: str | None = None, definition: dict | None = None) -> Template:
+    """Edit a template (built-in ones too); validated by the core."""
+    _require_definition_permission(actor, "template", "change")
+    row = _definition("template", name)
+    if new_name is not None:
+        row.name = new_name
+    if definition is not None:
+        row.definition = definition
+    _save_definition(row)
+    return row
+
+
+def delete_template(actor, name: str) -> None:
+    """Delete a template no job and no ruleset uses (InputError naming what uses it)."""
+    _require_definition_permission(actor, "template", "delete")
+    row = _definition("template", name)
+    used = row.jobs.count()
+    if used:
+        raise InputError(f"template '{row.name}' is used by {used} job(s); it cannot be deleted")
+    from dicomflow.processing.selectors import rulesets_naming
+
+    naming = rulesets_naming(row.name)
+    if naming:
+        raise InputError(f"template '{row.name}' is named by ruleset(s) {', '.join(naming)}; change them first")
+    row.delete()
+
+
+def create_ruleset(actor, *, name: str, definition: dict, enabled: bool = True, order: int = 0) -> Ruleset:
+    """A new ruleset, validated by the core."""
+    _require_definition_permission(actor, "ruleset", "add")
+    row = Ruleset(name=name, definition=definition, enabled=enabled, order=order)
+    _save_definition(row)
+    return row
+
+
+def update_ruleset(actor, name: str, *, new_name: str | None = None, definition: dict | None = None,
+                   enabled: bool | None = None, order: int | None = None) -> Ruleset:
+    """Edit a ruleset (built-in ones too); validated by the core."""
+    _require_definition_permission(actor, "ruleset", "change")
+    row = _definition("ruleset", name)
+    for field, value in (("name", new_name), ("definition", definition), ("enabled", enabled), ("order", order)):
+        if value is not None:
+            setattr(row, field, value)
+    _save_definition(row)
+    return row
+
+
+def delete_ruleset(actor, name: str) -> None:
+    _require_definition_permission(actor, "ruleset", "delete")
+    _definition("ruleset", name).delete()
+
+
+def rules_dry_run(actor, series_uid: str, ruleset_definitions: list[dict] | None = None) -> dict:
+    """What the rules would decide for a visible series, with the explanation; writes nothing.
+
+    ``ruleset_definitions`` (unsaved ruleset dicts) preview a change before it is saved; without
+    them the stored rulesets are used. Identifying values are masked for users who may not see the
+    clinical pool. ``{"series_uid", "status", "template", "explanation"}``.
+    """
+    from dicomflow.core.rules import Ruleset as CoreRuleset
+    from dicomflow.errors import RuleDefinitionError
+    from dicomflow.projects.selectors import can_see_clinical, visible_series
+
+    series = visible_series(actor).filter(series_instance_uid=series_uid).first()
+    if series is None:
+        raise NotFoundError("no series with that UID that you may see")
+    rulesets = None
+    if ruleset_definitions is not None:
+        if not isinstance(ruleset_definitions, list) or not all(isinstance(d, dict) for d in ruleset_definitions):
+            raise InputError("rulesets must be a list of ruleset definitions (JSON objects)")
+        try:
+            rulesets = [CoreRuleset.from_dict({"name": f"preview-{i + 1}", **d})
+                        for i, d in enumerate(ruleset_definitions)]
+        except RuleDefinitionError as exc:
+            raise InputError(f"rulesets: {exc}") from None
+        except MALFORMED as exc:
+            raise InputError(f"rulesets: malformed ({exc.__class__.__name__}); see the documented format") from None
+    evaluation = _rules_decision(series.pk, rulesets)
+    return {"series_uid": series.series_instance_uid, "status": evaluation.status.value,
+            "template": evaluation.template, "explanation": evaluation.explanation(not can_see_clinical(actor))}

@@ -53,11 +53,3 @@ def dispatch(job_id: int, stage: str | None) -> None:
 
 def start_job(job_id: int) -> None:
     dispatch(job_id, _services().next_stage(job_id))
-
-
-def retry_job(job_id: int) -> None:
-    dispatch(job_id, _services().retry_job(job_id))
-
-
-def decide_quality_control(job_id: int, approved: bool, user=None, reason: str = "") -> None:
-    dispatch(job_id, _services().decide_quality_control(job_id, approved, user, reason))

@@ -19,6 +19,7 @@ from dicomflow.core._lazy import lazy_exports
 # pydicom and the engine, which would slow every command's start-up.
 _EXPORTS = {
     "CT_BODY_LUNGS": "builtin",
+    "DEFAULT_BLOCKING_FINDINGS": "model",
     "DryRunReport": "dryrun",
     "GroupOperator": "model",
     "Operator": "operators",
@@ -48,6 +49,7 @@ _EXPORTS = {
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
+    "DEFAULT_BLOCKING_FINDINGS",
     "CT_BODY_LUNGS",
     "RULE_STATUSES",
     "DryRunReport",

@@ -10,7 +10,8 @@ nothing here knows about a database. Formats::
     template  {"name", "description", "processor", "parameters": {...},
                "requires": {"modalities": [...], "sop_class_uids": [...], "min_images": N},
                "rois": [{"key", "name", "color": [r, g, b], "type": "ORGAN", "label": 1}],
-               "destinations": [{...}, ...]}
+               "destinations": [{...}, ...],
+               "blocking_findings": ["COMPLETENESS_MISSING_SLICES", ...]}
 
 Definitions are validated when loaded (unknown keyword, operator or a value of the wrong kind
 raise :class:`~dicomflow.errors.RuleDefinitionError`), so evaluation itself never fails.
@@ -220,6 +221,38 @@ class SeriesRequirement:
         }
 
 
+# Check findings that make a series unusable as processing input: a stack that cannot be built
+# (no geometry, gaps, duplicates, mixed orientation, pixel spacing or matrix), required attributes
+# missing, empty or malformed UIDs, or instances of several patients. A template that lists none
+# blocks on none; findings not listed are recorded as warnings.
+DEFAULT_BLOCKING_FINDINGS: tuple[str, ...] = (
+    "COMPLETENESS_NO_GEOMETRY",
+    "COMPLETENESS_MISSING_SLICES",
+    "COMPLETENESS_DUPLICATE_POSITIONS",
+    "COMPLETENESS_INCONSISTENT_ORIENTATION",
+    "COMPLETENESS_INCONSISTENT_PIXEL_SPACING",
+    "COMPLETENESS_INCONSISTENT_MATRIX",
+    "VALIDITY_MISSING_TYPE1",
+    "VALIDITY_EMPTY_TYPE1",
+    "VALIDITY_MALFORMED_UID",
+    "CONSISTENCY_PATIENT_ID",
+)
+
+
+def _finding_codes(value: Any) -> tuple[str, ...]:
+    from dicomflow.core.checks.findings import Code
+
+    if value is None:
+        return DEFAULT_BLOCKING_FINDINGS
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise RuleDefinitionError("'blocking_findings' must be a list of check finding codes")
+    known = {c.value for c in Code}
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise RuleDefinitionError(f"unknown check finding code(s) in 'blocking_findings': {', '.join(unknown)}")
+    return tuple(dict.fromkeys(value))
+
+
 @dataclass(frozen=True)
 class Template:
     name: str
@@ -229,6 +262,7 @@ class Template:
     rois: tuple[RoiStyle, ...] = ()
     destinations: tuple[dict[str, Any], ...] = ()
     description: str = ""
+    blocking_findings: tuple[str, ...] = DEFAULT_BLOCKING_FINDINGS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Template:
@@ -242,6 +276,7 @@ class Template:
             rois=tuple(RoiStyle.from_dict(r) for r in data.get("rois", ())),
             destinations=tuple(dict(d) for d in data.get("destinations", ())),
             description=str(data.get("description", "")),
+            blocking_findings=_finding_codes(data.get("blocking_findings")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,6 +288,7 @@ class Template:
             "requires": self.requires.to_dict(),
             "rois": [r.to_dict() for r in self.rois],
             "destinations": [dict(d) for d in self.destinations],
+            "blocking_findings": list(self.blocking_findings),
         }
 
     def roi(self, key: str) -> RoiStyle | None:
