@@ -68,8 +68,8 @@ class ResultInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "current_stage", "template", "project_key", "series", "created_at")
-    list_filter = ("status", "current_stage", "template")
+    list_display = ("id", "status", "stage", "template", "project_key", "series", "created_at")
+    list_filter = ("status", "stage", "template")
     search_fields = ("project_key", "error")
     readonly_fields = ("state", "error", "started_at", "finished_at", "created_by")
     inlines = [JobStageInline, ResultInline]

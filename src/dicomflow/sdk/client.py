@@ -228,12 +228,13 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             state = self._retrying(lambda: self._request("GET", f"uploads/{session_id}/", params={"files": "0"})).json()
+            job = state["progress"]  # the one progress format of long jobs
             if progress:
-                progress("import", state["import_done"], state["import_total"])
-            if state["status"] == "completed":
+                progress("import", job["done"], job["total"])
+            if job["status"] == "finished":
                 return from_dict(ImportResult, state["result"] | {"import_run": state["import_run"], "session": session_id})
-            if state["status"] in ("failed", "cancelled"):
-                raise ApiError(200, state["error_message"] or f"the upload was {state['status']}", state["status"])
+            if job["status"] in ("failed", "cancelled"):
+                raise ApiError(200, job["error"] or f"the upload was {job['status']}", job["status"])
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the import of upload {session_id} did not finish within {timeout:.0f} s")
             time.sleep(interval)

@@ -124,6 +124,7 @@ class UploadSession:
     finished_at: str | None = None
     source_kind: str = ""
     files: list[dict] | None = None
+    progress: dict | None = None  # {"status", "stage", "done", "total", "percent", "started_at", "finished_at", "error"}
 
 
 @dataclass(frozen=True)
@@ -143,3 +144,4 @@ class Job:
     finished_at: str | None = None
     stages: list[dict] | None = None
     results: list[str] | None = None
+    progress: dict | None = None  # the one progress format of long jobs
