@@ -28,8 +28,8 @@ def world(tmp_path, django_user_model):
     users["clara"].user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     users["clara"] = django_user_model.objects.get(pk=users["clara"].pk)  # drop the permission cache
     dose = info.dose_for(info.approved_plan)
-    assert services.stage_series(a, study, [dose.series_uid], run_inline=True).status == "completed"
-    assert services.stage_series(b, study, [info.rtstruct.series_uid], run_inline=True).status == "completed"
+    assert services.stage_series(a, study, [dose.series_uid], run_inline=True).status == "finished"
+    assert services.stage_series(b, study, [info.rtstruct.series_uid], run_inline=True).status == "finished"
     return {"info": info, "study": study, "a": a, "b": b, **users}
 
 
@@ -93,4 +93,4 @@ def test_only_clinical_data_managers_may_stage(world):
         services.stage_series(world["a"], study, [info.ct.series_uid], user=world["clara"], run_inline=True)
     services.add_member(world["a"], world["clara"], Role.DATA_MANAGER)
     job = services.stage_series(world["a"], study, [info.ct.series_uid], user=world["clara"], run_inline=True)
-    assert job.status == "completed" and job.created_by == world["clara"]
+    assert job.status == "finished" and job.created_by == world["clara"]
