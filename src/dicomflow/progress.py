@@ -53,6 +53,14 @@ def status_field(default: str = Status.PENDING, **labels: str) -> models.CharFie
     return models.CharField(max_length=16, choices=choices, default=default, db_index=True)
 
 
+def stages(name: str, *steps: tuple[str, str], bookends: bool = True, module: str | None = None):
+    """A kind's stages in order, as TextChoices: ``steps`` are (value, label) pairs; members are named
+    after the values (``"clean_up"`` → ``CLEAN_UP``). With ``bookends`` the shared ``waiting`` (not
+    started) and ``done`` (after the last) stand first and last."""
+    ordered = ((("waiting", "Waiting"),) if bookends else ()) + steps + ((("done", "Done"),) if bookends else ())
+    return models.TextChoices(name, [(value.upper(), (value, label)) for value, label in ordered], module=module)
+
+
 def stage_field(stages: type[models.TextChoices] | None = None, default: str = "") -> models.CharField:
     """The stage column; each kind names its own stages (they differ), the column is the same."""
     return models.CharField(max_length=24, choices=stages.choices if stages else None, blank=True, default=default)

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from dicomflow.progress import LongJob, Status, stage_field, status_field
+from dicomflow.progress import LongJob, Status, stage_field, stages, status_field
 
 
 class SourceKind(models.TextChoices):
@@ -59,16 +59,9 @@ from django.conf import settings  # noqa: E402  (used by the models below)
 UploadStatus = Status  # the one vocabulary of long jobs (dicomflow.progress)
 
 
-class UploadStage(models.TextChoices):
-    """The stages a ZIP upload goes through, in order; ``percent`` is overall progress."""
-
-    WAITING = "waiting", "Waiting"
-    INITIALISE = "initialise", "Initialise"
-    EXTRACT = "extract", "Extract"
-    IMPORT = "import", "Import"
-    CLEAN_UP = "clean_up", "Clean up"
-    FINALISE = "finalise", "Finalise"
-    DONE = "done", "Done"
+# The stages a ZIP upload goes through, in order (``ZipUpload.stage_spans``: their share of the bar).
+UploadStage = stages("UploadStage", ("initialise", "Initialise"), ("extract", "Extract"), ("import", "Import"),
+                     ("clean_up", "Clean up"), ("finalise", "Finalise"), module=__name__)
 
 
 class ZipUpload(LongJob):
@@ -162,9 +155,8 @@ class WatchedFolder(models.Model):
 FolderIntakeStatus = Status  # the one vocabulary of long jobs (dicomflow.progress)
 
 
-class FolderIntakeStage(models.TextChoices):
-    COPY = "copy", "Copy into the datastore"
-    IMPORT = "import", "Import"
+FolderIntakeStage = stages("FolderIntakeStage", ("copy", "Copy into the datastore"), ("import", "Import"),
+                           bookends=False, module=__name__)
 
 
 class FolderIntake(LongJob):
@@ -173,7 +165,8 @@ class FolderIntake(LongJob):
     Waiting (until stable) → running (stage copy) → pending (stage import: queued) → running →
     finished. The unique (watched folder, folder name) pair means a folder has one row for ever; the
     claim is a conditional update waiting → running that exactly one worker can win.
-    ``started_at`` is when the copy began, ``finished_at`` when the import ended.
+    ``started_at`` is when the current step (copy, then import) began, ``finished_at`` when the
+    import ended.
     """
 
     what = "watched-folder intake"
@@ -209,9 +202,8 @@ class FolderIntake(LongJob):
 UploadSessionStatus = Status  # the one vocabulary of long jobs (dicomflow.progress)
 
 
-class UploadSessionStage(models.TextChoices):
-    RECEIVE = "receive", "Receive the files"
-    IMPORT = "import", "Import"
+UploadSessionStage = stages("UploadSessionStage", ("receive", "Receive the files"), ("import", "Import"),
+                            bookends=False, module=__name__)
 
 
 class UploadSession(LongJob):

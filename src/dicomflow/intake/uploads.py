@@ -23,7 +23,6 @@ the conditional update lost and does nothing.
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 import zipfile
@@ -35,8 +34,6 @@ from dicomflow import progress
 from dicomflow.errors import ArchiveError
 from dicomflow.intake.models import ImportRun, SourceKind, UploadStage, UploadStatus, ZipUpload
 from dicomflow.intake.services import import_paths
-
-log = logging.getLogger(__name__)
 
 STAGE_RANGES = ZipUpload.stage_spans
 

@@ -16,7 +16,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from dicomflow.core.deid.options import DEFAULT_OPTIONS, Options
-from dicomflow.progress import LongJob, Status, stage_field, status_field
+from dicomflow.progress import LongJob, Status, stage_field, stages, status_field
 
 # The key store's rule for project keys (file names): letters, digits, '_', '.', '-'.
 PROJECT_KEY_VALIDATOR = RegexValidator(
@@ -199,13 +199,8 @@ class UploadSlotLink(models.Model):
 StagingStatus = Status  # the one vocabulary of long jobs (dicomflow.progress)
 
 
-class StagingStage(models.TextChoices):
-    WAITING = "waiting", "Waiting"
-    SELECT = "select", "Select (RT closure)"
-    DEIDENTIFY = "deidentify", "De-identify"
-    IMPORT = "import", "Import into the project"
-    FINALISE = "finalise", "Finalise"
-    DONE = "done", "Done"
+StagingStage = stages("StagingStage", ("select", "Select (RT closure)"), ("deidentify", "De-identify"),
+                      ("import", "Import into the project"), ("finalise", "Finalise"), module=__name__)
 
 
 class StagingJob(LongJob):
