@@ -145,3 +145,30 @@ def test_failure_policy_reports_through_the_callback():
     with progress.failure_policy("Checking", seen.append) as fine:
         pass
     assert not fine.failed and len(seen) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrations_map_the_old_statuses_of_existing_rows():
+    """Rows written before the one model keep their meaning: old values become the shared ones."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("intake", "0004_uploadsession_uploadfile"), ("projects", "0002_alter_projectmembership_role"),
+              ("processing", "0002_builtin_templates")]
+    executor = MigrationExecutor(connection)
+    latest = [key for key in executor.loader.graph.leaf_nodes() if key[0] in {"intake", "projects", "processing"}]
+    executor.migrate(before)
+    old = MigrationExecutor(connection).loader.project_state(before).apps
+    OldZip, OldSession = old.get_model("intake", "ZipUpload"), old.get_model("intake", "UploadSession")
+    OldJob = old.get_model("processing", "Job")
+    zip_id = OldZip.objects.create(status="in_progress", stage="import", percent=50, error_message="").pk
+    OldSession.objects.create(id="00000000-0000-0000-0000-000000000001", status="queued", import_done=3,
+                              import_total=9, error_message="")
+    job_id = OldJob.objects.create(project_key="p", status="waiting_qc", current_stage="quality_control").pk
+
+    MigrationExecutor(connection).migrate(latest)
+    upload = ZipUpload.objects.get(pk=zip_id)
+    assert (upload.status, upload.stage, upload.percent) == (Status.RUNNING, "import", 50)
+    session = UploadSession.objects.get()
+    assert (session.status, session.stage, session.done, session.total) == (Status.PENDING, "import", 3, 9)
+    job = Job.objects.get(pk=job_id)
+    assert (job.status, job.stage) == (Status.WAITING, "quality_control")
