@@ -32,8 +32,8 @@ def world(tmp_path, django_user_model):
     users["clara"].user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     users["clara"] = django_user_model.objects.get(pk=users["clara"].pk)  # drop the permission cache
     dose = info.dose_for(info.approved_plan)
-    assert services.stage_series(OP, a, study, [dose.series_uid], run_inline=True).status == "completed"
-    assert services.stage_series(OP, b, study, [info.rtstruct.series_uid], run_inline=True).status == "completed"
+    assert services.stage_series(OP, a, study, [dose.series_uid], run_inline=True).status == "finished"
+    assert services.stage_series(OP, b, study, [info.rtstruct.series_uid], run_inline=True).status == "finished"
     return {"info": info, "study": study, "a": a, "b": b, **users}
 
 
@@ -101,4 +101,4 @@ def test_only_clinical_data_managers_may_stage(world):
     assert list(refusals.values_list("username", flat=True)) == ["alice", "clara"]  # both refusals audited
     services.add_member(OP, world["a"], world["clara"], Role.DATA_MANAGER)
     job = services.stage_series(world["clara"], world["a"], study, [info.ct.series_uid], run_inline=True)
-    assert job.status == "completed" and job.created_by == world["clara"]
+    assert job.status == "finished" and job.created_by == world["clara"]

@@ -58,7 +58,7 @@ def test_upload_process_and_watch_progress_in_the_browser(
     page.screenshot(path=os.path.join(SHOTS, "dicomflow-upload-result.png"), full_page=True)
 
     upload = ZipUpload.objects.get(original_name="ward_export.zip")
-    assert upload.status == UploadStatus.COMPLETED and upload.uploaded_by == admin_user
+    assert upload.status == UploadStatus.FINISHED and upload.uploaded_by == admin_user
     page.goto(f"{live_server.url}/admin/intake/zipupload/")
     assert "Completed" in page.locator("#result_list tbody tr", has_text="ward_export.zip").inner_text()
     page.screenshot(path=os.path.join(SHOTS, "dicomflow-upload-list-done.png"), full_page=True)

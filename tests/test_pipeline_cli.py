@@ -86,7 +86,7 @@ def test_quality_control_from_the_command_line(tmp_path, home):
     done = _process(home, str(tmp_path / "in"), "--project", "CLI", "--out", str(out), "--require-qc")
     assert done.returncode == 3, done.stderr
     job = json.loads(done.stdout)["job"]
-    assert json.loads(done.stdout)["status"] == "waiting_qc" and not out.exists()
+    assert json.loads(done.stdout)["status"] == "waiting" and not out.exists()
     shown = json.loads(_cli(home, "jobs", "show", str(job), "--json").stdout)
     assert {"name": "quality_control", "status": "waiting"} in [{k: s[k] for k in ("name", "status")}
                                                                 for s in shown["stages"]]

@@ -221,8 +221,8 @@ def test_folder_job_waits_for_quality_control_then_exports(tmp_path, celery_work
     job = services.create_job(project_key="E2E", input_path=tmp_path / "in", template_name=CT_BODY_LUNGS,
                               out_dir=out, require_qc=True)
     tasks.start_job(job.pk)
-    job = _wait_job(job.pk, celery_worker_process, statuses=(JobStatus.WAITING_QC, JobStatus.FAILED))
-    assert job.status == JobStatus.WAITING_QC, job.error
+    job = _wait_job(job.pk, celery_worker_process, statuses=(JobStatus.WAITING, JobStatus.FAILED))
+    assert job.status == JobStatus.WAITING, job.error
     assert JobStage.objects.get(job=job, name="importing").status == "done"
     assert job.series is not None and not out.exists()
     services.approve_qc(reviewer, job.pk)  # export is enqueued for the worker

@@ -72,7 +72,7 @@ def test_quality_control_approve_then_export(tmp_path, ct, django_user_model):
     job = services.create_job(project_key="RES", series_id=series.id, template_name=CT_BODY_LUNGS,
                               out_dir=tmp_path / "out", require_qc=True)
     job = services.run_job_inline(job.pk)
-    assert job.status == JobStatus.WAITING_QC
+    assert job.status == JobStatus.WAITING
     assert JobStage.objects.get(job=job, name="quality_control").status == "waiting"
     assert JobStage.objects.get(job=job, name="exporting").status == "pending"
     assert not (tmp_path / "out").exists()  # nothing leaves before a person approves
@@ -99,7 +99,7 @@ def test_quality_control_reject_fails_the_job(tmp_path, ct):
     # retry makes the result again and asks for a new review: nothing is exported unreviewed
     assert services._retry_job(job.pk) == "processing"
     job = services.run_job_inline(job.pk)
-    assert job.status == JobStatus.WAITING_QC
+    assert job.status == JobStatus.WAITING
     assert JobStage.objects.get(job=job, name="processing").attempts == 2
 
 

@@ -50,7 +50,7 @@ def test_create_list_stage_status(home_with_study, tmp_path):
     ]
     dose = info.dose_for(info.approved_plan)
     job = run(home, "stage", info.study_uid, "--project", "TRIAL1", "--series", dose.series_uid)
-    assert job["status"] == "completed" and job["error"] == ""
+    assert job["status"] == "finished" and job["error"] == ""
     assert set(job["selected_series"]) == {dose.series_uid, info.approved_plan.series_uid,
                                            info.rtstruct.series_uid, info.ct.series_uid}
     assert job["files_in"] == job["files_out"] == job["instances_new"] == len(info.ct.paths) + 3

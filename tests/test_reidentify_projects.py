@@ -34,7 +34,7 @@ def staged(tmp_path, django_user_model):
     project = services.create_project("reid-a", "A")
     other = services.create_project("reid-b", "B")
     job = services.stage_series(OP, project, study, [info.rtstruct.series_uid], run_inline=True)
-    assert job.status == "completed", job.error
+    assert job.status == "finished", job.error
     rita = django_user_model.objects.create_user("rita")
     alice = django_user_model.objects.create_user("alice")
     bob = django_user_model.objects.create_user("bob")

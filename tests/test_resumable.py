@@ -58,7 +58,7 @@ def test_interrupted_upload_resumes_from_the_server_offset_and_keeps_every_byte(
     assert len(data) > 4 * CHUNK
     session = create(api, [{"name": "export/two.zip", "size": len(data), "sha256": sha(data)}])
     sid = session["id"]
-    assert session["files"][0]["received"] == 0 and session["status"] == "receiving"
+    assert session["files"][0]["received"] == 0 and session["status"] == "waiting"
 
     for offset in range(0, 2 * CHUNK, CHUNK):  # the client sends two chunks, then "dies"
         r = put(api, sid, 0, offset, data[offset:offset + CHUNK])
@@ -214,18 +214,18 @@ def test_finalized_upload_is_imported_by_a_real_celery_worker(api, zip_bytes, ce
         while offset < len(payload):
             offset = put(api, sid, index, offset, payload[offset:offset + 256 * 1024]).json()["received"]
     r = api.post(f"/api/uploads/{sid}/finalize/")
-    assert r.status_code == 202 and r.json()["status"] in ("queued", "importing", "completed")
+    assert r.status_code == 202 and r.json()["status"] in ("pending", "running", "finished")
     assert api.post(f"/api/uploads/{sid}/finalize/").status_code == 202  # idempotent
 
-    done = wait_for(lambda: UploadSession.objects.filter(pk=sid, status__in=["completed", "failed"]).first(),
+    done = wait_for(lambda: UploadSession.objects.filter(pk=sid, status__in=["finished", "failed"]).first(),
                     timeout=90, worker=celery_worker_process, what="the upload's import")
-    assert done.status == UploadSessionStatus.COMPLETED, done.error_message
+    assert done.status == UploadSessionStatus.FINISHED, done.error
     result = done.result
     assert result["files_seen"] == info.n_files + 2
     assert result["instances_new"] == info.n_files + 1
     assert result["patients"] == 3 and result["series"] == 3
     assert [e["path"] for e in result["ignored"]] == ["export/notes.txt"]  # the client's name, not ours
-    assert done.import_done == done.import_total == result["files_seen"]
+    assert done.done == done.total == result["files_seen"]
     run = ImportRun.objects.get(pk=done.import_run_id)
     assert run.source_kind == SourceKind.API_UPLOAD and run.instances_new == result["instances_new"]
     assert Instance.objects.filter(sop_instance_uid=series.sop_instance_uids[0]).exists()
@@ -250,4 +250,4 @@ def test_idle_sessions_are_purged(api):
     idle_row = UploadSession.objects.get(pk=idle)
     assert idle_row.status == UploadSessionStatus.CANCELLED and not resumable.session_dir(idle_row).exists()
     busy_row = UploadSession.objects.get(pk=busy)
-    assert busy_row.status == UploadSessionStatus.RECEIVING and resumable.file_path(busy_row, 0).exists()
+    assert busy_row.status == UploadSessionStatus.WAITING and resumable.file_path(busy_row, 0).exists()

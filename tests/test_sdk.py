@@ -103,7 +103,7 @@ def test_interrupted_upload_is_resumed_by_another_client(live_server, token, cel
     with pytest.raises(httpx.ConnectError):
         dying.upload(archive)
     dying.close()
-    row = UploadFile.objects.get(name="ct.zip", session__status="receiving")
+    row = UploadFile.objects.get(name="ct.zip", session__status="waiting")
     assert 0 < row.received == 2 * 2048 < row.size
 
     with Client(live_server.url, token=token, chunk_size=2048) as client:

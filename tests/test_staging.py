@@ -74,7 +74,7 @@ def test_staging_a_dose_stages_its_closure_deidentified(clinical):
     dose = clinical.dose_for(clinical.approved_plan)
     job = services.stage_series(OP, project, clinical.study, [dose.series_uid], run_inline=True)
 
-    assert job.status == StagingStatus.COMPLETED, job.error
+    assert job.status == StagingStatus.FINISHED, job.error
     assert job.requested_series == [dose.series_uid]
     assert set(job.selected_series) == dose_closure(clinical)
     n_files = len(clinical.ct.paths) + 3
@@ -111,7 +111,7 @@ def test_pseudonymization_status_none_partly_fully(clinical):
     services.stage_series(OP, a, clinical.study, [dose.series_uid], run_inline=True)
     assert status() == {"stg-status-a": ("partly", 4), "stg-status-b": ("none", 0)}
     job = services.stage_series(OP, a, clinical.study, None, run_inline=True)
-    assert job.status == StagingStatus.COMPLETED, job.error
+    assert job.status == StagingStatus.FINISHED, job.error
     assert status() == {"stg-status-a": ("fully", n_series), "stg-status-b": ("none", 0)}
     # an instance missing from a copy makes that study only partly pseudonymized again
     copy_ct = StagedSeries.objects.get(project=a, source_series__series_instance_uid=clinical.ct.series_uid).copy_series
@@ -127,7 +127,7 @@ def test_staging_twice_gives_same_uids_and_no_duplicates(clinical):
     second = services.stage_series(OP, project, clinical.study, [clinical.rtstruct.series_uid], run_inline=True)
     uids_second = set(Instance.objects.filter(series__project=project).values_list("sop_instance_uid", flat=True))
 
-    assert first.status == second.status == StagingStatus.COMPLETED, (first.error, second.error)
+    assert first.status == second.status == StagingStatus.FINISHED, (first.error, second.error)
     assert first.instances_new == len(clinical.ct.paths) + 1
     assert second.instances_new == 0 and second.instances_duplicate == first.instances_new
     assert uids_first == uids_second and len(uids_first) == first.instances_new
@@ -147,7 +147,7 @@ def test_enrolled_subject_id_becomes_patient_id(clinical):
     subject = services.enrol_subject(OP, project, "SUBJ-0042", patient, expected_sex="F", expected_birth_year=1961)
     assert subject.pseudonym and subject.pseudonym != "SUBJ-0042"
     job = services.stage_series(OP, project, clinical.study, [clinical.ct.series_uid], run_inline=True)
-    assert job.status == StagingStatus.COMPLETED, job.error
+    assert job.status == StagingStatus.FINISHED, job.error
     copy_patient = Patient.objects.get(project=project)
     assert copy_patient.patient_id == "SUBJ-0042" and copy_patient.patient_name == "SUBJ-0042"
     stored = Instance.objects.filter(series__project=project).first().stored_path
@@ -178,7 +178,7 @@ def test_staging_refuses_bad_requests(clinical, django_user_model):
     copy_study = Study.objects.get(project=project)
     with pytest.raises(InputError):  # a copy is not staged again
         services.stage_series(OP, project, copy_study, None, run_inline=True)
-    assert job.status == StagingStatus.COMPLETED
+    assert job.status == StagingStatus.FINISHED
 
 
 @pytest.mark.django_db
@@ -190,7 +190,7 @@ def test_burned_in_screenshot_is_quarantined_and_study_stays_partly(clinical):
     import_paths([sc.paths[0]], workers=1)
     project = services.create_project("stg-burned", "Burned")
     job = services.stage_series(OP, project, clinical.study, None, run_inline=True)
-    assert job.status == StagingStatus.COMPLETED, job.error
+    assert job.status == StagingStatus.FINISHED, job.error
     assert len(job.quarantined) == 1 and "Burned In Annotation" in job.quarantined[0]["reason"]
     assert job.files_out == job.files_in - 1
     assert not Series.objects.filter(project=project, modality="OT").exists()
@@ -200,7 +200,7 @@ def test_burned_in_screenshot_is_quarantined_and_study_stays_partly(clinical):
 
     allowing = services.create_project("stg-burned-ok", "Allowed", {"allow_burned_in": True})
     job = services.stage_series(OP, allowing, clinical.study, [sc.series_uid], run_inline=True)
-    assert job.status == StagingStatus.COMPLETED and job.quarantined == [] and job.files_out == 1
+    assert job.status == StagingStatus.FINISHED and job.quarantined == [] and job.files_out == 1
 
 
 @pytest.mark.django_db

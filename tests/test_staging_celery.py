@@ -37,10 +37,10 @@ def test_staging_task_runs_in_the_worker(tmp_path, django_user_model, celery_wor
     job = services.stage_series(manager, project, study, [dose.series_uid])
     assert job.task_id == "" or job.status == StagingStatus.PENDING
     done = wait_for(
-        lambda: StagingJob.objects.filter(pk=job.pk, status__in=[StagingStatus.COMPLETED, StagingStatus.FAILED]).first(),
+        lambda: StagingJob.objects.filter(pk=job.pk, status__in=[StagingStatus.FINISHED, StagingStatus.FAILED]).first(),
         timeout=120, worker=celery_worker_process, what="the staging job to finish",
     )
-    assert done.status == StagingStatus.COMPLETED, done.error
+    assert done.status == StagingStatus.FINISHED, done.error
     assert done.task_id and done.started_at and done.finished_at
     assert (done.stage, done.done, done.total) == ("done", 4, 4)  # the last stage's count: series recorded
     assert done.instances_new == len(info.ct.paths) + 3
@@ -51,4 +51,4 @@ def test_staging_task_runs_in_the_worker(tmp_path, django_user_model, celery_wor
     # a re-delivered task finds the job taken and does nothing
     runs = ImportRun.objects.count()
     again = services.run_staging_job(job.pk)
-    assert again.status == StagingStatus.COMPLETED and ImportRun.objects.count() == runs
+    assert again.status == StagingStatus.FINISHED and ImportRun.objects.count() == runs

@@ -88,7 +88,7 @@ def test_changing_folder_waits_stable_one_is_copied_once_and_imported(tmp_path):
     taken = watch.scan_source(source)
     assert taken == [first.pk]
     row = intake_of(source, "case1")
-    assert row.status == FolderIntakeStatus.COPIED and row.copied_at is not None
+    assert row.status == FolderIntakeStatus.PENDING and row.copied_at is not None
     assert row.files_copied == 6
     [copy] = copies()
     assert copy == Path(row.copy_path) and copy.name == "case1"
@@ -105,7 +105,7 @@ def test_changing_folder_waits_stable_one_is_copied_once_and_imported(tmp_path):
     assert report is not None and report.instances_new == 6
     assert Instance.objects.count() == 6
     row.refresh_from_db()
-    assert row.status == FolderIntakeStatus.IMPORTED and row.import_run.source_kind == SourceKind.WATCHED_FOLDER
+    assert row.status == FolderIntakeStatus.FINISHED and row.import_run.source_kind == SourceKind.WATCHED_FOLDER
     assert watch.import_intake(row.pk) is None  # a second import request is a no-op
     assert ImportRun.objects.count() == 1
 
@@ -197,7 +197,7 @@ def test_two_concurrent_scans_in_separate_processes_copy_once(tmp_path):
     taken = sorted(results[0] + results[1])
     assert taken == sorted(FolderIntake.objects.values_list("pk", flat=True))  # each exactly once
     assert [p.name for p in copies()] == ["case0", "case1", "case2"]
-    assert set(FolderIntake.objects.values_list("status", flat=True)) == {FolderIntakeStatus.COPIED}
+    assert set(FolderIntake.objects.values_list("status", flat=True)) == {FolderIntakeStatus.PENDING}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -211,7 +211,7 @@ def test_periodic_task_on_real_worker_copies_and_imports(tmp_path, celery_worker
     scan_watched_folders.delay()
     scan_watched_folders.delay()  # a second, overlapping scan must not take it again
     row = wait_for(
-        lambda: FolderIntake.objects.filter(status=FolderIntakeStatus.IMPORTED).first(),
+        lambda: FolderIntake.objects.filter(status=FolderIntakeStatus.FINISHED).first(),
         timeout=60, worker=celery_worker_process, what="the watched folder to be imported",
     )
     assert row.folder_name == "nightly"
@@ -238,8 +238,8 @@ def test_admin_retry_of_failed_or_stuck_folders(tmp_path, admin_client, celery_w
     watch.scan_source(source)
     assert len(watch.scan_source(source)) == 2
     done, lost = intake_of(source, "copied"), intake_of(source, "lost")
-    FolderIntake.objects.filter(pk=done.pk).update(status=FolderIntakeStatus.FAILED, error_message="disk full")
-    FolderIntake.objects.filter(pk=lost.pk).update(status=FolderIntakeStatus.COPYING, copy_path="")
+    FolderIntake.objects.filter(pk=done.pk).update(status=FolderIntakeStatus.FAILED, error="disk full")
+    FolderIntake.objects.filter(pk=lost.pk).update(status=FolderIntakeStatus.RUNNING, copy_path="")
     assert watch.scan_source(source) == []  # neither is ever taken again by itself
 
     response = admin_client.post(
@@ -247,7 +247,7 @@ def test_admin_retry_of_failed_or_stuck_folders(tmp_path, admin_client, celery_w
         {"action": "retry_import", "_selected_action": [done.pk, lost.pk]},
     )
     assert response.status_code == 302
-    wait_for(lambda: intake_of(source, "copied").status == FolderIntakeStatus.IMPORTED, timeout=60,
+    wait_for(lambda: intake_of(source, "copied").status == FolderIntakeStatus.FINISHED, timeout=60,
              worker=celery_worker_process, what="the retried import")
     assert Instance.objects.count() == 2
     again = intake_of(source, "lost")
@@ -282,7 +282,7 @@ def test_admin_add_validates_path_and_scan_now_runs_on_the_worker(tmp_path, admi
     admin_client.post(
         reverse("admin:intake_watchedfolder_changelist"), {"action": "scan_now", "_selected_action": [source.pk]}
     )
-    wait_for(lambda: intake_of(source, "case").status == FolderIntakeStatus.IMPORTED, timeout=60,
+    wait_for(lambda: intake_of(source, "case").status == FolderIntakeStatus.FINISHED, timeout=60,
              worker=celery_worker_process, what="the scan queued from the admin")
     assert Instance.objects.count() == 3
     page = admin_client.get(reverse("admin:intake_watchedfolder_change", args=[source.pk])).content.decode()

@@ -75,7 +75,7 @@ def test_folder_upload_result_and_series_page(page, live_server, admin_user, cel
     shot(page, "upload-result")
 
     session = UploadSession.objects.get(owner=admin_user)
-    assert session.status == "completed" and session.file_count == n_dicom + 1
+    assert session.status == "finished" and session.file_count == n_dicom + 1
     assert all(f.sha256_declared and f.complete for f in session.upload_files.all())  # verified end to end
     assert session.received_size == session.total_size == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert ImportRun.objects.get(pk=session.import_run_id).source_kind == SourceKind.BROWSER_UPLOAD
@@ -140,7 +140,7 @@ def test_folder_upload_resumes_after_the_page_was_closed(page, live_server, admi
 
     session = UploadSession.objects.get(owner=admin_user)
     done_before = session.upload_files.filter(complete=True).count()
-    assert session.status == "receiving" and 0 < done_before < 12
+    assert session.status == "waiting" and 0 < done_before < 12
 
     resent = []
     page.route("**/api/uploads/*/files/*/", lambda route: (resent.append(route.request.url), route.continue_()))

@@ -1,7 +1,7 @@
 """ZIP upload in the admin, processed by a REAL Celery worker (filesystem broker, same SQLite file).
 
 Stages are observed with an SQLite trigger that logs every change of the upload row's status /
-stage / percent as the worker commits it — nothing in the code under test is replaced.
+stage / done / total as the worker commits it — nothing in the code under test is replaced.
 """
 
 from __future__ import annotations
@@ -29,36 +29,40 @@ STAGE_ORDER = ["initialise", "extract", "import", "clean_up", "finalise", "done"
 
 @pytest.fixture
 def stage_log():
-    """Every committed change of (status, stage, percent) of any upload, in order."""
+    """Every committed change of (status, stage, done, total) of any upload, in order, as (status, stage, percent)."""
     with connection.cursor() as c:
         if connection.vendor == "postgresql":
             c.execute("CREATE TABLE IF NOT EXISTS test_upload_log "
-                      "(seq SERIAL PRIMARY KEY, upload_id integer, status text, stage text, percent integer)")
+                      "(seq SERIAL PRIMARY KEY, upload_id integer, status text, stage text, done integer, total integer)")
             c.execute("DELETE FROM test_upload_log")
             c.execute(
                 "CREATE OR REPLACE FUNCTION test_upload_log_f() RETURNS trigger AS $$ BEGIN "
                 "IF OLD.status IS DISTINCT FROM NEW.status OR OLD.stage IS DISTINCT FROM NEW.stage "
-                "OR OLD.percent IS DISTINCT FROM NEW.percent THEN "
-                "INSERT INTO test_upload_log (upload_id, status, stage, percent) "
-                "VALUES (NEW.id, NEW.status, NEW.stage, NEW.percent); END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                "OR OLD.done IS DISTINCT FROM NEW.done OR OLD.total IS DISTINCT FROM NEW.total THEN "
+                "INSERT INTO test_upload_log (upload_id, status, stage, done, total) "
+                "VALUES (NEW.id, NEW.status, NEW.stage, NEW.done, NEW.total); END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
             )
             c.execute("DROP TRIGGER IF EXISTS test_upload_log_t ON intake_zipupload")
             c.execute("CREATE TRIGGER test_upload_log_t AFTER UPDATE ON intake_zipupload "
                       "FOR EACH ROW EXECUTE FUNCTION test_upload_log_f()")
         else:
-            c.execute("CREATE TABLE IF NOT EXISTS test_upload_log (seq INTEGER PRIMARY KEY, upload_id, status, stage, percent)")
+            c.execute("CREATE TABLE IF NOT EXISTS test_upload_log (seq INTEGER PRIMARY KEY, upload_id, status, stage, done, total)")
             c.execute("DELETE FROM test_upload_log")
             c.execute(
                 "CREATE TRIGGER IF NOT EXISTS test_upload_log_t AFTER UPDATE ON intake_zipupload "
-                "WHEN OLD.status IS NOT NEW.status OR OLD.stage IS NOT NEW.stage OR OLD.percent IS NOT NEW.percent "
-                "BEGIN INSERT INTO test_upload_log (upload_id, status, stage, percent) "
-                "VALUES (NEW.id, NEW.status, NEW.stage, NEW.percent); END"
+                "WHEN OLD.status IS NOT NEW.status OR OLD.stage IS NOT NEW.stage OR OLD.done IS NOT NEW.done "
+                "OR OLD.total IS NOT NEW.total "
+                "BEGIN INSERT INTO test_upload_log (upload_id, status, stage, done, total) "
+                "VALUES (NEW.id, NEW.status, NEW.stage, NEW.done, NEW.total); END"
             )
 
     def read(upload_id: int) -> list[tuple[str, str, int]]:
         with connection.cursor() as c:
-            c.execute("SELECT status, stage, percent FROM test_upload_log WHERE upload_id = %s ORDER BY seq", [upload_id])
-            return [tuple(r) for r in c.fetchall()]
+            c.execute("SELECT status, stage, done, total FROM test_upload_log WHERE upload_id = %s ORDER BY seq",
+                      [upload_id])
+            rows = c.fetchall()
+        return [(status, stage, ZipUpload(status=status, stage=stage, done=done, total=total).percent)
+                for status, stage, done, total in rows]
 
     yield read
     with connection.cursor() as c:
@@ -87,7 +91,7 @@ def upload_via_admin(client, path: Path) -> ZipUpload:
 
 def wait_finished(upload: ZipUpload, worker, timeout: float = 90) -> ZipUpload:
     return wait_for(
-        lambda: ZipUpload.objects.filter(pk=upload.pk, status__in=[UploadStatus.COMPLETED, UploadStatus.FAILED]).first(),
+        lambda: ZipUpload.objects.filter(pk=upload.pk, status__in=[UploadStatus.FINISHED, UploadStatus.FAILED]).first(),
         timeout=timeout, worker=worker, what=f"ZIP upload {upload.pk} to finish",
     )
 
@@ -102,7 +106,7 @@ def test_admin_upload_process_now_stages_and_catalog(admin_client, multi_zip, ce
     assert page.status_code == 200 and b"df-bar" in page.content
 
     done = wait_finished(upload, celery_worker_process)
-    assert done.status == UploadStatus.COMPLETED, done.error_message
+    assert done.status == UploadStatus.FINISHED, done.error
     assert (done.stage, done.percent) == (UploadStage.DONE, 100)
     assert done.task_id and done.started_at <= done.finished_at
 
@@ -113,7 +117,7 @@ def test_admin_upload_process_now_stages_and_catalog(admin_client, multi_zip, ce
     percents = [p for _, _, p in log]
     assert percents == sorted(percents) and percents[-1] == 100
     assert any(0 < p < 100 for p in percents)
-    assert log[-1][0] == UploadStatus.COMPLETED
+    assert log[-1][0] == UploadStatus.FINISHED
 
     n = multi_zip.n_files
     assert (done.files_seen, done.instances_new, done.instances_duplicate) == (n, n, 0)
@@ -122,7 +126,7 @@ def test_admin_upload_process_now_stages_and_catalog(admin_client, multi_zip, ce
     assert not Path(settings.MEDIA_ROOT, upload.file.name).exists()  # clean up removed the ZIP
 
     status = admin_client.get(reverse("intake:upload-progress-json", args=[upload.pk])).json()
-    assert status["status"] == "completed" and status["percent"] == 100 and status["finished"]
+    assert status["status"] == "finished" and status["percent"] == 100 and status["finished"]
     result = admin_client.get(reverse("intake:upload-result", args=[upload.pk]))
     assert result.status_code == 200
     assert f'<td id="df-new">{n}</td>'.encode() in result.content
@@ -131,7 +135,7 @@ def test_admin_upload_process_now_stages_and_catalog(admin_client, multi_zip, ce
     again = upload_via_admin(admin_client, multi_zip.path)
     admin_client.post(reverse("admin:intake_zipupload_process", args=[again.pk]))
     again = wait_finished(again, celery_worker_process)
-    assert again.status == UploadStatus.COMPLETED
+    assert again.status == UploadStatus.FINISHED
     assert (again.instances_new, again.instances_duplicate) == (0, n)
     assert catalog_counts()["instances"] == n
 
@@ -141,7 +145,7 @@ def test_redelivered_task_and_second_request_do_no_harm(admin_client, celery_wor
     upload = upload_via_admin(admin_client, info.path)
     assert uploads.request_processing([upload.pk]) == [upload.pk]
     done = wait_finished(upload, celery_worker_process)
-    assert done.status == UploadStatus.COMPLETED
+    assert done.status == UploadStatus.FINISHED
     runs = ImportRun.objects.count()
 
     # A re-delivered task (same id) loses the conditional update Pending → In progress.
@@ -158,7 +162,7 @@ def test_redelivered_task_and_second_request_do_no_harm(admin_client, celery_wor
     )
     assert '"skipped": true' in finished.result
     after = ZipUpload.objects.get(pk=upload.pk)
-    assert (after.status, after.instances_new, after.finished_at) == (UploadStatus.COMPLETED, 3, done.finished_at)
+    assert (after.status, after.instances_new, after.finished_at) == (UploadStatus.FINISHED, 3, done.finished_at)
     assert ImportRun.objects.count() == runs
 
 
@@ -175,7 +179,7 @@ def test_bulk_action_processes_selected_uploads(admin_client, celery_worker_proc
     assert response.status_code == 302
     for u in ups:
         done = wait_finished(u, celery_worker_process)
-        assert done.status == UploadStatus.COMPLETED and done.instances_new == 4
+        assert done.status == UploadStatus.FINISHED and done.instances_new == 4
     assert ZipUpload.objects.get(pk=untouched.pk).status == UploadStatus.PENDING
     assert catalog_counts()["patients"] == 4
 
@@ -195,7 +199,7 @@ def test_malicious_members_are_ignored_with_reasons(admin_client, celery_worker_
     upload = upload_via_admin(admin_client, _traversal_zip(tmp_path))
     admin_client.post(reverse("admin:intake_zipupload_process", args=[upload.pk]))
     done = wait_finished(upload, celery_worker_process)
-    assert done.status == UploadStatus.COMPLETED
+    assert done.status == UploadStatus.FINISHED
     assert (done.files_seen, done.instances_new, done.ignored_count) == (4, 2, 2)
     ignored = {e["path"]: e["reason"] for e in done.import_run.ignored}
     assert set(ignored) == {"sneaky.zip!../../escaped.dcm", "sneaky.zip!/abs/escaped2.dcm"}
@@ -224,10 +228,10 @@ def test_bomb_and_damaged_zip_fail_with_a_clear_error(admin_client, celery_worke
     for upload, expected in ((bomb, "bomb.zip"), (damaged, "damaged.zip")):
         done = wait_finished(upload, celery_worker_process)
         assert done.status == UploadStatus.FAILED
-        assert done.error_message.startswith(expected)
+        assert done.error.startswith(expected)
         page = admin_client.get(reverse("intake:upload-error", args=[upload.pk]))
         assert page.status_code == 200
-        assert done.error_message.encode()[:40] in page.content
+        assert done.error.encode()[:40] in page.content
         assert Path(done.file.path).exists()  # kept, so it can be processed again
         change = admin_client.get(reverse("admin:intake_zipupload_change", args=[upload.pk]))
         assert change.status_code == 200 and b"Process now" not in change.content
@@ -287,14 +291,14 @@ def test_stuck_upload_can_be_abandoned_retried_and_deleted(admin_client, tmp_pat
     """A worker lost mid-way leaves In progress (re-deliveries do nothing); the admin can recover it."""
     info = write_multi_patient_zip(tmp_path / "stuck.zip", n_patients=1, n_slices=2, rows=16, cols=16)
     upload = upload_via_admin(admin_client, info.path)
-    ZipUpload.objects.filter(pk=upload.pk).update(status=UploadStatus.IN_PROGRESS, stage=UploadStage.IMPORT)
+    ZipUpload.objects.filter(pk=upload.pk).update(status=UploadStatus.RUNNING, stage=UploadStage.IMPORT)
     assert uploads.process_upload(upload.pk)["skipped"] is True
     changelist = reverse("admin:intake_zipupload_changelist")
     admin_client.post(changelist, {"action": "abandon_selected", "_selected_action": [upload.pk]})
     upload.refresh_from_db()
-    assert upload.status == UploadStatus.FAILED and "process it again" in upload.error_message
+    assert upload.status == UploadStatus.FAILED and "process it again" in upload.error
     assert uploads.request_processing([upload.pk]) == [upload.pk]
-    assert wait_finished(upload, celery_worker_process).status == UploadStatus.COMPLETED
+    assert wait_finished(upload, celery_worker_process).status == UploadStatus.FINISHED
     assert catalog_counts()["instances"] == 2
 
     other = upload_via_admin(admin_client, info.path)
@@ -327,7 +331,7 @@ def test_conflicting_copy_is_reported_and_stored_copy_kept(admin_client, celery_
     uploads.request_processing([upload.pk])
     done = wait_finished(upload, celery_worker_process)
     assert (done.status, done.conflicts_count, done.instances_duplicate, done.instances_new) == (
-        UploadStatus.COMPLETED, 1, 1, 0,
+        UploadStatus.FINISHED, 1, 1, 0,
     )
     [conflict] = done.import_run.conflicts
     assert conflict["path"] == "with_conflict.zip!export/first.dcm" and conflict["reason"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from dicomflow.api.serializers import ProgressField
 from dicomflow.processing.models import JobStatus
 
 
@@ -21,7 +22,9 @@ class JobStageSerializer(serializers.Serializer):
 class JobSerializer(serializers.Serializer):
     id = serializers.IntegerField(help_text="The job's number.")
     status = serializers.CharField(help_text="The CLI's job statuses: " + ", ".join(JobStatus.values) + ".")
-    current_stage = serializers.CharField(allow_blank=True, help_text="The stage running or waiting now.")
+    current_stage = serializers.CharField(source="stage", allow_blank=True,
+                                          help_text="The stage running or waiting now (progress.stage).")
+    progress = ProgressField()
     series_instance_uid = serializers.CharField(source="series.series_instance_uid", default=None, allow_null=True,
                                                 help_text="The series processed (null until a folder is imported).")
     template = serializers.CharField(source="template.name", default=None, allow_null=True,

@@ -25,7 +25,7 @@ class StagingRequestSerializer(serializers.Serializer):
 class StagingJobSerializer(serializers.Serializer):
     id = serializers.IntegerField(source="pk", help_text="Staging job id.")
     project = serializers.CharField(source="project.key", help_text="Project key.")
-    status = serializers.CharField(help_text="pending, in_progress, completed or failed.")
+    status = serializers.CharField(help_text="pending, running, finished or failed (the one status vocabulary of long jobs).")
     stage = serializers.CharField(help_text="Current stage: waiting, select, deidentify, import, finalise, done.")
     done = serializers.IntegerField(help_text="Items done in the current stage.")
     total = serializers.IntegerField(help_text="Items of the current stage.")

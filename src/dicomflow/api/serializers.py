@@ -9,6 +9,7 @@ from rest_framework import serializers
 from dicomflow.api.project_serializers import UPLOAD_LINK_FIELDS, UploadLinksMixin, UploadTargetSerializer
 from dicomflow.catalog.models import ImageInformation, Instance, Patient, Series, Study
 from dicomflow.intake.models import ImportRun, UploadFile, UploadSession
+from dicomflow.progress import Status
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -196,16 +197,48 @@ class ImportReportSerializer(serializers.Serializer):
     series_list = SeriesTouchedSerializer(many=True, required=False)
 
 
+class ProgressSerializer(serializers.Serializer):
+    """The one progress format of long jobs (``dicomflow.progress.LongJob.progress_dict``)."""
+
+    status = serializers.ChoiceField(choices=Status.choices, help_text="pending, running, waiting (for a person "
+                                     "or a client), finished, failed or cancelled.")
+    stage = serializers.CharField(allow_blank=True, help_text="The current stage (its names depend on the kind).")
+    done = serializers.IntegerField(help_text="Work done in the current stage.")
+    total = serializers.IntegerField(help_text="Work of the current stage (0: not known yet).")
+    percent = serializers.IntegerField(help_text="Overall progress, 0 to 100.")
+    started_at = serializers.DateTimeField(allow_null=True, help_text="When a worker started it.")
+    finished_at = serializers.DateTimeField(allow_null=True, help_text="When it ended.")
+    error = serializers.CharField(allow_blank=True, help_text="Why it failed (no identifying values).")
+
+
+@extend_schema_field(ProgressSerializer)
+class ProgressField(serializers.Field):
+    """``progress``: the object's ``progress_dict()``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", read_only=True, help_text="Status, stage, done/total, percent, times and "
+                         "error in the one progress format of long jobs.", **kwargs)
+
+    def to_representation(self, value):
+        return value.progress_dict()
+
+
 class UploadSessionSerializer(UploadLinksMixin, serializers.ModelSerializer):
     files = serializers.SerializerMethodField(help_text="Per file: bytes received (the offset to resume from).")
     result = ImportReportSerializer(allow_null=True, read_only=True)
     finished = serializers.SerializerMethodField()
+    progress = ProgressField()
+    import_done = serializers.IntegerField(source="done", read_only=True,
+                                           help_text="Files imported so far (ZIP members count); progress.done.")
+    import_total = serializers.IntegerField(source="total", read_only=True,
+                                            help_text="Files to import (ZIP members count); progress.total.")
+    error_message = serializers.CharField(source="error", read_only=True, help_text="Why the upload failed.")
 
     class Meta:
         model = UploadSession
         fields = ["id", "status", "source_kind", "file_count", "files_complete", "total_size", "received_size",
                   "import_done", "import_total", "import_run", "result", "error_message", "finished",
-                  "created_at", "finished_at", "files"] + UPLOAD_LINK_FIELDS
+                  "created_at", "finished_at", "files", "progress"] + UPLOAD_LINK_FIELDS
 
     @extend_schema_field(UploadFileSerializer(many=True))
     def get_files(self, obj):
@@ -214,7 +247,7 @@ class UploadSessionSerializer(UploadLinksMixin, serializers.ModelSerializer):
         return UploadFileSerializer(obj.upload_files.all(), many=True).data
 
     def get_finished(self, obj) -> bool:
-        return obj.status in ("completed", "failed", "cancelled")
+        return obj.is_over
 
 
 class ChunkResultSerializer(serializers.Serializer):

@@ -60,7 +60,7 @@ def process(
     }
     human = f"job {job.pk}: {summary['status']}" + "".join(f"\n  {p}" for p in summary["results"])
     emit(document, as_json, human)
-    if summary["status"] == JobStatus.WAITING_QC:
+    if summary["status"] == JobStatus.WAITING:
         typer.echo(f"job {job.pk} waits for quality control: 'dicomflow jobs approve {job.pk}' or 'reject'", err=True)
         raise typer.Exit(3)
     if summary["status"] != JobStatus.FINISHED:

@@ -164,7 +164,7 @@ def stage(
         f"quarantined {len(job.quarantined)}" + (f"; error: {job.error}" if job.error else "")
     )
     emit(doc, as_json, human)
-    if job.status != StagingStatus.COMPLETED:
+    if job.status != StagingStatus.FINISHED:
         if job.error:
             typer.echo(f"error: {job.error}", err=True)
         raise typer.Exit(1)

@@ -27,21 +27,6 @@ from dicomflow.intake.models import (
     ZipUpload,
 )
 
-_BADGE = {
-    UploadStatus.PENDING: "#6c757d",
-    UploadStatus.IN_PROGRESS: "#0d6efd",
-    UploadStatus.COMPLETED: "#198754",
-    UploadStatus.FAILED: "#dc3545",
-}
-
-
-def badge(text: str, colour: str):
-    return format_html(
-        '<span style="background:{};color:#fff;border-radius:4px;padding:2px 8px;white-space:nowrap">{}</span>',
-        colour, text,
-    )
-
-
 class ZipUploadForm(forms.ModelForm):
     class Meta:
         model = ZipUpload
@@ -65,9 +50,9 @@ class ZipUploadAdmin(admin.ModelAdmin):
     search_fields = ["original_name"]
     actions = ["process_selected", "abandon_selected"]
     readonly_fields = [
-        "original_name", "size", "uploaded_by", "uploaded_at", "status", "stage", "percent", "task_id",
+        "original_name", "size", "uploaded_by", "uploaded_at", "status", "stage", "done", "total", "task_id",
         "started_at", "finished_at", "import_run", "files_seen", "instances_new", "instances_duplicate",
-        "conflicts_count", "ignored_count", "patients", "studies", "series", "error_message", "links",
+        "conflicts_count", "ignored_count", "patients", "studies", "series", "error", "links",
     ]
 
     def get_fields(self, request, obj=None):
@@ -77,7 +62,7 @@ class ZipUploadAdmin(admin.ModelAdmin):
         return [] if obj is None else ["file", *self.readonly_fields]
 
     def has_change_permission(self, request, obj=None):
-        return False if obj is not None and obj.status == UploadStatus.IN_PROGRESS else super().has_change_permission(
+        return False if obj is not None and obj.status == UploadStatus.RUNNING else super().has_change_permission(
             request, obj
         )
 
@@ -101,7 +86,7 @@ class ZipUploadAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return badge(obj.get_status_display(), _BADGE.get(obj.status, "#6c757d"))
+        return obj.status_badge()
 
     @admin.display(description="progress")
     def stage_progress(self, obj):
@@ -119,7 +104,7 @@ class ZipUploadAdmin(admin.ModelAdmin):
 
     @admin.display(description="result")
     def summary(self, obj):
-        if obj.status != UploadStatus.COMPLETED:
+        if obj.status != UploadStatus.FINISHED:
             return "-"
         return format_html(
             '<span style="white-space:nowrap">{} new · {} duplicate</span><br>'
@@ -138,7 +123,7 @@ class ZipUploadAdmin(admin.ModelAdmin):
                 'name="process_now" value="{}">Process now</button> <a href="{}">details</a>',
                 url, obj.pk, view,
             )
-        return format_html('<a href="{}">{}</a>', view, "progress" if obj.status == UploadStatus.IN_PROGRESS else "result")
+        return format_html('<a href="{}">{}</a>', view, "progress" if obj.status == UploadStatus.RUNNING else "result")
 
     @admin.display(description="pages")
     def links(self, obj):
@@ -195,7 +180,7 @@ class ZipUploadAdmin(admin.ModelAdmin):
 
 class FolderIntakeInline(admin.TabularInline):
     model = FolderIntake
-    fields = ["folder_name", "status", "first_seen_at", "copied_at", "copy_path", "imported_at", "error_message"]
+    fields = ["folder_name", "status", "stage", "first_seen_at", "copied_at", "copy_path", "finished_at", "error"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -232,8 +217,8 @@ class WatchedFolderAdmin(admin.ModelAdmin):
 @admin.register(FolderIntake)
 class FolderIntakeAdmin(admin.ModelAdmin):
     list_display = [
-        "folder_name", "watched_folder", "status", "first_seen_at", "claimed_by", "copied_at", "copy_path",
-        "files_copied", "imported_at", "import_run",
+        "folder_name", "watched_folder", "status", "stage", "first_seen_at", "claimed_by", "copied_at", "copy_path",
+        "files_copied", "finished_at", "import_run",
     ]
     list_filter = ["status", "watched_folder"]
     search_fields = ["folder_name", "copy_path"]

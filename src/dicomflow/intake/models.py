@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from dicomflow.progress import RunStatus
+from dicomflow.progress import LongJob, Status, stage_field, stages, status_field
 
 
 class SourceKind(models.TextChoices):
@@ -56,27 +56,30 @@ from django.conf import settings  # noqa: E402  (used by the models below)
 
 
 # --- ZIP uploads (admin) ----------------------------------------------------------------------------
-UploadStatus = RunStatus  # the shared vocabulary of long jobs (dicomflow.progress)
+UploadStatus = Status  # the one vocabulary of long jobs (dicomflow.progress)
 
 
-class UploadStage(models.TextChoices):
-    """The stages a ZIP upload goes through, in order; ``percent`` is overall progress."""
-
-    WAITING = "waiting", "Waiting"
-    INITIALISE = "initialise", "Initialise"
-    EXTRACT = "extract", "Extract"
-    IMPORT = "import", "Import"
-    CLEAN_UP = "clean_up", "Clean up"
-    FINALISE = "finalise", "Finalise"
-    DONE = "done", "Done"
+# The stages a ZIP upload goes through, in order (``ZipUpload.stage_spans``: their share of the bar).
+UploadStage = stages("UploadStage", ("initialise", "Initialise"), ("extract", "Extract"), ("import", "Import"),
+                     ("clean_up", "Clean up"), ("finalise", "Finalise"), module=__name__)
 
 
-class ZipUpload(models.Model):
+class ZipUpload(LongJob):
     """A ZIP uploaded through the admin and imported by a Celery task (``dicomflow.intake.uploads``).
 
-    Status moves Pending → In progress → Completed | Failed; only the task that wins the
-    conditional update Pending → In progress processes it, so a re-delivered task does no harm.
+    Status moves Pending → In progress → Completed | Failed (the labels of running and finished);
+    only the task that wins the conditional update pending → running processes it, so a re-delivered
+    task does no harm.
     """
+
+    what = "ZIP upload"
+    stage_spans = {  # one bar over the stages (see ``dicomflow.intake.uploads``)
+        UploadStage.INITIALISE: (0, 5),
+        UploadStage.EXTRACT: (5, 10),
+        UploadStage.IMPORT: (10, 90),
+        UploadStage.CLEAN_UP: (90, 95),
+        UploadStage.FINALISE: (95, 100),
+    }
 
     file = models.FileField(upload_to="zip_uploads/%Y/%m/%d/", help_text="A ZIP of DICOM files (many patients allowed).")
     original_name = models.CharField(max_length=255, blank=True, default="")
@@ -85,12 +88,9 @@ class ZipUpload(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="zip_uploads"
     )
     uploaded_at = models.DateTimeField(auto_now_add=True)
-    status = models.CharField(max_length=16, choices=UploadStatus.choices, default=UploadStatus.PENDING, db_index=True)
-    stage = models.CharField(max_length=16, choices=UploadStage.choices, default=UploadStage.WAITING)
-    percent = models.PositiveSmallIntegerField(default=0)
+    status = status_field(running="In progress", finished="Completed")
+    stage = stage_field(UploadStage, default=UploadStage.WAITING)
     task_id = models.CharField(max_length=64, blank=True, default="")
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     import_run = models.ForeignKey(ImportRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     files_seen = models.IntegerField(default=0)
     instances_new = models.IntegerField(default=0)
@@ -100,7 +100,6 @@ class ZipUpload(models.Model):
     patients = models.IntegerField(default=0)
     studies = models.IntegerField(default=0)
     series = models.IntegerField(default=0)
-    error_message = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
@@ -153,40 +152,40 @@ class WatchedFolder(models.Model):
             raise ValidationError({"stable_minutes": "Must be zero or more minutes."})
 
 
-class FolderIntakeStatus(models.TextChoices):
-    WAITING = "waiting", "Waiting until stable"
-    COPYING = "copying", "Copying"
-    COPIED = "copied", "Copied, import queued"
-    IMPORTING = "importing", "Importing"
-    IMPORTED = "imported", "Imported"
-    FAILED = "failed", "Failed"
+FolderIntakeStatus = Status  # the one vocabulary of long jobs (dicomflow.progress)
 
 
-class FolderIntake(models.Model):
+FolderIntakeStage = stages("FolderIntakeStage", ("copy", "Copy into the datastore"), ("import", "Import"),
+                           bookends=False, module=__name__)
+
+
+class FolderIntake(LongJob):
     """One sub-folder of a watched folder: seen → (stable) → copied → imported. Never taken twice.
 
-    The unique (watched folder, folder name) pair means a folder has one row for ever; the claim
-    is a conditional update ``WAITING → COPYING`` that exactly one worker can win.
+    Waiting (until stable) → running (stage copy) → pending (stage import: queued) → running →
+    finished. The unique (watched folder, folder name) pair means a folder has one row for ever; the
+    claim is a conditional update waiting → running that exactly one worker can win.
+    ``started_at`` is when the current step (copy, then import) began, ``finished_at`` when the
+    import ended.
     """
+
+    what = "watched-folder intake"
 
     watched_folder = models.ForeignKey(WatchedFolder, on_delete=models.CASCADE, related_name="intakes")
     folder_name = models.CharField(max_length=255)
     source_path = models.CharField(max_length=1024)
-    status = models.CharField(
-        max_length=16, choices=FolderIntakeStatus.choices, default=FolderIntakeStatus.WAITING, db_index=True
-    )
+    status = status_field(default=Status.WAITING, waiting="Waiting until stable", pending="Import queued",
+                          running="In progress", finished="Imported")
+    stage = stage_field(FolderIntakeStage)
     signature = models.CharField(max_length=128, blank=True, default="", help_text="files:bytes:newest mtime")
     first_seen_at = models.DateTimeField(auto_now_add=True)
     signature_since = models.DateTimeField(null=True, blank=True, help_text="When the current signature was first seen.")
-    claimed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=128, blank=True, default="")
     copy_path = models.CharField(max_length=1024, blank=True, default="")
     copied_at = models.DateTimeField(null=True, blank=True)
     files_copied = models.IntegerField(default=0)
     bytes_copied = models.BigIntegerField(default=0)
     import_run = models.ForeignKey(ImportRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    imported_at = models.DateTimeField(null=True, blank=True)
-    error_message = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-first_seen_at", "-id"]
@@ -200,42 +199,42 @@ class FolderIntake(models.Model):
 
 
 # --- resumable uploads (REST/SDK and browser folder upload) ----------------------------------------
-class UploadSessionStatus(models.TextChoices):
-    RECEIVING = "receiving", "Receiving"
-    QUEUED = "queued", "Queued for import"
-    IMPORTING = "importing", "Importing"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
+UploadSessionStatus = Status  # the one vocabulary of long jobs (dicomflow.progress)
 
 
-class UploadSession(models.Model):
+UploadSessionStage = stages("UploadSessionStage", ("receive", "Receive the files"), ("import", "Import"),
+                            bookends=False, module=__name__)
+
+
+class UploadSession(LongJob):
     """One resumable upload: a batch of declared files sent in chunks, then imported as one ImportRun.
+
+    Waiting (for the client's bytes, stage receive) → pending (queued, stage import) → running →
+    finished | failed; or cancelled while waiting. During the import ``done``/``total`` count files
+    (ZIP members count).
 
     The protocol is in ``dicomflow.intake.resumable``; the bytes live in
     ``$DICOMFLOW_HOME/uploads/sessions/<id>/`` until the import has taken them.
     """
+
+    what = "upload"
 
     id = models.UUIDField(primary_key=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="upload_sessions"
     )
     source_kind = models.CharField(max_length=32, choices=SourceKind.choices, default=SourceKind.API_UPLOAD)
-    status = models.CharField(
-        max_length=16, choices=UploadSessionStatus.choices, default=UploadSessionStatus.RECEIVING, db_index=True
-    )
+    status = status_field(default=Status.WAITING, waiting="Receiving", pending="Queued for import",
+                          running="Importing", finished="Completed")
+    stage = stage_field(UploadSessionStage, default=UploadSessionStage.RECEIVE)
     file_count = models.IntegerField(default=0)
     files_complete = models.IntegerField(default=0)
     total_size = models.BigIntegerField(default=0)
     received_size = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    import_done = models.IntegerField(default=0, help_text="Files imported so far (ZIP members count).")
-    import_total = models.IntegerField(default=0, help_text="Files to import (ZIP members counted).")
     import_run = models.ForeignKey(ImportRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     result = models.JSONField(null=True, blank=True, help_text="The import report (CLI contract shape).")
-    error_message = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]

@@ -9,9 +9,10 @@
    accepted when those bytes are identical, so sending is idempotent; anything else is refused
    with the offset to resume from. When a file is complete its sha256 is verified (or computed,
    when the client declared none); a mismatch discards the file's bytes and asks for it again.
-3. **Finalize**: once every file is complete the session is queued; a Celery task
-   (:func:`import_session`) imports the files with :func:`dicomflow.intake.services.import_paths`,
-   reporting progress (files done / total) on the session, then removes the uploaded bytes.
+3. **Finalize**: once every file is complete the session is queued (waiting → pending); a Celery
+   task (:func:`import_session`, run by :func:`dicomflow.progress.run_long_job`) imports the files
+   with :func:`dicomflow.intake.services.import_paths`, reporting progress (files done / total) on
+   the session with the shared reporter, then removes the uploaded bytes.
 
 Chunks are bounded (``max_chunk``) and read into memory before the session row is locked, so a
 slow client never holds the database's write lock. Files are stored under numbered names; the
@@ -35,8 +36,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from dicomflow.errors import DicomflowError, UploadError
-from dicomflow.intake.models import SourceKind, UploadFile, UploadSession, UploadSessionStatus
+from dicomflow import progress
+from dicomflow.errors import UploadError
+from dicomflow.intake.models import SourceKind, UploadFile, UploadSession, UploadSessionStage, UploadSessionStatus
 from dicomflow.intake.signals import upload_imported
 
 log = logging.getLogger(__name__)
@@ -165,7 +167,7 @@ def write_chunk(session_id, index: int, offset: int, data: bytes, limits: Upload
             count = UploadSession.objects.filter(pk=session_id).values_list("file_count", flat=True).first() or 0
             raise UploadError(f"this upload has no file number {index} (files are 0 to {count - 1})") from None
         session = row.session
-        if session.status != UploadSessionStatus.RECEIVING:
+        if session.status != UploadSessionStatus.WAITING:
             raise UploadStateError(f"this upload is {session.get_status_display().lower()}; it takes no more data")
         if row.complete:
             if offset + len(data) <= row.size and _same_bytes(session, index, offset, data):
@@ -288,17 +290,17 @@ def finalize(session_id) -> UploadSession:
 
     with transaction.atomic():
         session = UploadSession.objects.select_for_update().get(pk=session_id)
-        if session.status in (UploadSessionStatus.QUEUED, UploadSessionStatus.IMPORTING, UploadSessionStatus.COMPLETED):
+        if session.status in (UploadSessionStatus.PENDING, UploadSessionStatus.RUNNING, UploadSessionStatus.FINISHED):
             return session  # finalize is idempotent
-        if session.status != UploadSessionStatus.RECEIVING:
+        if session.status != UploadSessionStatus.WAITING:
             raise UploadStateError(f"this upload is {session.get_status_display().lower()}; it cannot be imported")
         missing = UploadFile.objects.filter(session=session, complete=False).count()
         if missing:
             raise UploadStateError(
                 f"{missing} of {session.file_count} files are not complete yet; send their remaining bytes first"
             )
-        session.status = UploadSessionStatus.QUEUED
-        session.save(update_fields=["status", "updated_at"])
+        session.status, session.stage = UploadSessionStatus.PENDING, UploadSessionStage.IMPORT
+        session.save(update_fields=["status", "stage", "updated_at"])
         transaction.on_commit(lambda: import_upload_session.delay(str(session_id)))
     return session
 
@@ -307,9 +309,9 @@ def cancel(session_id) -> UploadSession:
     """Stop a session that is still receiving and remove its bytes (idempotent)."""
     with transaction.atomic():
         session = UploadSession.objects.select_for_update().get(pk=session_id)
-        if session.status in (UploadSessionStatus.QUEUED, UploadSessionStatus.IMPORTING):
+        if session.status in (UploadSessionStatus.PENDING, UploadSessionStatus.RUNNING):
             raise UploadStateError("this upload is being imported; it can no longer be cancelled")
-        if session.status == UploadSessionStatus.RECEIVING:
+        if session.status == UploadSessionStatus.WAITING:
             session.status = UploadSessionStatus.CANCELLED
             session.finished_at = timezone.now()
             session.save(update_fields=["status", "finished_at", "updated_at"])
@@ -330,46 +332,33 @@ def _count_to_import(path: Path) -> int:
 
 def import_session(session_id) -> dict:
     """Import a queued session's files (the Celery task's body); a re-delivered task does nothing."""
+    session = progress.run_long_job(UploadSession, session_id, _import_files, stage=UploadSessionStage.IMPORT)
+    if session is None:
+        return {"session": str(session_id), "skipped": True}
+    return {"session": str(session_id), "status": session.status, "import_run": session.import_run_id}
+
+
+def _import_files(session: UploadSession, report: progress.ProgressReporter) -> dict:
+    """Import the claimed session's files; returns what is stored with the ending."""
     from dicomflow.intake.services import import_paths
 
-    taken = UploadSession.objects.filter(pk=session_id, status=UploadSessionStatus.QUEUED).update(
-        status=UploadSessionStatus.IMPORTING, updated_at=timezone.now()
-    )
-    if not taken:
-        log.info("upload session %s is not queued (already taken or gone); nothing to do", session_id)
-        return {"session": str(session_id), "skipped": True}
-    session = UploadSession.objects.get(pk=session_id)
     names = dict(UploadFile.objects.filter(session=session).values_list("index", "name"))
     paths = [file_path(session, i) for i in sorted(names)]
-    try:
-        total = sum(_count_to_import(p) for p in paths)
-        UploadSession.objects.filter(pk=session_id).update(import_total=total, import_done=0)
-        step = max(1, total // 100)
-
-        def progress(done: int, _total: int | None) -> None:
-            if done % step == 0 or done == total:
-                UploadSession.objects.filter(pk=session_id).update(import_done=done, import_total=max(total, done))
-
-        report = import_paths(
-            paths, source_kind=session.source_kind, received_from=f"upload session {session.pk}", progress=progress
-        )
-        _rename_entries(report, {str(file_path(session, i)): name for i, name in names.items()})
-        result = report.as_dict()
-        result["series_uids"], result["series_list"] = _series_touched(report.series_ids)
-        upload_imported.send(sender=UploadSession, session=session, report=report)
-        UploadSession.objects.filter(pk=session_id).update(
-            status=UploadSessionStatus.COMPLETED, finished_at=timezone.now(), import_run_id=report.import_run_id,
-            result=result, import_done=report.files_seen, import_total=report.files_seen,
-        )
-        shutil.rmtree(session_dir(session), ignore_errors=True)
-        return {"session": str(session_id), "status": UploadSessionStatus.COMPLETED, "import_run": report.import_run_id}
-    except DicomflowError as exc:
-        _fail(session_id, str(exc))
-        return {"session": str(session_id), "status": UploadSessionStatus.FAILED}
-    except Exception as exc:
-        _fail(session_id, f"internal error ({type(exc).__name__}); see the worker log")
-        log.exception("upload session %s failed", session_id)
-        raise
+    total = sum(_count_to_import(p) for p in paths)
+    report(UploadSessionStage.IMPORT, 0, total)
+    result = import_paths(
+        paths, source_kind=session.source_kind, received_from=f"upload session {session.pk}",
+        progress=lambda done, _total: report(UploadSessionStage.IMPORT, done, max(total, done)),
+    )
+    _rename_entries(result, {str(file_path(session, i)): name for i, name in names.items()})
+    document = result.as_dict()
+    document["series_uids"], document["series_list"] = _series_touched(result.series_ids)
+    # uploads into a project are staged, linked and sent for processing before the session finishes;
+    # a DicomflowError from a receiver fails the session with its message
+    upload_imported.send(sender=UploadSession, session=session, report=result)
+    shutil.rmtree(session_dir(session), ignore_errors=True)
+    return {"import_run_id": result.import_run_id, "result": document, "done": result.files_seen,
+            "total": result.files_seen, "updated_at": timezone.now()}
 
 
 def _series_touched(series_ids: set[int], limit: int = 200) -> tuple[list[str], list[dict]]:
@@ -394,13 +383,6 @@ def _rename_entries(report, names: dict[str, str]) -> None:
     ImportRun.objects.filter(pk=report.import_run_id).update(conflicts=report.conflicts, ignored=report.ignored)
 
 
-def _fail(session_id, message: str) -> None:
-    UploadSession.objects.filter(pk=session_id).update(
-        status=UploadSessionStatus.FAILED, finished_at=timezone.now(), error_message=message[:4000]
-    )
-    log.warning("upload session %s failed: %s", session_id, message)
-
-
 def purge_stale(days: float | None = None) -> int:
     """Cancel sessions that received nothing for ``days`` (``DICOMFLOW_UPLOAD_STALE_DAYS``, default 7)
     and remove their bytes; returns how many. Run hourly by beat."""
@@ -408,7 +390,7 @@ def purge_stale(days: float | None = None) -> int:
         days = float(os.environ.get("DICOMFLOW_UPLOAD_STALE_DAYS", "7"))
     cutoff = timezone.now() - datetime.timedelta(days=days)
     stale = list(
-        UploadSession.objects.filter(status=UploadSessionStatus.RECEIVING, updated_at__lt=cutoff).values_list("pk", flat=True)
+        UploadSession.objects.filter(status=UploadSessionStatus.WAITING, updated_at__lt=cutoff).values_list("pk", flat=True)
     )
     for pk in stale:
         cancel(pk)

@@ -11,8 +11,7 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
-from dicomflow.intake.models import UploadStage, UploadStatus, ZipUpload
-from dicomflow.intake.uploads import STAGE_RANGES
+from dicomflow.intake.models import UploadStage, ZipUpload
 
 STAGES = [UploadStage.INITIALISE, UploadStage.EXTRACT, UploadStage.IMPORT, UploadStage.CLEAN_UP, UploadStage.FINALISE]
 
@@ -29,18 +28,15 @@ def _can_view_uploads(view):
 
 
 def progress_document(upload: ZipUpload) -> dict:
-    """What the progress page polls (and what an API would return): status, stage, percent, links."""
-    return {
+    """What the progress page polls: the one progress format (``progress_dict``) plus labels and links."""
+    return upload.progress_dict() | {
         "id": upload.pk,
-        "status": upload.status,
         "status_label": upload.get_status_display(),
-        "stage": upload.stage,
         "stage_label": upload.get_stage_display(),
-        "percent": upload.percent,
-        "finished": upload.status in (UploadStatus.COMPLETED, UploadStatus.FAILED),
+        "finished": upload.is_over,
         "result_url": reverse("intake:upload-result", args=[upload.pk]),
         "error_url": reverse("intake:upload-error", args=[upload.pk]),
-        "stages": [{"name": s.value, "label": s.label, "starts_at": STAGE_RANGES[s][0]} for s in STAGES],
+        "stages": [{"name": s.value, "label": s.label, "starts_at": ZipUpload.stage_spans[s][0]} for s in STAGES],
     }
 
 

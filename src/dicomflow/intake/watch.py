@@ -16,12 +16,13 @@ A folder is **stable** — taken — when both hold:
 
 Taking a folder is safe with several workers: each sub-folder has exactly one
 :class:`FolderIntake` row (unique constraint on watched folder + name), and the claim is a
-conditional update ``WAITING → COPYING`` that only one worker can win; later states are never
-reset, so a folder is never taken twice. The copy goes to a hidden temporary folder and is
+conditional update waiting → running (stage copy) that only one worker can win; later states are
+never reset, so a folder is never taken twice. The copy goes to a hidden temporary folder and is
 renamed into ``$DICOMFLOW_HOME/datastore/folders/<name>`` (a unique name, reserved with
 ``mkdir``); if the source changed while it was copied, the copy is discarded and the folder waits
-again. The import itself (``import_intake``) is a second conditional update ``COPIED → IMPORTING``
-followed by :func:`dicomflow.intake.services.import_paths` with ``source_kind=WATCHED_FOLDER``.
+again; a copied folder is pending (stage import). The import itself (``import_intake``) is the
+shared claim of :func:`dicomflow.progress.run_long_job` (pending → running) followed by
+:func:`dicomflow.intake.services.import_paths` with ``source_kind=WATCHED_FOLDER``.
 
 Conventions for whoever delivers into a watched folder: put each delivery in its own sub-folder
 (files lying directly in the watched folder are not taken); a name is taken once per watched
@@ -46,8 +47,9 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from dicomflow.errors import DicomflowError
-from dicomflow.intake.models import FolderIntake, FolderIntakeStatus, SourceKind, WatchedFolder
+from dicomflow import progress
+from dicomflow.errors import DicomflowError, StorageError
+from dicomflow.intake.models import FolderIntake, FolderIntakeStage, FolderIntakeStatus, SourceKind, WatchedFolder
 from dicomflow.intake.services import import_paths
 
 log = logging.getLogger(__name__)
@@ -98,10 +100,8 @@ def worker_identity() -> str:
 
 def claim(intake_id: int, signature: str) -> bool:
     """Take a waiting folder for this worker; True for exactly one of any number of concurrent callers."""
-    won = FolderIntake.objects.filter(
-        pk=intake_id, status=FolderIntakeStatus.WAITING, signature=signature
-    ).update(status=FolderIntakeStatus.COPYING, claimed_at=timezone.now(), claimed_by=worker_identity())
-    return won == 1
+    return progress.claim(FolderIntake.objects.filter(pk=intake_id, signature=signature), stage=FolderIntakeStage.COPY,
+                          from_status=FolderIntakeStatus.WAITING, claimed_by=worker_identity())
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -131,7 +131,26 @@ def _skip_links(directory: str, names: list[str]) -> list[str]:
 
 
 def copy_claimed(intake: FolderIntake, signature: FolderSignature) -> bool:
-    """Copy a claimed folder into the datastore; False (and back to waiting) if it changed meanwhile."""
+    """Copy a claimed folder into the datastore; False if it failed or (back to waiting) changed meanwhile."""
+    rows = FolderIntake.objects.filter(pk=intake.pk)
+    with progress.failure_policy(intake.what, lambda message: progress.fail(rows, message), ref=intake.pk) as outcome:
+        destination, after = _copy(intake, signature)
+    if outcome.failed:
+        return False
+    if destination is None:
+        progress.finish(rows, status=FolderIntakeStatus.WAITING, stage="", signature=after.text,
+                        signature_since=timezone.now(), started_at=None, claimed_by="")
+        log.info("watched folder %s changed while copying; waiting again", intake)
+        return False
+    progress.finish(rows, status=FolderIntakeStatus.PENDING, stage=FolderIntakeStage.IMPORT, copy_path=str(destination),
+                    copied_at=timezone.now(), files_copied=signature.files, bytes_copied=signature.bytes)
+    log.info("copied watched folder %s to %s", intake, destination)
+    return True
+
+
+def _copy(intake: FolderIntake, signature: FolderSignature) -> tuple[Path | None, FolderSignature]:
+    """The copy, in a hidden folder renamed into place (None when the source changed meanwhile), and
+    the source's signature after copying."""
     tmp_root = settings.DATASTORE_DIR / "folders" / f".incoming-{uuid.uuid4().hex}"
     tmp_root.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -139,27 +158,13 @@ def copy_claimed(intake: FolderIntake, signature: FolderSignature) -> bool:
         after = folder_signature(intake.source_path)
         if after != signature:
             shutil.rmtree(tmp_root, ignore_errors=True)
-            FolderIntake.objects.filter(pk=intake.pk, status=FolderIntakeStatus.COPYING).update(
-                status=FolderIntakeStatus.WAITING, signature=after.text, signature_since=timezone.now(),
-                claimed_at=None, claimed_by="",
-            )
-            log.info("watched folder %s changed while copying; waiting again", intake)
-            return False
+            return None, after
         destination = _reserve_destination(intake.folder_name)
         os.rename(tmp_root, destination)  # replaces the empty reserved folder atomically
+        return destination, after
     except OSError as exc:
         shutil.rmtree(tmp_root, ignore_errors=True)
-        FolderIntake.objects.filter(pk=intake.pk).update(
-            status=FolderIntakeStatus.FAILED, error_message=f"copy failed: {exc.strerror or exc}"
-        )
-        log.warning("copying watched folder %s failed: %s", intake, exc)
-        return False
-    FolderIntake.objects.filter(pk=intake.pk).update(
-        status=FolderIntakeStatus.COPIED, copy_path=str(destination), copied_at=timezone.now(),
-        files_copied=signature.files, bytes_copied=signature.bytes,
-    )
-    log.info("copied watched folder %s to %s", intake, destination)
-    return True
+        raise StorageError(f"copy failed: {exc.strerror or type(exc).__name__}") from None
 
 
 def _tracking_row(source: WatchedFolder, name: str, path: str) -> FolderIntake:
@@ -214,53 +219,36 @@ def scan_all() -> list[int]:
 
 
 def import_intake(intake_id: int):
-    """Import a copied folder once (conditional update COPIED → IMPORTING); None if someone else did."""
-    won = FolderIntake.objects.filter(pk=intake_id, status=FolderIntakeStatus.COPIED).update(
-        status=FolderIntakeStatus.IMPORTING
-    )
-    if not won:
-        return None
-    intake = FolderIntake.objects.select_related("watched_folder").get(pk=intake_id)
-    try:
-        report = import_paths(
-            [intake.copy_path],
-            source_kind=SourceKind.WATCHED_FOLDER,
+    """Import a copied folder once (the shared claim: pending → running); None if someone else did or it failed."""
+    reports = []
+
+    def body(intake: FolderIntake, report: progress.ProgressReporter) -> dict:
+        reports.append(import_paths(
+            [intake.copy_path], source_kind=SourceKind.WATCHED_FOLDER,
             received_from=f"watched folder {intake.watched_folder.name}/{intake.folder_name}",
-        )
-    except DicomflowError as exc:
-        FolderIntake.objects.filter(pk=intake_id).update(status=FolderIntakeStatus.FAILED, error_message=str(exc))
-        return None
-    except Exception:
-        FolderIntake.objects.filter(pk=intake_id).update(
-            status=FolderIntakeStatus.FAILED, error_message="internal error during import (see the worker log)"
-        )
-        raise
-    FolderIntake.objects.filter(pk=intake_id).update(
-        status=FolderIntakeStatus.IMPORTED, import_run_id=report.import_run_id, imported_at=timezone.now()
-    )
-    return report
+            progress=lambda done, total: report(FolderIntakeStage.IMPORT, done, total or 0),
+        ))
+        return {"import_run_id": reports[0].import_run_id}
+
+    intake = progress.run_long_job(FolderIntake, intake_id, body, stage=FolderIntakeStage.IMPORT)
+    return reports[0] if intake is not None and intake.status == FolderIntakeStatus.FINISHED else None
 
 
 def retry(intake_ids) -> list[int]:
     """Administrator override for failed or stuck folders (a worker was lost mid-way).
 
-    With a complete copy in the datastore: back to COPIED (returned, for the caller to queue the
-    import). Without one: back to WAITING with no signature, so the scans take it afresh.
+    With a complete copy in the datastore: back to pending, stage import (returned, for the caller to
+    queue the import). Without one: back to waiting with no signature, so the scans take it afresh.
     """
     ids = list(intake_ids)
-    stuck = [FolderIntakeStatus.FAILED, FolderIntakeStatus.COPYING, FolderIntakeStatus.IMPORTING]
+    stuck = [FolderIntakeStatus.FAILED, FolderIntakeStatus.RUNNING]
     to_import = []
     for intake in FolderIntake.objects.filter(pk__in=ids, status__in=stuck):
+        rows = FolderIntake.objects.filter(pk=intake.pk, status=intake.status)
         if intake.copy_path and os.path.isdir(intake.copy_path):
-            won = FolderIntake.objects.filter(pk=intake.pk, status=intake.status).update(
-                status=FolderIntakeStatus.COPIED, error_message=""
-            )
-            if won:
+            if progress.reset(rows, stage=FolderIntakeStage.IMPORT):
                 to_import.append(intake.pk)
         else:
-            FolderIntake.objects.filter(pk=intake.pk, status=intake.status).update(
-                status=FolderIntakeStatus.WAITING, signature="", signature_since=None, claimed_at=None,
-                claimed_by="", error_message="",
-            )
+            progress.reset(rows, status=FolderIntakeStatus.WAITING, signature="", signature_since=None, claimed_by="")
     return to_import
 

@@ -145,8 +145,8 @@ class JobAddForm(forms.ModelForm):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "current_stage", "template", "project_key", "series", "created_at")
-    list_filter = ("status", "current_stage", "template")
+    list_display = ("id", "status", "stage", "template", "project_key", "series", "created_at")
+    list_filter = ("status", "stage", "template")
     search_fields = ("project_key", "error")
     raw_id_fields = ("series",)
     inlines = [JobStageInline, ResultInline]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the rule engine loads pydicom: import it where rules are us
     from dicomflow.core.rules.model import Template as CoreTemplate
 
 from dicomflow.errors import RuleDefinitionError
+from dicomflow.progress import LongJob, Status, stage_field, status_field
 
 SERIES_STATUS_CHOICES = [(s.value, s.value.replace("_", " ").capitalize()) for s in SeriesStatus]
 
@@ -117,13 +118,7 @@ class SeriesState(models.Model):
         return f"series #{self.series_id}: {self.status}"
 
 
-class JobStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    RUNNING = "running", "Running"
-    WAITING_QC = "waiting_qc", "Waiting for quality control"
-    FINISHED = "finished", "Finished"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
+JobStatus = Status  # the one vocabulary of long jobs (dicomflow.progress); waiting: for quality control
 
 
 class Stage(models.TextChoices):
@@ -153,8 +148,14 @@ class StageStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-class Job(models.Model):
-    """One series (or a folder to import first) through the whole processing chain."""
+class Job(LongJob):
+    """One series (or a folder to import first) through the whole processing chain.
+
+    ``stage`` is the stage running (or waiting, failed); ``done``/``total`` its progress, also on its
+    :class:`JobStage` row.
+    """
+
+    what = "processing job"
 
     series = models.ForeignKey("catalog.Series", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="processing_jobs")
@@ -163,9 +164,8 @@ class Job(models.Model):
     template = models.ForeignKey(Template, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs",
                                  help_text="Empty: the rules choose.")
     project_key = models.CharField(max_length=64, help_text="Research project whose keys de-identify the series.")
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True)
-    current_stage = models.CharField(max_length=24, choices=Stage.choices, blank=True, default="")
-    error = models.TextField(blank=True, default="", help_text="Why the job failed (no identifying values).")
+    status = status_field(waiting="Waiting for quality control")
+    stage = stage_field(Stage)
     require_qc = models.BooleanField(default=False, help_text="A person approves the result before export.")
     out_dir = models.CharField(max_length=1024, blank=True, default="", help_text="Extra folder destination.")
     cancel_requested = models.BooleanField(default=False)
@@ -174,8 +174,6 @@ class Job(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -79,8 +79,7 @@ def importing(job: Job) -> None:
 
 def services_import(job: Job, import_paths, source_kind):
     def progress(done: int, total: int | None) -> None:
-        if done % 50 == 0:
-            services.update_progress(job.pk, Stage.IMPORTING, done, total or 0)
+        services.update_progress(job.pk, Stage.IMPORTING, done, total or 0)
 
     report = import_paths([job.input_path], source_kind=source_kind, received_from=f"processing job {job.pk}",
                           progress=progress)

@@ -40,6 +40,9 @@ from dicomflow.processing.models import (
     Template,
 )
 from dicomflow.projects.models import Capability
+from dicomflow.progress import ProgressReporter, failure_policy
+from dicomflow.progress import fail as fail_rows
+from dicomflow.progress import finish as finish_rows
 
 log = logging.getLogger(__name__)
 
@@ -247,23 +250,35 @@ def _claim(job_id: int, name: str) -> bool:
     now = timezone.now()
     with transaction.atomic():
         job = Job.objects.filter(pk=job_id).first()
-        if job is None or job.status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.FINISHED):
+        if job is None or job.is_over:
             return False
         earlier = JobStage.objects.filter(job_id=job_id, order__lt=STAGE_ORDER.index(name)).exclude(
             status__in=(StageStatus.DONE, StageStatus.SKIPPED))
         if earlier.exists():
             return False  # out of order (a stale message): the stage before must finish first
         taken = JobStage.objects.filter(job_id=job_id, name=name, status=StageStatus.PENDING).update(
-            status=StageStatus.RUNNING, started_at=now, finished_at=None, error="", attempts=F("attempts") + 1)
+            status=StageStatus.RUNNING, started_at=now, finished_at=None, error="", done=0, total=0,
+            attempts=F("attempts") + 1)
         if not taken:
             return False
-        Job.objects.filter(pk=job_id).update(status=JobStatus.RUNNING, current_stage=name, updated_at=now)
+        Job.objects.filter(pk=job_id).update(status=JobStatus.RUNNING, stage=name, done=0, total=0, updated_at=now)
         Job.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
     return True
 
 
+# The reporter of each stage running in this process (``run_stage`` sets it up, the pipeline reports).
+_reporters: dict[tuple[int, str], ProgressReporter] = {}
+
+
+def _stage_reporter(job_id: int, name: str) -> ProgressReporter:
+    """The shared reporter, writing done/total on the stage's row and the job's."""
+    return ProgressReporter(Job.objects.filter(pk=job_id), JobStage.objects.filter(job_id=job_id, name=name),
+                            start=(name, 0, 0))
+
+
 def update_progress(job_id: int, name: str, done: int, total: int) -> None:
-    JobStage.objects.filter(job_id=job_id, name=name).update(done=done, total=total)
+    """Progress of a running stage (throttled: about 100 writes per stage, the last one always)."""
+    (_reporters.get((job_id, name)) or _stage_reporter(job_id, name))(name, done, total)
 
 
 def run_stage(job_id: int, name: str) -> str | None:
@@ -279,16 +294,15 @@ def run_stage(job_id: int, name: str) -> str | None:
         _cancel_now(job)
         return None
     write_log(f"{Stage(name).label}: started", job=job, series_id=job.series_id, stage=name)
-    try:
-        pipeline.STAGES[name](job)
-    except DicomflowError as exc:
-        fail_stage(job_id, name, str(exc))
-        return None
-    except Exception as exc:  # never leak values: the class name only; details in the worker log
-        log.exception("job %s stage %s crashed", job_id, name)
-        fail_stage(job_id, name, f"internal error in {Stage(name).label.lower()} ({exc.__class__.__name__})")
-        return None
-    return _finish_stage(job_id, name)
+    report = _reporters[(job_id, name)] = _stage_reporter(job_id, name)
+    try:  # the shared failure policy: a DicomflowError's message, else the class name only
+        with failure_policy(Stage(name).label, lambda reason: fail_stage(job_id, name, reason),
+                            ref=f"of job {job_id}") as outcome:
+            pipeline.STAGES[name](job)
+    finally:
+        _reporters.pop((job_id, name), None)
+        report.flush()
+    return None if outcome.failed else _finish_stage(job_id, name)
 
 
 def _finish_stage(job_id: int, name: str) -> str | None:
@@ -307,12 +321,12 @@ def _finish_stage(job_id: int, name: str) -> str | None:
             upcoming = next_stage(job_id)
         if upcoming == Stage.QUALITY_CONTROL.value:
             JobStage.objects.filter(job_id=job_id, name=upcoming).update(status=StageStatus.WAITING, started_at=now)
-            Job.objects.filter(pk=job_id).update(status=JobStatus.WAITING_QC, current_stage=upcoming)
+            Job.objects.filter(pk=job_id).update(status=JobStatus.WAITING, stage=upcoming, done=0, total=0)
             write_log("Quality control: waiting for a person to approve or reject the result", job=job,
                       series_id=job.series_id, stage=upcoming)
             return None
         if upcoming is None:
-            Job.objects.filter(pk=job_id).update(status=JobStatus.FINISHED, finished_at=now, current_stage="")
+            finish_rows(Job.objects.filter(pk=job_id), stage="")
             write_log("job finished", job=job, series_id=job.series_id)
         return upcoming
 
@@ -322,8 +336,7 @@ def fail_stage(job_id: int, name: str, reason: str) -> None:
     with transaction.atomic():
         JobStage.objects.filter(job_id=job_id, name=name).update(status=StageStatus.FAILED, finished_at=now,
                                                                   error=reason)
-        Job.objects.filter(pk=job_id).update(status=JobStatus.FAILED, error=reason, finished_at=now,
-                                             current_stage=name)
+        fail_rows(Job.objects.filter(pk=job_id), reason, stage=name)
         job = Job.objects.get(pk=job_id)
         write_log(f"{Stage(name).label}: failed: {reason}", level=LogLevel.ERROR, job=job, series_id=job.series_id,
                   stage=name)

@@ -25,19 +25,10 @@ from dicomflow.projects.models import (
     ProjectUpload,
     StagedSeries,
     StagingJob,
-    StagingStatus,
     Subject,
     UploadSlot,
     UploadSlotLink,
 )
-
-_COLOURS = {
-    StagingStatus.PENDING: "#6c757d",
-    StagingStatus.IN_PROGRESS: "#0d6efd",
-    StagingStatus.COMPLETED: "#198754",
-    StagingStatus.FAILED: "#dc3545",
-}
-
 
 class ReadOnlyMixin:
     def has_add_permission(self, request, obj=None):
@@ -289,10 +280,7 @@ class StagingJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return format_html(
-            '<span style="background:{};color:#fff;border-radius:4px;padding:2px 8px">{}</span>',
-            _COLOURS.get(obj.status, "#6c757d"), obj.get_status_display(),
-        )
+        return obj.status_badge()
 
     @admin.display(description="progress")
     def progress(self, obj):

@@ -16,7 +16,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from dicomflow.core.deid.options import DEFAULT_OPTIONS, Options
-from dicomflow.progress import RunStatus
+from dicomflow.progress import LongJob, Status, stage_field, stages, status_field
 
 # The key store's rule for project keys (file names): letters, digits, '_', '.', '-'.
 PROJECT_KEY_VALIDATOR = RegexValidator(
@@ -196,30 +196,24 @@ class UploadSlotLink(models.Model):
         ordering = ["slot_id", "linked_at", "id"]
 
 
-StagingStatus = RunStatus  # the shared vocabulary of long jobs (dicomflow.progress)
+StagingStatus = Status  # the one vocabulary of long jobs (dicomflow.progress)
 
 
-class StagingStage(models.TextChoices):
-    WAITING = "waiting", "Waiting"
-    SELECT = "select", "Select (RT closure)"
-    DEIDENTIFY = "deidentify", "De-identify"
-    IMPORT = "import", "Import into the project"
-    FINALISE = "finalise", "Finalise"
-    DONE = "done", "Done"
+StagingStage = stages("StagingStage", ("select", "Select (RT closure)"), ("deidentify", "De-identify"),
+                      ("import", "Import into the project"), ("finalise", "Finalise"), module=__name__)
 
 
-class StagingJob(models.Model):
+class StagingJob(LongJob):
     """One staging of clinical series into a project; progress is (stage, done, total)."""
+
+    what = "staging"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="staging_jobs")
     source_study = models.ForeignKey("catalog.Study", on_delete=models.CASCADE, related_name="staging_jobs")
     requested_series = models.JSONField(default=list, help_text="Series UIDs asked for.")
     selected_series = models.JSONField(default=list, help_text="Requested series and all they reference.")
-    status = models.CharField(max_length=16, choices=StagingStatus.choices, default=StagingStatus.PENDING,
-                              db_index=True)
-    stage = models.CharField(max_length=16, choices=StagingStage.choices, default=StagingStage.WAITING)
-    done = models.IntegerField(default=0)
-    total = models.IntegerField(default=0)
+    status = status_field(running="In progress", finished="Completed")
+    stage = stage_field(StagingStage, default=StagingStage.WAITING)
     files_in = models.IntegerField(default=0)
     files_out = models.IntegerField(default=0)
     instances_new = models.IntegerField(default=0)
@@ -229,23 +223,16 @@ class StagingJob(models.Model):
     leak_findings = models.IntegerField(default=0)
     deid_record = models.JSONField(default=list, blank=True, help_text="[{tag, keyword, action, option}]")
     rt_integrity = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True, default="")
     task_id = models.CharField(max_length=64, blank=True, default="")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"staging #{self.pk} into {self.project.key}: {self.get_status_display()}"
-
-    @property
-    def percent(self) -> int:
-        return int(100 * self.done / self.total) if self.total else (100 if self.status == "completed" else 0)
 
     def as_dict(self) -> dict:
         """What ``dicomflow stage --json`` prints and the API would serve."""

@@ -49,6 +49,7 @@ from dicomflow.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from dicomflow.progress import ProgressReporter, run_long_job
 from dicomflow.projects.models import (
     OWN_COLUMNS,
     Capability,
@@ -60,7 +61,6 @@ from dicomflow.projects.models import (
     StagedSeries,
     StagingJob,
     StagingStage,
-    StagingStatus,
     Subject,
     UploadSlot,
     UploadSlotLink,
@@ -490,55 +490,32 @@ def enqueue_staging_job(job: StagingJob) -> None:
     transaction.on_commit(lambda: run_staging.apply_async((job.pk,), task_id=task_id))
 
 
-class _Progress:
-    """Commits (stage, done, total) on the job row when they change, about 100 times per stage."""
-
-    def __init__(self, job_id: int):
-        self.job_id = job_id
-        self.last: tuple | None = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        step = max(1, total // 100)
-        state = (stage, done, total)
-        if self.last and self.last[0] == stage and done != total and done - self.last[1] < step:
-            return
-        if state != self.last:
-            self.last = state
-            StagingJob.objects.filter(pk=self.job_id).update(stage=stage, done=done, total=total)
-
-
 def run_staging_job(job_id: int) -> StagingJob:
-    """The body of the staging task. A job not Pending (taken, done, gone) is left alone."""
-    taken = StagingJob.objects.filter(pk=job_id, status=StagingStatus.PENDING).update(
-        status=StagingStatus.IN_PROGRESS, stage=StagingStage.SELECT, started_at=timezone.now(), error=""
-    )
-    if not taken:
-        log.info("staging job %s is not pending; nothing to do", job_id)
-        return StagingJob.objects.get(pk=job_id)
-    job = StagingJob.objects.select_related("project", "source_study").get(pk=job_id)
-    out_dir = Path(settings.WORK_DIR) / f"staging-{job_id}-{uuid.uuid4().hex[:8]}"
+    """The body of the staging task (never raises). A job not pending (taken, done, gone) is left alone."""
+    run_long_job(StagingJob, job_id, _stage, stage=StagingStage.SELECT)
+    return StagingJob.objects.get(pk=job_id)
+
+
+# What staging records on the job, whether it finished or failed (the reasons a staging stopped).
+_RESULT_FIELDS = ("selected_series", "files_in", "files_out", "failed", "quarantined", "leak_findings",
+                  "deid_record", "rt_integrity", "instances_new", "instances_duplicate")
+
+
+def _stage(job: StagingJob, report: ProgressReporter) -> dict:
+    """Run the stages in a work folder of their own; the results are stored even when a stage fails."""
+    out_dir = Path(settings.WORK_DIR) / f"staging-{job.pk}-{uuid.uuid4().hex[:8]}"
     try:
-        _run(job, out_dir)
-        job.status, job.stage = StagingStatus.COMPLETED, StagingStage.DONE
-    except DicomflowError as exc:
-        job.status, job.error = StagingStatus.FAILED, str(exc)
-    except Exception as exc:  # unexpected: keep the worker alive, report the class only
-        log.exception("staging job %s failed", job_id)
-        job.status, job.error = StagingStatus.FAILED, f"staging failed unexpectedly ({type(exc).__name__}); see the log"
+        _run(job, out_dir, report)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    job.finished_at = timezone.now()
-    # keep the progress columns as the reporter committed them (the last stage's done/total)
-    job.done, job.total = StagingJob.objects.filter(pk=job_id).values_list("done", "total").get()
-    job.save()
-    return job
+        StagingJob.objects.filter(pk=job.pk).update(**{name: getattr(job, name) for name in _RESULT_FIELDS})
+    return {"stage": StagingStage.DONE}  # done/total stay the last stage's count
 
 
-def _run(job: StagingJob, out_dir: Path) -> None:
+def _run(job: StagingJob, out_dir: Path, progress: ProgressReporter) -> None:
     from dicomflow.intake.services import import_paths
 
     project, study = job.project, job.source_study
-    progress = _Progress(job.pk)
     progress(StagingStage.SELECT, 0, len(job.requested_series))
     selected = staging_closure(study, job.requested_series)
     job.selected_series = selected

@@ -5,7 +5,7 @@ out when its import finishes.
    (by study subject ID and names) and the template must exist; a slot already holding a study needs
    ``confirm``. The resumable upload session is created and tied to the project (``ProjectUpload``).
 2. The import task signals ``intake.signals.upload_imported``; ``finish_project_upload`` then, still
-   inside that task (so the upload reads "completed" only when all of it is done):
+   inside that task (so the upload reads "finished" only when all of it is done):
    - stages every uploaded study into the project (the de-identified copy the project sees), as the
      uploader, one STAGE audit entry each; a given subject is tied to the uploaded patient, so the
      copy carries the study subject ID;
@@ -25,7 +25,16 @@ from django.db import IntegrityError, transaction
 from dicomflow.catalog.models import Series, Study
 from dicomflow.errors import ConfirmationRequiredError, DicomflowError, InputError, NotFoundError
 from dicomflow.projects import services
-from dicomflow.projects.models import Capability, Event, Project, ProjectUpload, StagedSeries, Subject, UploadSlot
+from dicomflow.projects.models import (
+    Capability,
+    Event,
+    Project,
+    ProjectUpload,
+    StagedSeries,
+    StagingStatus,
+    Subject,
+    UploadSlot,
+)
 from dicomflow.projects.selectors import copies_of, project_for
 
 log = logging.getLogger(__name__)
@@ -112,7 +121,7 @@ def finish_project_upload(upload: ProjectUpload, report) -> ProjectUpload:
     copies = []
     for study in studies:
         job = services.stage_upload(owner, project, study)
-        if job.status != "completed":
+        if job.status != StagingStatus.FINISHED:
             raise InputError(f"staging job #{job.pk} failed: {job.error}")
         copies += list(copies_of(study, project).values_list("study__study_instance_uid", flat=True).distinct())
     upload.staged_studies = sorted(set(copies))

@@ -66,7 +66,7 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 # the request never left this machine: repeating it cannot do anything twice, whatever the method
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 UPLOAD_FIELDS = ("project", "subject", "event", "slot", "template")
-UPLOAD_DONE = {"completed"}
+UPLOAD_DONE = {"finished", "completed"}  # "completed": servers before the one status vocabulary
 UPLOAD_ENDED = {"failed", "cancelled"}
 JOB_FINISHED, JOB_FAILED, JOB_CANCELLED = "finished", "failed", "cancelled"
 
@@ -362,12 +362,13 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             state = self._request("GET", f"uploads/{upload_id}/", params={"files": "0"}).json()
+            job = _progress_of(state)
             if progress:
-                progress("import", state["import_done"], state["import_total"])
-            if state["status"] in UPLOAD_DONE:
+                progress("import", job["done"], job["total"])
+            if job["status"] in UPLOAD_DONE:
                 return _import_result(state, upload_id)
-            if state["status"] in UPLOAD_ENDED:
-                raise UploadFailed(200, state["error_message"] or f"the upload was {state['status']}", state["status"])
+            if job["status"] in UPLOAD_ENDED:
+                raise UploadFailed(200, job["error"] or f"the upload was {job['status']}", job["status"])
             if time.monotonic() + interval > deadline:
                 raise WaitTimeout(f"the import of upload {upload_id} did not finish within {timeout:.0f} s")
             time.sleep(interval)
@@ -380,7 +381,7 @@ class Client:
         state = self._request("GET", f"uploads/{upload_id}/", params={"files": "0"}).json()
         result = state.get("result") or {}
         return UploadProblems(status=state["status"], ignored=list(result.get("ignored") or []),
-                              conflicts=list(result.get("conflicts") or []), error=state.get("error_message") or "")
+                              conflicts=list(result.get("conflicts") or []), error=_progress_of(state)["error"] or "")
 
     def upload_studies(self, upload_id: str) -> list[str]:
         """The study UIDs an upload brought in: the server's ``studies`` list, or (older servers)
@@ -525,3 +526,11 @@ def _collect(path: Path) -> list[tuple[Path, str]]:
     if not out:
         raise FileNotFoundError(f"the folder {path} holds no files")
     return out
+
+
+def _progress_of(state: dict) -> dict:
+    """The upload's progress in the one format of long jobs; older servers' fields as a fallback."""
+    if isinstance(state.get("progress"), dict):
+        return state["progress"]
+    return {"status": state.get("status"), "done": state.get("import_done", 0), "total": state.get("import_total", 0),
+            "error": state.get("error_message", "")}

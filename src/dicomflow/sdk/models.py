@@ -137,6 +137,7 @@ class UploadSession:
     template: str | None = None
     studies: list[str] | None = None  # study UIDs the import touched (newer servers)
     jobs: list[int] | None = None  # processing jobs it started (newer servers)
+    progress: dict | None = None  # {"status", "stage", "done", "total", "percent", "started_at", "finished_at", "error"}
 
 
 @dataclass(frozen=True)
@@ -172,3 +173,4 @@ class Job:
     finished_at: str | None = None
     stages: list[dict] | None = None
     results: list[str] | None = None
+    progress: dict | None = None  # the one progress format of long jobs

@@ -58,7 +58,7 @@
     if (!id) return null;
     try {
       const s = await call("GET", api + id + "/");
-      const same = s.status === "receiving" && s.files.length === files.length &&
+      const same = s.status === "waiting" && s.files.length === files.length &&
         s.files.every((f, i) => f.name === nameOf(files[i]) && f.size === files[i].size);
       return same ? s : null;
     } catch (e) { return null; }
@@ -140,10 +140,10 @@
     localStorage.removeItem(key);
     for (;;) {
       const state = await call("GET", api + session.id + "/?files=0");
-      if (state.status === "completed") { show("Done", "", 1); result(state); return; }
-      if (state.status === "failed" || state.status === "cancelled") { throw new Error(state.error_message || "the import failed"); }
-      const t = state.import_total || 0;
-      show("Importing", t ? state.import_done + " / " + t + " files" : state.status, t ? state.import_done / t : 0);
+      const p = state.progress;  // the one progress format of long jobs
+      if (p.status === "finished") { show("Done", "", 1); result(state); return; }
+      if (p.status === "failed" || p.status === "cancelled") { throw new Error(p.error || "the import failed"); }
+      show("Importing", p.total ? p.done + " / " + p.total + " files" : p.status, p.total ? p.done / p.total : 0);
       await sleep(500);
     }
   }
