@@ -98,7 +98,7 @@ def test_post_jobs_per_persona(world, api, django_capture_on_commit_callbacks):
 def _waiting_qc(world) -> Job:
     [job] = services.send_for_processing(world["admin"], project_key="proc-a", require_qc=True, inline=True,
                                          series_uids=[world["series"]["copy"].series_instance_uid])
-    assert job.status == JobStatus.WAITING_QC, job.error
+    assert job.status == JobStatus.WAITING, job.error
     return job
 
 

@@ -45,7 +45,7 @@ def world(tmp_path, django_user_model, admin_user):
     clinical = Study.objects.get(study_instance_uid=ct.study_uid)
     clinical2 = Study.objects.get(study_instance_uid=ct2.study_uid)
     for study in (clinical, clinical2):
-        assert services.stage_series(OP, a, study, run_inline=True).status == "completed"
+        assert services.stage_series(OP, a, study, run_inline=True).status == "finished"
     copies = list(Study.objects.filter(project=a).order_by("pk"))
     return {"a": a, "b": b, "ct": ct, "clinical": clinical, "copies": copies, "admin": admin_user, **users}
 

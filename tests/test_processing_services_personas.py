@@ -89,7 +89,7 @@ def _finished(actor, project, series, **kwargs) -> Job:
 def test_retry_cancel_and_quality_control(world):
     a, alice = world["a"], world["alice"]
     [job] = send(alice, a, world["series"]["copy"], require_qc=True, inline=True)
-    assert job.status == JobStatus.WAITING_QC, job.error
+    assert job.status == JobStatus.WAITING, job.error
     for name, error in (("bob", NotFoundError), ("charlie", NotFoundError)):
         refused(error, services.approve_qc, world[name], job.pk)
         refused(error, services.reject_qc, world[name], job.pk, "no")
@@ -101,7 +101,7 @@ def test_retry_cancel_and_quality_control(world):
     assert Job.objects.get(pk=job.pk).status == JobStatus.FAILED
     assert audit("qc_reject") == [("alice", "ok", "proc-a", f"job #{job.pk}")]
     job = services.retry_job(alice, job.pk, inline=True)
-    assert job.status == JobStatus.WAITING_QC  # made again, reviewed again
+    assert job.status == JobStatus.WAITING  # made again, reviewed again
     job = services.approve_qc(world["dora"], job.pk, inline=True)
     assert job.status == JobStatus.FINISHED
     assert audit("qc_approve") == [("dora", "ok", "proc-a", f"job #{job.pk}")]
@@ -117,7 +117,7 @@ def test_blocking_findings_fail_checking_until_overridden(world):
     assert template.core().blocking_findings == DEFAULT_BLOCKING_FINDINGS
     assert "COMPLETENESS_MISSING_SLICES" in template.definition["blocking_findings"]
     [job] = send(world["admin"], a, world["series"]["gap"], inline=True)
-    assert job.status == JobStatus.FAILED and job.current_stage == "checking"
+    assert job.status == JobStatus.FAILED and job.stage == "checking"
     assert "COMPLETENESS_MISSING_SLICES" in job.error and "override" in job.error
 
     refused(NotFoundError, services.override_blocking_finding, world["bob"], job.pk, "COMPLETENESS_MISSING_SLICES",
@@ -210,7 +210,7 @@ def test_rules_dry_run_explains_and_previews_without_writing(world):
 def test_the_cli_operator_acts_everywhere_and_is_audited_by_login(world):
     operator = cli_operator()
     [job] = send(operator, world["a"], world["series"]["ct"], require_qc=True, inline=True)
-    assert job.created_by is None and job.status == JobStatus.WAITING_QC
+    assert job.created_by is None and job.status == JobStatus.WAITING
     services.approve_qc(operator, job.pk, inline=True)
     [(user, outcome, project, obj)] = audit("qc_approve")
     assert user == f"cli:{operator.login}" and outcome == "ok"

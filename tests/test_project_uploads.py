@@ -51,9 +51,9 @@ def test_upload_with_template_into_a_project_slot(tmp_path, django_user_model, c
         assert response.status_code == 200, response.content
     assert api.post(f"/api/uploads/{sid}/finalize/").status_code == 202
 
-    done = wait_for(lambda: UploadSession.objects.filter(pk=sid, status__in=["completed", "failed"]).first(),
+    done = wait_for(lambda: UploadSession.objects.filter(pk=sid, status__in=["finished", "failed"]).first(),
                     timeout=180, worker=celery_worker_process, what="the upload's import and staging")
-    assert done.status == "completed", done.error_message
+    assert done.status == "finished", done.error
     state = api.get(f"/api/uploads/{sid}/?files=0").json()
     assert state["project"] == "ICO-P" and state["studies"] == [ct.study_uid]
     [copy_uid] = state["project_studies"]

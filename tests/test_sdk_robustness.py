@@ -185,7 +185,7 @@ def test_upload_problems_studies_and_the_jobs_of_a_study(live_server, key, celer
         result = client.upload([tmp_path / "in", tmp_path / "other"], progress=lambda s, d, t: stages.add(s))
         assert stages == {"upload", "import"} and (result.files_seen, result.instances_new) == (6, 5)
         problems = client.upload_problems(result.upload_id)
-        assert problems.status == "completed" and not problems.ok and problems.error == ""
+        assert problems.status == "finished" and not problems.ok and problems.error == ""
         assert [p["path"] for p in problems.ignored] == ["in/notes.txt"]
         assert problems.ignored[0]["reason"].startswith("not a DICOM file")
         assert sorted(client.upload_studies(result.upload_id)) == sorted([one.study_uid, two.study_uid])
@@ -202,7 +202,7 @@ def test_waiting_for_an_import_times_out_with_a_timeout_error(live_server, key, 
     (tmp_path / "a.dcm").write_bytes(b"x" * 10)
     with Client(live_server.url, api_key=key) as client:
         queued = client.upload(tmp_path / "a.dcm", wait=False)
-        assert queued.status == "queued"
+        assert queued.status == "pending"
         with pytest.raises(WaitTimeout):  # no worker in this test: the import never starts
             client.wait_for_import(queued.id, timeout=0.3, interval=0.1)
 
@@ -226,6 +226,11 @@ class OldServer(httpx.HTTPTransport):
 
 
 def test_project_fields_are_not_silently_dropped_by_an_older_server(live_server, key, tmp_path):
+    from dicomflow.processing.services import ensure_builtin_templates
+    from dicomflow.projects.services import create_project
+
+    create_project("P1", "P1")  # the server accepts the fields; the older server's answer drops them
+    ensure_builtin_templates()
     (tmp_path / "a.dcm").write_bytes(b"x" * 10)
     transport = OldServer()
     with Client(live_server.url, api_key=key, transport=transport) as client, pytest.raises(UnsupportedByServer):
