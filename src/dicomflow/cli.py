@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "dicomflow.commands.check",
     "dicomflow.commands.catalog",
     "dicomflow.commands.network",
+    "dicomflow.commands.export",
     "dicomflow.commands.process",
     "dicomflow.commands.projects",
 ]

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "dicomflow.accounts",
     "dicomflow.catalog",
     "dicomflow.intake",
+    "dicomflow.export",
     "dicomflow.projects",
     "dicomflow.deid",
     "dicomflow.processing",
