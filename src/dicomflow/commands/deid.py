@@ -32,13 +32,14 @@ def deid(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
+    from dicomflow import settings  # the plain module: the key folder, without setting Django up
     from dicomflow.core.deid import KeyStore, deidentify_folder, write_record
     from dicomflow.errors import DicomflowError
 
     if not src.exists():
         fail(f"{src} does not exist", as_json)
     try:
-        store = KeyStore()
+        store = KeyStore(settings.PROJECT_KEYS_DIR)
         key = store.project_key(project, create=True)
         options = store.options(project)
         started = time.monotonic()
@@ -89,12 +90,13 @@ def reidentify(
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
+    from dicomflow import settings
     from dicomflow.core.deid import KeyStore, ReverseMap, reidentify_dataset
     from dicomflow.core.deid.job import iter_files
     from dicomflow.errors import DicomflowError
 
     try:
-        store = KeyStore()
+        store = KeyStore(settings.PROJECT_KEYS_DIR)
         store.project_key(project, create=False)
         rmap = ReverseMap.from_records(store.load_reverse_records(project))
     except DicomflowError as exc:
