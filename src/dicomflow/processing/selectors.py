@@ -1,10 +1,35 @@
-"""Processing selectors (reads): job summaries, the processing log, series states."""
+"""Processing selectors (reads): job summaries, the processing log, series states, visible jobs."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from dicomflow.processing.models import Job, LogEntry, Result, SeriesState
+from dicomflow.projects.selectors import visible_series
+
+VIEW_JOBS_PERMISSION = "processing.view_job"
+
+
+def visible_jobs(user) -> QuerySet[Job]:
+    """Processing jobs ``user`` may see: all for superusers; with ``processing.view_job``, those on
+    series the user sees or that the user created; none otherwise."""
+    if not (user is not None and getattr(user, "is_authenticated", False) and user.is_active):
+        return Job.objects.none()
+    if user.is_superuser:
+        return Job.objects.all()
+    if not user.has_perm(VIEW_JOBS_PERMISSION):
+        return Job.objects.none()
+    return Job.objects.filter(Q(series__in=visible_series(user)) | Q(created_by=user))
+
+
+def series_processing_state(series) -> dict | None:
+    """The series' processing status (rules, chosen template, explanation), None before evaluation."""
+    state = SeriesState.objects.filter(series=series).select_related("template").first()
+    if state is None:
+        return None
+    return {"status": state.status, "template": state.template.name if state.template else None,
+            "explanation": state.explanation or None,
+            "evaluated_at": state.evaluated_at.isoformat() if state.evaluated_at else None}
 
 
 def job_summary(job_id: int) -> dict:
