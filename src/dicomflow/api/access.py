@@ -1,8 +1,9 @@
-"""Who may see what, under the names the API modules first used: a re-export only.
+"""Transitional re-export (no logic): who may see what, under the names API code first used.
 
 The rules live in ``dicomflow.projects.selectors`` (catalog visibility, upload and import
-permissions) and ``dicomflow.processing.selectors`` (jobs); the web UI imports them from there, and
-new API code should too. Nothing here decides anything.
+permissions) and ``dicomflow.processing.selectors`` (jobs); the web UI and the API views import
+them from there. Nothing in the product imports this module any more: it only keeps code written
+against the old name in parallel branches working until it moves, then it can be deleted.
 """
 
 from dicomflow.catalog import rt_selectors as _rt_selectors

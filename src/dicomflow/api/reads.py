@@ -1,7 +1,7 @@
-"""Catalog reads as the API modules first named them: they live in ``dicomflow.catalog.selectors``.
+"""Transitional re-export (no logic): the catalog reads live in ``dicomflow.catalog.selectors``.
 
-A re-export only (no logic here), so API code written against this name keeps working; new code
-imports ``dicomflow.catalog.selectors`` directly.
+Nothing in the product imports this module any more: it only keeps code written against the old
+name in parallel branches working until it moves, then it can be deleted.
 """
 
 from dicomflow.catalog.selectors import (  # noqa: F401

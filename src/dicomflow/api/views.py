@@ -22,7 +22,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dicomflow.accounts.authentication import ApiKeyAuthentication
-from dicomflow.api import access, reads
 from dicomflow.api.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyLoginSerializer,
@@ -39,9 +38,13 @@ from dicomflow.api.serializers import (
     UploadCreateSerializer,
     UploadSessionSerializer,
 )
-from dicomflow.errors import DicomflowError, InputError, PermissionDeniedError, UploadError
+from dicomflow.catalog import rt_selectors
+from dicomflow.catalog import selectors as catalog
+from dicomflow.errors import DicomflowError, PermissionDeniedError, UploadError
 from dicomflow.intake import resumable
 from dicomflow.intake.models import ImportRun, SourceKind, UploadSession
+from dicomflow.processing.selectors import visible_jobs
+from dicomflow.projects import selectors as visibility
 
 log = logging.getLogger(__name__)
 UID_REGEX = r"[^/]{1,64}"
@@ -49,7 +52,7 @@ UID_REGEX = r"[^/]{1,64}"
 
 def _filter_parameters(kind: str) -> list[OpenApiParameter]:
     types = {"patient": int, "date_from": OpenApiTypes.DATE, "date_to": OpenApiTypes.DATE}
-    return [OpenApiParameter(name, types.get(name, str), required=False) for name in reads.FILTERS[kind]]
+    return [OpenApiParameter(name, types.get(name, str), required=False) for name in catalog.FILTERS[kind]]
 
 
 ERRORS = {400: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
@@ -63,8 +66,8 @@ class PatientViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = PatientSerializer
 
     def get_queryset(self):
-        qs = access.patients(self.request.user).select_related("project")
-        return reads.filter_patients(qs, self.request.query_params).order_by("patient_id", "pk")
+        qs = visibility.visible_patients(self.request.user).select_related("project")
+        return catalog.filter_patients(qs, self.request.query_params).order_by("patient_id", "pk")
 
 
 @extend_schema_view(list=extend_schema(parameters=_filter_parameters("studies"), responses={200: StudySerializer, **ERRORS}))
@@ -74,23 +77,20 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = UID_REGEX
 
     def get_queryset(self):
-        qs = access.studies(self.request.user)
-        return reads.filter_studies(qs, self.request.query_params).order_by("-study_date", "study_instance_uid")
+        qs = visibility.visible_studies(self.request.user)
+        return catalog.filter_studies(qs, self.request.query_params).order_by("-study_date", "study_instance_uid")
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
     @action(detail=True, methods=["get"], url_path="rt-tree")
     def rt_tree(self, request, study_instance_uid=None):
         """The study's RT tree (references, approval status) and stored check findings."""
         study = self.get_object()
-        module = access.rt_selectors()
-        if module is None:
-            raise InputError("the RT analysis is not available on this server")
         return Response({
             "study_instance_uid": study.study_instance_uid,
-            "analysed": module.is_analysed(study),
-            "tree": module.study_tree(study)["series"],
-            "checks": module.study_checks(study),
-            "approval": module.approval_statuses(study, include_review=access.can_see_review(request.user)),
+            "analysed": rt_selectors.is_analysed(study),
+            "tree": rt_selectors.study_tree(study)["series"],
+            "checks": rt_selectors.study_checks(study),
+            "approval": rt_selectors.approval_statuses(study, include_review=visibility.can_see_clinical(request.user)),
         })
 
 
@@ -113,16 +113,16 @@ class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
         return SeriesDetailSerializer if self.action == "retrieve" else SeriesSerializer
 
     def get_queryset(self):
-        qs = access.series(self.request.user)
-        return reads.filter_series(qs, self.request.query_params).order_by("study_id", "series_number", "series_instance_uid")
+        qs = visibility.visible_series(self.request.user)
+        return catalog.filter_series(qs, self.request.query_params).order_by("study_id", "series_number", "series_instance_uid")
 
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY, **ERRORS})
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, ZipRenderer])
     def download(self, request, series_instance_uid=None):
         """The series' stored files as a ZIP (members ``<SOP Instance UID>.dcm``), streamed from the store."""
-        series = get_object_or_404(access.series(request.user), series_instance_uid=series_instance_uid)
-        reads.check_series_files(series)
-        response = StreamingHttpResponse(reads.stream_series_zip(series), content_type="application/zip")
+        series = get_object_or_404(visibility.visible_series(request.user), series_instance_uid=series_instance_uid)
+        catalog.check_series_files(series)
+        response = StreamingHttpResponse(catalog.stream_series_zip(series), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="series-{series.series_instance_uid}.zip"'
         return response
 
@@ -134,15 +134,15 @@ class InstanceViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = UID_REGEX
 
     def get_queryset(self):
-        qs = access.instances(self.request.user)
-        return reads.filter_instances(qs, self.request.query_params).order_by("series_id", "instance_number", "sop_instance_uid")
+        qs = visibility.visible_instances(self.request.user)
+        return catalog.filter_instances(qs, self.request.query_params).order_by("series_id", "instance_number", "sop_instance_uid")
 
 
 class CanViewImports(IsAuthenticated):
     message = "you may not see imports (ask for the 'view import run' permission)"
 
     def has_permission(self, request, view):
-        return access.can_view_imports(request.user)
+        return visibility.can_view_imports(request.user)
 
 
 class ProjectViewSet(viewsets.ReadOnlyModelViewSet):
@@ -157,10 +157,7 @@ class ProjectViewSet(viewsets.ReadOnlyModelViewSet):
         return ProjectSerializer
 
     def get_queryset(self):
-        qs = access.projects(self.request.user)
-        if qs is None:
-            raise InputError("research projects are not available on this server")
-        return qs.order_by("key")
+        return visibility.projects_for(self.request.user).order_by("key")
 
 
 # --- imports ---------------------------------------------------------------------------------------------
@@ -200,9 +197,7 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         return JobDetailSerializer if self.action == "retrieve" else JobSerializer
 
     def get_queryset(self):
-        qs = access.jobs(self.request.user)
-        if qs is None:
-            raise InputError("processing is not available on this server")
+        qs = visible_jobs(self.request.user)
         if value := self.request.query_params.get("status"):
             qs = qs.filter(status=value)
         if value := self.request.query_params.get("series_uid"):
@@ -269,7 +264,7 @@ class UploadSessionViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin,
     @extend_schema(request=UploadCreateSerializer, responses={201: UploadSessionSerializer, 413: ErrorSerializer, **ERRORS})
     def create(self, request, *args, **kwargs):
         """Declare the files (name, size, sha256); answers with the session and where each file stands."""
-        if not access.can_upload(request.user):
+        if not visibility.can_upload(request.user):
             raise PermissionDenied("you may not upload (ask for the 'add upload session' permission)")
         data = UploadCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
