@@ -72,13 +72,16 @@ def test_environment_is_read_in_settings_only():
         "accounts/actors.py",  # USER: the operating-system login the CLI operator is audited as
         "processing/processors/external.py",  # the environment an external processor runs in
         "processing/processors/remote_http.py",  # token_env: the variable a template names for its secret
-        "core/archive/limits.py",  # ArchiveLimits.from_env: called by settings (ARCHIVE_LIMITS)
-        "core/env.py",  # the strict reader settings uses
         "testing/pytest_home.py",  # the test session's own home
     }
     readers = set()
     for path in SRC.rglob("*.py"):
-        text = path.read_text()
-        if "os.environ" in text or "getenv" in text:
-            readers.add(str(path.relative_to(SRC)))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}
+                    and isinstance(node.value, ast.Name) and node.value.id == "os"):
+                readers.add(str(path.relative_to(SRC)))
+            elif isinstance(node, ast.ImportFrom) and node.module == "os" and {"environ", "getenv"} & {
+                    a.name for a in node.names}:
+                readers.add(str(path.relative_to(SRC)))
     assert readers <= allowed, sorted(readers - allowed)
+    assert not [r for r in readers if r.startswith("core/")], "core is handed its configuration"

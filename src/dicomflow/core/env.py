@@ -9,7 +9,6 @@ passwords are never repeated in a message (``secret=True``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 
 from dicomflow.errors import ConfigurationError
@@ -19,10 +18,11 @@ FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class Environment:
-    """Typed, validated reads of a mapping of variables (``os.environ`` by default)."""
+    """Typed, validated reads of a mapping of variables (settings passes ``os.environ``: core
+    code never reads the process environment itself)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None):
-        self.environ = os.environ if environ is None else environ
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
 
     def raw(self, name: str) -> str | None:
         """The stripped value, or None when unset or empty."""

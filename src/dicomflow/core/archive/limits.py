@@ -1,6 +1,7 @@
 """How far an archive may expand, and the running tally that enforces it while bytes stream.
 
-Why these defaults (all configurable, e.g. from the environment with :meth:`ArchiveLimits.from_env`):
+Why these defaults (all configurable; ``dicomflow.settings`` reads them from the environment with
+:meth:`ArchiveLimits.from_env` into ``ARCHIVE_LIMITS``):
 
 - ``max_total_size`` 20 GiB: a large RT study (4D CT, several thousand slices, dose grids) is a few
   GiB; 20 GiB leaves room for multi-patient research exports while keeping one upload from filling
@@ -26,7 +27,6 @@ against the outermost extraction, and the overall ratio is taken against the out
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -60,7 +60,7 @@ class ArchiveLimits:
                 raise ConfigurationError(f"archive limit {f.name} must be positive (got {value})")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ArchiveLimits:
+    def from_env(cls, environ: Mapping[str, str]) -> ArchiveLimits:
         """Defaults overridden by ``DICOMFLOW_ARCHIVE_<FIELD>`` variables, parsed strictly.
 
         Sizes accept a unit (``20G``, ``512MiB``); e.g. ``DICOMFLOW_ARCHIVE_MAX_TOTAL_SIZE=50G``,
@@ -68,11 +68,10 @@ class ArchiveLimits:
         parse, or is out of range, is one ConfigurationError naming the variable and what it accepts.
         ``dicomflow.settings`` calls this once (``ARCHIVE_LIMITS``); core code is handed the result.
         """
-        env = os.environ if environ is None else environ
         values: dict[str, float | int] = {}
         for f in fields(cls):
             name = _ENV_PREFIX + f.name.upper()
-            raw = (env.get(name) or "").strip()
+            raw = (environ.get(name) or "").strip()
             if not raw:
                 continue
             number = _parse_limit(f.name, raw)
