@@ -36,6 +36,8 @@ def _stats(tmp_path, **env) -> subprocess.CompletedProcess:
     ("DICOMFLOW_SCP_FASTPATH", "maybe", "one of 1, true, yes, on (on) or 0, false, no, off (off)"),
     ("DICOMFLOW_ARCHIVE_MAX_MEMBERS", "0", "a whole number, greater than 0"),
     ("DICOMFLOW_UPLOAD_STALE_DAYS", "-1", "a number greater than 0"),
+    ("DICOMFLOW_SCP_ALLOW", "CT1", "comma-separated AET@HOST entries (AET or HOST may be *, HOST may be an IP "
+                                   "address, a CIDR network or a host name)"),
 ])
 def test_a_bad_value_is_one_clear_line(tmp_path, variable, value, accepted):
     result = _stats(tmp_path, **{variable: value})
@@ -55,6 +57,7 @@ def test_a_bad_url_is_named_without_repeating_its_password(tmp_path):
 
 def test_good_values_are_taken(tmp_path):
     result = _stats(tmp_path, DICOMFLOW_SCP_PORT=" 104 ", DICOMFLOW_FSYNC="NEVER", DICOMFLOW_SCP_FASTPATH="off",
+                    DICOMFLOW_SCP_ALLOW="CT1@10.0.0.0/8, *@localhost,TPS@[::1]",
                     DICOMFLOW_ARCHIVE_MAX_TOTAL_SIZE="5G", DICOMFLOW_UPLOAD_STALE_DAYS="")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["instances"] == 0

@@ -205,11 +205,16 @@ DICOMFLOW_FSYNC = ENV.choice("DICOMFLOW_FSYNC", "batch", ("always", "batch", "ne
 DICOMFLOW_IMPORT_WORKERS = ENV.integer("DICOMFLOW_IMPORT_WORKERS", os.cpu_count() or 1, minimum=1)
 DICOMFLOW_IMPORT_BATCH = ENV.integer("DICOMFLOW_IMPORT_BATCH", 500, minimum=1)
 DICOMFLOW_WATCH_STABLE_MINUTES = ENV.number("DICOMFLOW_WATCH_STABLE_MINUTES", 10.0, minimum=0)
+_AE_TITLE = r"[\x20-\x5b\x5d-\x7e]{1,16}"  # 1-16 printable ASCII characters, no backslash
 DICOMFLOW_SCP_AET = ENV.text("DICOMFLOW_SCP_AET", "DICOMFLOW")
-if not re.fullmatch(r"[\x20-\x5b\x5d-\x7e]{1,16}", DICOMFLOW_SCP_AET):
+if not re.fullmatch(_AE_TITLE, DICOMFLOW_SCP_AET):
     raise ENV.invalid("DICOMFLOW_SCP_AET", "an AE title: 1 to 16 printable ASCII characters, no backslash")
 DICOMFLOW_SCP_PORT = ENV.integer("DICOMFLOW_SCP_PORT", 11112, minimum=0, maximum=65535)
-DICOMFLOW_SCP_ALLOW = ENV.items("DICOMFLOW_SCP_ALLOW")  # AET@HOST rules, checked when the receiver starts
+# AET@HOST rules; their spelling is checked here, host names are resolved when the receiver starts.
+DICOMFLOW_SCP_ALLOW = ENV.items("DICOMFLOW_SCP_ALLOW")
+if not all(re.fullmatch(rf"(\*|{_AE_TITLE})@[^\s@]+", rule) for rule in DICOMFLOW_SCP_ALLOW):
+    raise ENV.invalid("DICOMFLOW_SCP_ALLOW", "comma-separated AET@HOST entries (AET or HOST may be *, "
+                      "HOST may be an IP address, a CIDR network or a host name)")
 # Plain storage associations are served by the receiver's own fast path (intake/network/fastpath.py);
 # 0 hands every association to pynetdicom (the fallback that serves everything else anyway).
 DICOMFLOW_SCP_FASTPATH = ENV.boolean("DICOMFLOW_SCP_FASTPATH", True)
