@@ -25,7 +25,7 @@ DICOMFLOW = str(Path(sys.executable).with_name("dicomflow"))
 
 def _stats(tmp_path, **env) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the test home's own SQLite
-    environ.update(DICOMFLOW_HOME=str(tmp_path / "home"), **env)
+    environ.update({"DICOMFLOW_HOME": str(tmp_path / "home"), **env})
     return subprocess.run([DICOMFLOW, "stats", "--json"], env=environ, capture_output=True, text=True, timeout=120)
 
 
@@ -93,3 +93,12 @@ def test_every_variable_is_listed_in_the_readme():
     listed = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
     assert read - listed == set(), "variables missing from the README's Configuration table"
     assert {v for v in listed if v.startswith("DICOMFLOW_")} - read == set(), "README lists variables nobody reads"
+
+
+def test_a_home_that_cannot_be_a_folder_is_named(tmp_path):
+    home = tmp_path / "a-file"
+    home.write_text("")
+    result = _stats(tmp_path, DICOMFLOW_HOME=str(home))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"error: DICOMFLOW_HOME={str(home)!r} is not valid: expected a folder "
+                                          f"dicomflow can create and write ({home}: File exists)"]

@@ -26,15 +26,18 @@ ENV = Environment(os.environ)
 
 BASE_DIR = Path(__file__).resolve().parent
 HOME = Path(ENV.text("DICOMFLOW_HOME", "var")).resolve()
-HOME.mkdir(parents=True, exist_ok=True)
 STORE_DIR = HOME / "store"
 DATASTORE_DIR = HOME / "datastore"
 UPLOAD_DIR = HOME / "uploads"
 WORK_DIR = HOME / "work"
 LOG_DIR = HOME / "logs"
 KEYS_DIR = HOME / "keys"
-for _d in (STORE_DIR, DATASTORE_DIR, UPLOAD_DIR, WORK_DIR, LOG_DIR, KEYS_DIR, HOME / "static"):
-    _d.mkdir(parents=True, exist_ok=True)
+try:
+    for _d in (HOME, STORE_DIR, DATASTORE_DIR, UPLOAD_DIR, WORK_DIR, LOG_DIR, KEYS_DIR, HOME / "static"):
+        _d.mkdir(parents=True, exist_ok=True)
+except OSError as _exc:
+    raise ENV.invalid("DICOMFLOW_HOME", f"a folder dicomflow can create and write ({_d}: "
+                      f"{_exc.strerror or _exc.__class__.__name__})") from None
 
 
 def _secret_key() -> str:
