@@ -1,8 +1,9 @@
-"""The one import service every source uses: CLI, uploads, watched folders, C-STORE.
+"""The import service of files, folders and archives: CLI, uploads, watched folders, staging.
 
 Files are read and stored by worker processes (header only, pixel bytes copied through) and
 catalogued by this process in batches. Every file seen is counted exactly once: new, duplicate,
-conflict or ignored (with a specific reason).
+conflict or ignored (with a specific reason). Each import is one ``ImportSession``
+(``intake.sessions``), as is each association of the C-STORE receiver.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from dicomflow.core.store import FileStore
 from dicomflow.errors import InputError
 from dicomflow.intake.models import SourceKind
 from dicomflow.intake.sessions import ImportReport, ImportSession
-
-__all__ = ["ImportReport", "import_paths", "start_ingestion"]  # ImportReport lives in sessions
 
 log = logging.getLogger(__name__)
 
