@@ -25,7 +25,7 @@ from dicomflow.accounts.actors import cli_operator
 from dicomflow.catalog.models import Series
 from dicomflow.core.rules import CT_BODY_LUNGS, SeriesStatus
 from dicomflow.core.segmentation import read_image_series, read_rtstruct_masks
-from dicomflow.intake.models import DicomNode
+from dicomflow.export.models import DicomNode
 from dicomflow.intake.services import import_paths
 from dicomflow.processing import selectors, services, tasks
 from dicomflow.processing.models import STAGE_ORDER, Job, JobStage, JobStatus, LogEntry, Result, SeriesState, Template

@@ -15,7 +15,7 @@ from dicomflow.catalog.models import Series
 from dicomflow.core.segmentation import ct_body_lungs
 from dicomflow.intake.network.common import RemoteNode
 from dicomflow.intake.network.scp import StorageSCP
-from dicomflow.intake.network.scu import send_instances
+from dicomflow.export.scu import send_instances
 from dicomflow.intake.services import import_paths
 from dicomflow.processing import services
 from dicomflow.processing.models import JobStatus, LogEntry, Result, Template

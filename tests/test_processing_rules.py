@@ -158,14 +158,14 @@ def test_auto_start_creates_one_job_per_matched_series(tmp_path):
     assert services.auto_start_jobs(services.evaluate_series([ct.id, mr.id]), "AUTO") == []  # never twice
 
 
-def test_evaluate_task_starts_jobs_only_when_auto_processing_is_on(tmp_path, monkeypatch):
+def test_evaluate_task_starts_jobs_only_when_auto_processing_is_on(tmp_path, settings):
     from dicomflow.processing import tasks
     from dicomflow.processing.models import Job
 
     ct = _import_series(tmp_path, "auto-task")
-    monkeypatch.delenv("DICOMFLOW_AUTO_PROCESS_PROJECT", raising=False)
+    settings.DICOMFLOW_AUTO_PROCESS_PROJECT = ""
     assert tasks.evaluate_series([ct.id]) == {str(ct.id): SeriesStatus.RULE_MATCHED.value}
     assert not Job.objects.filter(series=ct).exists()
-    monkeypatch.setenv("DICOMFLOW_AUTO_PROCESS_PROJECT", "AUTO2")
+    settings.DICOMFLOW_AUTO_PROCESS_PROJECT = "AUTO2"
     tasks.evaluate_series([ct.id])
     assert Job.objects.get(series=ct).project_key == "AUTO2"

@@ -135,7 +135,7 @@ def test_undeclared_checksum_is_computed_and_empty_files_complete_at_once(api):
 
 
 @pytest.mark.django_db
-def test_clear_errors_for_bad_requests(api, monkeypatch):
+def test_clear_errors_for_bad_requests(api, settings):
     sid = create(api, [{"name": "a", "size": 10}])["id"]
     r = api.put(f"/api/uploads/{sid}/files/0/", data=b"0123", content_type="application/octet-stream")
     assert r.status_code == 400 and "Upload-Offset" in r.json()["detail"]
@@ -151,18 +151,18 @@ def test_clear_errors_for_bad_requests(api, monkeypatch):
     r = api.post("/api/uploads/", {"files": [{"name": "a", "size": -1}]}, format="json")
     assert r.status_code == 400 and r.json()["detail"].startswith("files[0].size: ")
 
-    monkeypatch.setenv("DICOMFLOW_UPLOAD_MAX_BYTES", "100")
+    settings.DICOMFLOW_UPLOAD_MAX_BYTES = 100
     r = api.post("/api/uploads/", {"files": [{"name": "a", "size": 60}, {"name": "b", "size": 60}]}, format="json")
     assert r.status_code == 413 and "at most 100 bytes" in r.json()["detail"]
-    monkeypatch.setenv("DICOMFLOW_UPLOAD_MAX_CHUNK", "4")
+    settings.DICOMFLOW_UPLOAD_MAX_CHUNK = 4
     r = put(api, sid, 0, 0, b"01234")
     assert r.status_code == 413 and "at most 4 bytes" in r.json()["detail"]
-    monkeypatch.setenv("DICOMFLOW_UPLOAD_MAX_FILES", "1")
+    settings.DICOMFLOW_UPLOAD_MAX_FILES = 1
     r = api.post("/api/uploads/", {"files": [{"name": "a", "size": 1}, {"name": "b", "size": 1}]}, format="json")
     assert r.status_code == 413 and "at most 1 per upload" in r.json()["detail"]
 
     # cancel: no more data accepted, bytes removed
-    monkeypatch.delenv("DICOMFLOW_UPLOAD_MAX_CHUNK")
+    settings.DICOMFLOW_UPLOAD_MAX_CHUNK = 8 * 1024 * 1024
     put(api, sid, 0, 0, b"0123")
     session = UploadSession.objects.get(pk=sid)
     assert resumable.file_path(session, 0).exists()

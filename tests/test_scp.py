@@ -201,7 +201,7 @@ def test_calling_aet_not_on_allowlist_is_rejected(series, receiver):
     assert "Calling AE Title Not Recognized" in refused.stderr
     assert catalogued() == {}
 
-    from dicomflow.intake.network.scu import echo
+    from dicomflow.export.scu import echo
 
     with pytest.raises(AssociationRejectedError):
         echo(f"{AET}@127.0.0.1:{scp.port}", our_ae_title="BADSCU")
@@ -265,7 +265,7 @@ def test_wrong_called_aet_rejected_and_echo_works(receiver):
     assert wrong.returncode != 0 and "Called AE Title Not Recognized" in wrong.stderr
 
     from dicomflow.intake.models import ImportRun
-    from dicomflow.intake.network.scu import echo
+    from dicomflow.export.scu import echo
 
     assert echo(f"{AET}@127.0.0.1:{scp.port}") == 0
     scp.stop()

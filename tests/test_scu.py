@@ -20,7 +20,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.errors import InputError, NetworkError
 from dicomflow.intake.network.common import RemoteNode
-from dicomflow.intake.network.scu import echo, send_instances
+from dicomflow.export.scu import echo, send_instances
 from dicomflow.testing import synth
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -139,7 +139,7 @@ def test_round_trip_our_sender_to_our_receiver(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_send_study_from_catalog(tmp_path, storescp):
-    from dicomflow.intake.network.scu import send_series, send_study
+    from dicomflow.export.scu import send_series, send_study
     from dicomflow.intake.services import import_paths
 
     node, out = storescp

@@ -115,8 +115,8 @@ def test_interrupted_upload_is_resumed_by_another_client(live_server, token, cel
     assert row.complete and row.sha256 == digest(archive)
 
 
-def test_errors_carry_the_server_message(live_server, token, tmp_path, monkeypatch):
-    monkeypatch.setenv("DICOMFLOW_UPLOAD_MAX_BYTES", "10")
+def test_errors_carry_the_server_message(live_server, token, tmp_path, settings):
+    settings.DICOMFLOW_UPLOAD_MAX_BYTES = 10
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * 100)
     with Client(live_server.url, token=token) as client:

@@ -483,3 +483,57 @@ def test_rejected_plan_and_approved_structure_set(tmp_path):
     ds = _read(rejected.path)
     assert ds.ApprovalStatus == "REJECTED" and ds.ReviewDate
     assert not _dciodvfy_errors(rejected.path) and not _dciodvfy_errors(study.rtstruct.path)
+
+
+# ---------------------------------------------------------------- distinct patients on request
+def _cli(*args) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "dicomflow.testing", *map(str, args)],
+                          capture_output=True, text=True, check=True, timeout=120)
+    return json.loads(proc.stdout)
+
+
+def _headers(folder) -> list:
+    return sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in folder.rglob("*.dcm")),
+                  key=lambda d: d.SOPInstanceUID)
+
+
+def _uids_of(folder) -> set[str]:
+    return {d.SOPInstanceUID for d in _headers(folder)} | {d.SeriesInstanceUID for d in _headers(folder)}
+
+
+def test_cli_patient_id_and_seed_make_distinct_reproducible_patients(tmp_path):
+    small = ("--slices", 2, "--size", 8, "--no-mr")
+    one = _cli("rt-study", tmp_path / "one", *small, "--patient-id", "SYN-A", "--seed", 1)
+    again = _cli("rt-study", tmp_path / "again", *small, "--patient-id", "SYN-A", "--seed", 1)
+    other_seed = _cli("rt-study", tmp_path / "seed2", *small, "--patient-id", "SYN-A", "--seed", 2)
+    other_id = _cli("rt-study", tmp_path / "b", *small, "--patient-id", "SYN-B", "--seed", 1)
+
+    assert one["patient_id"] == again["patient_id"] == other_seed["patient_id"] == "SYN-A"
+    assert other_id["patient_id"] == "SYN-B"
+    # the same ID and seed: the same UIDs and values, byte for byte
+    assert _uids_of(tmp_path / "one") == _uids_of(tmp_path / "again")
+    assert one["ct"]["series_uid"] == again["ct"]["series_uid"]
+    first = lambda name: next((tmp_path / name).rglob("CT*.dcm"))  # noqa: E731
+    assert first("one").read_bytes() == first("again").read_bytes()
+    # another seed or another patient: no UID shared, other patient values
+    assert not _uids_of(tmp_path / "one") & _uids_of(tmp_path / "seed2")
+    assert not _uids_of(tmp_path / "one") & _uids_of(tmp_path / "b")
+    people = {name: {(str(d.PatientName), d.PatientSex, d.PatientBirthDate) for d in _headers(tmp_path / name)}
+              for name in ("one", "seed2", "b")}
+    assert all(len(values) == 1 for values in people.values())  # one patient per study
+    assert len({next(iter(v)) for v in people.values()}) == 3
+    assert {d.PatientID for d in _headers(tmp_path / "b")} == {"SYN-B"}
+
+
+def test_cli_ct_takes_the_patient_options(tmp_path):
+    summary = _cli("ct", tmp_path / "ct", "--slices", 2, "--size", 8, "--patient-id", "SYN-C",
+                   "--patient-name", "Test^Carla", "--seed", 3)
+    assert summary["patient_id"] == "SYN-C"
+    assert {(d.PatientID, str(d.PatientName)) for d in _headers(tmp_path / "ct")} == {("SYN-C", "Test^Carla")}
+
+
+def test_patient_for_id_is_reproducible_and_fresh_without_seed():
+    assert synth.PatientSpec.for_id("X1", 5) == synth.PatientSpec.for_id("X1", 5)
+    assert synth.PatientSpec.for_id("X1", 5).patient_id == "X1"
+    assert synth.patient_seed(5, "X1") != synth.patient_seed(5, "X2")
+    assert synth.patient_seed(None, "X1") is None and synth.patient_seed(5, None) == 5

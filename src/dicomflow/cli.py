@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "dicomflow.commands.check",
     "dicomflow.commands.catalog",
     "dicomflow.commands.network",
+    "dicomflow.commands.export",
     "dicomflow.commands.process",
     "dicomflow.commands.projects",
     "dicomflow.commands.accounts",
@@ -64,6 +65,7 @@ def main() -> None:
             build_app()()
     except Exception as exc:
         _database_unusable(exc)
+        _stopped_by_our_error(exc)
         raise
     finally:
         # Skip the interpreter's last full collection: with Django, Celery and pydicom loaded it
@@ -83,6 +85,19 @@ def _database_unusable(exc: Exception) -> None:
 
     message = f"the database cannot be used: {reason} (check DATABASE_URL / DICOMFLOW_HOME)"
     report_error(message, as_json="--json" in sys.argv[1:])
+    raise SystemExit(1) from None
+
+
+def _stopped_by_our_error(exc: Exception) -> None:
+    """A dicomflow error no command caught — above all a bad setting (``ConfigurationError`` from
+    ``dicomflow.settings``, raised before any command runs): one ``error: ...`` line, exit 1."""
+    from dicomflow.errors import DicomflowError
+
+    if not isinstance(exc, DicomflowError):
+        return
+    from dicomflow.commands._common import report_error
+
+    report_error(str(exc), as_json="--json" in sys.argv[1:])
     raise SystemExit(1) from None
 
 

@@ -3,38 +3,47 @@
 Embedded default: SQLite (WAL, busy timeout, IMMEDIATE transactions) and the Celery filesystem
 broker, both inside ``$DICOMFLOW_HOME`` (default ``./var``). ``DATABASE_URL`` and
 ``CELERY_BROKER_URL`` switch to PostgreSQL / Redis / RabbitMQ for scale.
+
+Every environment variable dicomflow uses is read here and nowhere else (README, "Configuration",
+lists them all), strictly: a value that does not parse stops start-up with one
+``ConfigurationError`` naming the variable and what it accepts (the CLI prints it as one
+``error: ...`` line). Code reads the parsed values from ``django.conf.settings``; pure ``core``
+code is handed them (e.g. ``ARCHIVE_LIMITS``).
 """
 
 import os
+import re
 import secrets
+import zoneinfo
 from pathlib import Path
 
 import dj_database_url
 
+from dicomflow.core.archive import ArchiveLimits
+from dicomflow.core.env import Environment
+
+ENV = Environment(os.environ)
+
 BASE_DIR = Path(__file__).resolve().parent
-HOME = Path(os.environ.get("DICOMFLOW_HOME", "var")).resolve()
-HOME.mkdir(parents=True, exist_ok=True)
+HOME = Path(ENV.text("DICOMFLOW_HOME", "var")).resolve()
 STORE_DIR = HOME / "store"
 DATASTORE_DIR = HOME / "datastore"
 UPLOAD_DIR = HOME / "uploads"
 WORK_DIR = HOME / "work"
 LOG_DIR = HOME / "logs"
 KEYS_DIR = HOME / "keys"
-for _d in (STORE_DIR, DATASTORE_DIR, UPLOAD_DIR, WORK_DIR, LOG_DIR, KEYS_DIR, HOME / "static"):
-    _d.mkdir(parents=True, exist_ok=True)
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+try:
+    for _d in (HOME, STORE_DIR, DATASTORE_DIR, UPLOAD_DIR, WORK_DIR, LOG_DIR, KEYS_DIR, HOME / "static"):
+        _d.mkdir(parents=True, exist_ok=True)
+except OSError as _exc:
+    raise ENV.invalid("DICOMFLOW_HOME", f"a folder dicomflow can create and write ({_d}: "
+                      f"{_exc.strerror or _exc.__class__.__name__})") from None
 
 
 def _secret_key() -> str:
     """Generated on first run and kept in $DICOMFLOW_HOME (mode 600), never logged."""
-    if os.environ.get("DICOMFLOW_SECRET_KEY"):
-        return os.environ["DICOMFLOW_SECRET_KEY"]
+    if ENV.raw("DICOMFLOW_SECRET_KEY"):
+        return ENV.text("DICOMFLOW_SECRET_KEY")
     path = KEYS_DIR / "django_secret_key"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -44,8 +53,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-DEBUG = _env_bool("DICOMFLOW_DEBUG", False)
-ALLOWED_HOSTS = os.environ.get("DICOMFLOW_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",")
+DEBUG = ENV.boolean("DICOMFLOW_DEBUG", False)
+ALLOWED_HOSTS = ENV.items("DICOMFLOW_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
     # Admin modules are discovered when the URLconf loads (web), not at every command's start-up.
@@ -63,6 +72,7 @@ INSTALLED_APPS = [
     "dicomflow.accounts",
     "dicomflow.catalog",
     "dicomflow.intake",
+    "dicomflow.export",
     "dicomflow.projects",
     "dicomflow.deid",
     "dicomflow.processing",
@@ -103,8 +113,21 @@ TEMPLATES = [
 # timeout makes writers queue instead of failing, and IMMEDIATE takes the write lock at BEGIN so
 # two writers never deadlock on a lock upgrade ("database is locked").
 SQLITE_PATH = HOME / "dicomflow.sqlite3"
-DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{SQLITE_PATH}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+DATABASE_URL = ENV.text("DATABASE_URL", f"sqlite:///{SQLITE_PATH}")
+
+
+def _database(url: str) -> dict:
+    try:
+        config = dj_database_url.parse(url, conn_max_age=0)
+    except (ValueError, KeyError):
+        config = {}
+    if not config.get("ENGINE"):  # the URL may hold a password: never repeat it
+        raise ENV.invalid("DATABASE_URL", "sqlite:///PATH, postgres://USER:PASSWORD@HOST:PORT/NAME "
+                          "or another URL dj-database-url knows", secret=True)
+    return config
+
+
+DATABASES = {"default": _database(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 60,
@@ -118,7 +141,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = os.environ.get("DICOMFLOW_TIME_ZONE", "UTC")
+TIME_ZONE = ENV.text("DICOMFLOW_TIME_ZONE", "UTC")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+    raise ENV.invalid("DICOMFLOW_TIME_ZONE", "an IANA time zone name such as UTC or Europe/Brussels") from None
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
@@ -140,7 +167,11 @@ SESSION_COOKIE_SAMESITE = "Lax"
 
 # --- Celery ----------------------------------------------------------------------------------------
 BROKER_DIR = HOME / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+CELERY_BROKER_URL = ENV.text("CELERY_BROKER_URL", "filesystem://")
+if not _URL.match(CELERY_BROKER_URL):
+    raise ENV.invalid("CELERY_BROKER_URL", "a broker URL such as filesystem://, redis://HOST:6379/0 or "
+                      "amqp://USER:PASSWORD@HOST:5672//", secret=True)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _d in ("queue", "processed", "control"):
         (BROKER_DIR / _d).mkdir(parents=True, exist_ok=True)
@@ -153,22 +184,25 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     # The filesystem transport has no broadcast exchange: no remote control, no events.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "django-db")
+CELERY_RESULT_BACKEND = ENV.text("CELERY_RESULT_BACKEND", "django-db")
+if CELERY_RESULT_BACKEND != "django-db" and not _URL.match(CELERY_RESULT_BACKEND):
+    raise ENV.invalid("CELERY_RESULT_BACKEND", "django-db or a result backend URL such as redis://HOST:6379/1",
+                      secret=True)
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ALWAYS_EAGER = _env_bool("DICOMFLOW_CELERY_EAGER", False)
+CELERY_TASK_ALWAYS_EAGER = ENV.boolean("DICOMFLOW_CELERY_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(HOME / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "scan-watched-folders": {
         "task": "dicomflow.intake.tasks.scan_watched_folders",
-        "schedule": float(os.environ.get("DICOMFLOW_WATCH_INTERVAL_SECONDS", "60")),
+        "schedule": ENV.number("DICOMFLOW_WATCH_INTERVAL_SECONDS", 60.0, positive=True),
     },
     "fail-stale-processing-stages": {  # stages whose worker died become failed, hence retryable
         "task": "dicomflow.processing.tasks.fail_stale_stages",
         "schedule": 600.0,
-        "kwargs": {"older_than_seconds": float(os.environ.get("DICOMFLOW_STAGE_MAX_SECONDS", str(6 * 3600)))},
+        "kwargs": {"older_than_seconds": ENV.number("DICOMFLOW_STAGE_MAX_SECONDS", 6 * 3600.0, positive=True)},
     },
     "purge-stale-upload-sessions": {"task": "dicomflow.intake.tasks.purge_stale_upload_sessions", "schedule": 3600.0},
 }
@@ -177,18 +211,37 @@ CELERY_BEAT_SCHEDULE = {
 # fsync policy of the file store: "batch" (default) flushes the store's file system once per
 # catalogued batch before the batch's rows commit, so the catalog never names a file that a power
 # cut could lose; "always" fsyncs every file; "never" leaves it to the OS (benchmarks, tests).
-DICOMFLOW_FSYNC = os.environ.get("DICOMFLOW_FSYNC", "batch")
-DICOMFLOW_IMPORT_WORKERS = int(os.environ.get("DICOMFLOW_IMPORT_WORKERS", str(os.cpu_count() or 1)))
-DICOMFLOW_IMPORT_BATCH = int(os.environ.get("DICOMFLOW_IMPORT_BATCH", "500"))
-DICOMFLOW_WATCH_STABLE_MINUTES = float(os.environ.get("DICOMFLOW_WATCH_STABLE_MINUTES", "10"))
-DICOMFLOW_SCP_AET = os.environ.get("DICOMFLOW_SCP_AET", "DICOMFLOW")
-DICOMFLOW_SCP_PORT = int(os.environ.get("DICOMFLOW_SCP_PORT", "11112"))
-DICOMFLOW_SCP_ALLOW = [a for a in os.environ.get("DICOMFLOW_SCP_ALLOW", "").split(",") if a]
+DICOMFLOW_FSYNC = ENV.choice("DICOMFLOW_FSYNC", "batch", ("always", "batch", "never"))
+DICOMFLOW_IMPORT_WORKERS = ENV.integer("DICOMFLOW_IMPORT_WORKERS", os.cpu_count() or 1, minimum=1)
+DICOMFLOW_IMPORT_BATCH = ENV.integer("DICOMFLOW_IMPORT_BATCH", 500, minimum=1)
+DICOMFLOW_WATCH_STABLE_MINUTES = ENV.number("DICOMFLOW_WATCH_STABLE_MINUTES", 10.0, minimum=0)
+_AE_TITLE = r"[\x20-\x5b\x5d-\x7e]{1,16}"  # 1-16 printable ASCII characters, no backslash
+DICOMFLOW_SCP_AET = ENV.text("DICOMFLOW_SCP_AET", "DICOMFLOW")
+if not re.fullmatch(_AE_TITLE, DICOMFLOW_SCP_AET):
+    raise ENV.invalid("DICOMFLOW_SCP_AET", "an AE title: 1 to 16 printable ASCII characters, no backslash")
+DICOMFLOW_SCP_PORT = ENV.integer("DICOMFLOW_SCP_PORT", 11112, minimum=0, maximum=65535)
+# AET@HOST rules; their spelling is checked here, host names are resolved when the receiver starts.
+DICOMFLOW_SCP_ALLOW = ENV.items("DICOMFLOW_SCP_ALLOW")
+if not all(re.fullmatch(rf"(\*|{_AE_TITLE})@[^\s@]+", rule) for rule in DICOMFLOW_SCP_ALLOW):
+    raise ENV.invalid("DICOMFLOW_SCP_ALLOW", "comma-separated AET@HOST entries (AET or HOST may be *, "
+                      "HOST may be an IP address, a CIDR network or a host name)")
 # Plain storage associations are served by the receiver's own fast path (intake/network/fastpath.py);
 # 0 hands every association to pynetdicom (the fallback that serves everything else anyway).
-DICOMFLOW_SCP_FASTPATH = _env_bool("DICOMFLOW_SCP_FASTPATH", True)
-DICOMFLOW_WEB_PORT = int(os.environ.get("DICOMFLOW_WEB_PORT", "8000"))
-DICOMFLOW_STANDARD_DIR = os.environ.get("DICOMFLOW_STANDARD_DIR", "")
+DICOMFLOW_SCP_FASTPATH = ENV.boolean("DICOMFLOW_SCP_FASTPATH", True)
+DICOMFLOW_WEB_PORT = ENV.integer("DICOMFLOW_WEB_PORT", 8000, minimum=1, maximum=65535)
+# Rules are evaluated on the new series of every finished import (processing.signals); 0 turns it off.
+DICOMFLOW_EVALUATE_ON_IMPORT = ENV.boolean("DICOMFLOW_EVALUATE_ON_IMPORT", True)
+# A project key: series the rules give a template are processed automatically into that project.
+DICOMFLOW_AUTO_PROCESS_PROJECT = ENV.text("DICOMFLOW_AUTO_PROCESS_PROJECT", "")
+# Resumable uploads (intake.resumable.UploadLimits) and how long an idle one is kept.
+DICOMFLOW_UPLOAD_MAX_BYTES = ENV.integer("DICOMFLOW_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1)
+DICOMFLOW_UPLOAD_MAX_FILES = ENV.integer("DICOMFLOW_UPLOAD_MAX_FILES", 100_000, minimum=1)
+DICOMFLOW_UPLOAD_MAX_CHUNK = ENV.integer("DICOMFLOW_UPLOAD_MAX_CHUNK", 8 * 1024**2, minimum=1)
+DICOMFLOW_UPLOAD_STALE_DAYS = ENV.number("DICOMFLOW_UPLOAD_STALE_DAYS", 7.0, positive=True)
+# How far an archive may expand (DICOMFLOW_ARCHIVE_*): parsed once here, handed to core's extraction.
+ARCHIVE_LIMITS = ArchiveLimits.from_env(os.environ)
+PROJECT_KEYS_DIR = KEYS_DIR / "projects"  # per-project de-identification keys (core.deid.keys.KeyStore)
+LOG_LEVEL = ENV.choice("DICOMFLOW_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -225,7 +278,7 @@ LOGGING = {
         },
     },
     "loggers": {
-        "dicomflow": {"handlers": ["stderr", "file"], "level": os.environ.get("DICOMFLOW_LOG_LEVEL", "INFO")},
+        "dicomflow": {"handlers": ["stderr", "file"], "level": LOG_LEVEL},
         "pynetdicom": {"handlers": ["stderr"], "level": "WARNING"},
     },
 }

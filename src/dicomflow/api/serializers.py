@@ -76,25 +76,25 @@ class SeriesDetailSerializer(SeriesSerializer):
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_processing(self, obj):
-        from dicomflow.api.access import processing_state
+        from dicomflow.processing.selectors import series_processing_state
 
-        return processing_state(obj)
+        return series_processing_state(obj)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_image(self, obj):
-        from dicomflow.api.reads import image_geometry
+        from dicomflow.catalog.selectors import image_geometry
 
         return image_geometry(obj)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_rt(self, obj):
-        from dicomflow.api.reads import rt_details
+        from dicomflow.catalog.selectors import rt_details
 
         return rt_details(obj)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_checks(self, obj):
-        from dicomflow.api.reads import series_checks
+        from dicomflow.catalog.selectors import series_checks
 
         return series_checks(obj)
 

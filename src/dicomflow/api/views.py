@@ -24,7 +24,6 @@ from rest_framework.views import APIView
 from dicomflow.accounts import audit
 from dicomflow.accounts.authentication import ApiKeyAuthentication
 from dicomflow.accounts.models import AuditAction
-from dicomflow.api import access, reads
 from dicomflow.api.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyLoginSerializer,
@@ -40,9 +39,12 @@ from dicomflow.api.serializers import (
     UploadCreateSerializer,
     UploadSessionSerializer,
 )
-from dicomflow.errors import DicomflowError, InputError, PermissionDeniedError, UploadError
+from dicomflow.catalog import rt_selectors
+from dicomflow.catalog import selectors as catalog
+from dicomflow.errors import DicomflowError, PermissionDeniedError, UploadError
 from dicomflow.intake import resumable
 from dicomflow.intake.models import ImportRun, SourceKind, UploadSession
+from dicomflow.projects import selectors as visibility
 
 log = logging.getLogger(__name__)
 UID_REGEX = r"[^/]{1,64}"
@@ -50,7 +52,7 @@ UID_REGEX = r"[^/]{1,64}"
 
 def _filter_parameters(kind: str) -> list[OpenApiParameter]:
     types = {"patient": int, "date_from": OpenApiTypes.DATE, "date_to": OpenApiTypes.DATE}
-    return [OpenApiParameter(name, types.get(name, str), required=False) for name in reads.FILTERS[kind]]
+    return [OpenApiParameter(name, types.get(name, str), required=False) for name in catalog.FILTERS[kind]]
 
 
 ERRORS = {400: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
@@ -64,8 +66,8 @@ class PatientViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = PatientSerializer
 
     def get_queryset(self):
-        qs = access.patients(self.request.user).select_related("project")
-        return reads.filter_patients(qs, self.request.query_params).order_by("patient_id", "pk")
+        qs = visibility.visible_patients(self.request.user).select_related("project")
+        return catalog.filter_patients(qs, self.request.query_params).order_by("patient_id", "pk")
 
 
 @extend_schema_view(list=extend_schema(parameters=_filter_parameters("studies"), responses={200: StudySerializer, **ERRORS}))
@@ -75,23 +77,20 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = UID_REGEX
 
     def get_queryset(self):
-        qs = access.studies(self.request.user)
-        return reads.filter_studies(qs, self.request.query_params).order_by("-study_date", "study_instance_uid")
+        qs = visibility.visible_studies(self.request.user)
+        return catalog.filter_studies(qs, self.request.query_params).order_by("-study_date", "study_instance_uid")
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
     @action(detail=True, methods=["get"], url_path="rt-tree")
     def rt_tree(self, request, study_instance_uid=None):
         """The study's RT tree (references, approval status) and stored check findings."""
         study = self.get_object()
-        module = access.rt_selectors()
-        if module is None:
-            raise InputError("the RT analysis is not available on this server")
         return Response({
             "study_instance_uid": study.study_instance_uid,
-            "analysed": module.is_analysed(study),
-            "tree": module.study_tree(study)["series"],
-            "checks": module.study_checks(study),
-            "approval": module.approval_statuses(study, include_review=access.can_see_review(request.user)),
+            "analysed": rt_selectors.is_analysed(study),
+            "tree": rt_selectors.study_tree(study)["series"],
+            "checks": rt_selectors.study_checks(study),
+            "approval": rt_selectors.approval_statuses(study, include_review=visibility.can_see_clinical(request.user)),
         })
 
 
@@ -114,20 +113,20 @@ class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
         return SeriesDetailSerializer if self.action == "retrieve" else SeriesSerializer
 
     def get_queryset(self):
-        qs = access.series(self.request.user)
-        return reads.filter_series(qs, self.request.query_params).order_by("study_id", "series_number", "series_instance_uid")
+        qs = visibility.visible_series(self.request.user)
+        return catalog.filter_series(qs, self.request.query_params).order_by("study_id", "series_number", "series_instance_uid")
 
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY, **ERRORS})
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, ZipRenderer])
     def download(self, request, series_instance_uid=None):
         """The series' stored files as a ZIP (members ``<SOP Instance UID>.dcm``), streamed from the store.
         Audited (SERIES_DOWNLOAD, one entry per download)."""
-        series = get_object_or_404(access.series(request.user).select_related("project"),
+        series = get_object_or_404(visibility.visible_series(request.user).select_related("project"),
                                    series_instance_uid=series_instance_uid)
-        reads.check_series_files(series)
+        catalog.check_series_files(series)
         audit.record(request.user, AuditAction.SERIES_DOWNLOAD, project=series.project or "", obj=f"series #{series.pk}",
                      detail="stored files as ZIP")
-        response = StreamingHttpResponse(reads.stream_series_zip(series), content_type="application/zip")
+        response = StreamingHttpResponse(catalog.stream_series_zip(series), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="series-{series.series_instance_uid}.zip"'
         return response
 
@@ -139,15 +138,15 @@ class InstanceViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = UID_REGEX
 
     def get_queryset(self):
-        qs = access.instances(self.request.user)
-        return reads.filter_instances(qs, self.request.query_params).order_by("series_id", "instance_number", "sop_instance_uid")
+        qs = visibility.visible_instances(self.request.user)
+        return catalog.filter_instances(qs, self.request.query_params).order_by("series_id", "instance_number", "sop_instance_uid")
 
 
 class CanViewImports(IsAuthenticated):
     message = "you may not see imports (ask for the 'view import run' permission)"
 
     def has_permission(self, request, view):
-        return access.can_view_imports(request.user)
+        return visibility.can_view_imports(request.user)
 
 
 class ProjectViewSet(viewsets.ReadOnlyModelViewSet):
@@ -162,10 +161,7 @@ class ProjectViewSet(viewsets.ReadOnlyModelViewSet):
         return ProjectSerializer
 
     def get_queryset(self):
-        qs = access.projects(self.request.user)
-        if qs is None:
-            raise InputError("research projects are not available on this server")
-        return qs.order_by("key")
+        return visibility.projects_for(self.request.user).order_by("key")
 
 
 # --- imports ---------------------------------------------------------------------------------------------
@@ -251,7 +247,7 @@ class UploadSessionViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin,
         else:
             if any(values.get(k) for k in ("subject", "event", "slot", "template")):
                 raise InputError("subject, event, slot and template need the project the upload goes into")
-            if not access.can_upload(request.user):
+            if not visibility.can_upload(request.user):
                 raise PermissionDenied("you may not upload (ask for the 'add upload session' permission)")
             session = resumable.create_session(files, owner=request.user, source_kind=kind)
         return Response(self.get_serializer(session).data, status=status.HTTP_201_CREATED)

@@ -10,4 +10,4 @@ class CatalogConfig(AppConfig):
         from dicomflow import celery_app  # noqa: F401
         from dicomflow.catalog import signals
 
-        signals.connect()  # analysis after C-STORE receptions
+        signals.connect()  # analysis after every import session

@@ -1,44 +1,44 @@
-"""Analysis after C-STORE receptions: the receiver catalogues without ``import_paths``, so the end of
-its import record (an ImportRun of kind DICOM with new instances) queues the analysis of the
-studies that received instances during the run. ``import_paths`` queues its own (``analyse=True``).
+"""``import_finished``: sent once per import session, whatever its source, with what it touched.
+
+Every import — the command line, uploads, watched folders, staging and each C-STORE association —
+runs as one :class:`dicomflow.intake.sessions.ImportSession`, whose ``finish()`` sends this signal
+exactly once. Follow-up work listens here instead of watching import records being saved:
+the catalog queues the analysis (RT edges, checks) of the touched studies; processing evaluates
+the rules on new series. The signal is defined in the catalog (the lowest layer that knows the
+touched rows) so that intake sends it and processing hears it without importing each other.
 """
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.db.models.signals import post_save
+from dataclasses import dataclass
+
+from django.dispatch import Signal
+
+# Sent with ``imported=FinishedImport(...)``, sender = the ImportSession class.
+import_finished = Signal()
 
 
-def studies_received_by(run) -> set[int]:
-    """Studies with instances this receiver run catalogued (same source, since the run started)."""
-    from dicomflow.catalog.models import Instance
+@dataclass(frozen=True)
+class FinishedImport:
+    """What one finished import touched (primary keys and counts only: nothing identifying)."""
 
-    return set(
-        Instance.objects.filter(received_at__gte=run.started_at, received_from=f"dicom:{run.source}"[:512])
-        .values_list("series__study_id", flat=True)
-        .distinct()
-    )
+    import_run_id: int | None
+    source_kind: str
+    files_seen: int
+    instances_new: int
+    patient_ids: frozenset[int]
+    study_ids: frozenset[int]
+    series_ids: frozenset[int]
+    analyse: bool = True  # queue the analysis of the touched studies (off when the caller runs it itself)
 
 
-def reception_finished(sender, instance, created, update_fields=None, **kwargs) -> None:
-    from dicomflow.intake.models import SourceKind
-
-    if created or instance.finished_at is None or instance.source_kind != SourceKind.DICOM:
-        return
-    if update_fields is not None and "finished_at" not in update_fields:
-        return
-    if not instance.instances_new:
-        return
-
-    def enqueue() -> None:
+def analyse_after_import(sender, imported: FinishedImport, **kwargs) -> None:
+    """Queue the analysis of the studies the import touched, once its transaction commits."""
+    if imported.analyse and imported.study_ids:
         from dicomflow.catalog.tasks import enqueue_analysis
 
-        enqueue_analysis(studies_received_by(instance))
-
-    transaction.on_commit(enqueue)
+        enqueue_analysis(imported.study_ids)
 
 
 def connect() -> None:
-    from dicomflow.intake.models import ImportRun
-
-    post_save.connect(reception_finished, sender=ImportRun, dispatch_uid="catalog-analyse-after-reception")
+    import_finished.connect(analyse_after_import, dispatch_uid="catalog-analyse-after-import")

@@ -34,13 +34,14 @@ def deid(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
+    from dicomflow import settings  # the plain module: the key folder, without setting Django up
     from dicomflow.core.deid import KeyStore, deidentify_folder, write_record
     from dicomflow.errors import DicomflowError
 
     if not src.exists():
         fail(f"{src} does not exist", as_json)
     try:
-        store = KeyStore()
+        store = KeyStore(settings.PROJECT_KEYS_DIR)
         key = store.project_key(project, create=True)
         options = store.options(project)
         started = time.monotonic()

@@ -64,14 +64,13 @@ def start_ingestion(paths, workers: int):
     """Fork the workers and start reading (no Django: settings are read from the plain module)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dicomflow.settings")
     from dicomflow import settings as conf  # the plain module: reading it sets nothing up
-    from dicomflow.core.archive import ArchiveLimits
     from dicomflow.core.ingest import Ingestion
     from dicomflow.core.store import FileStore
 
     return Ingestion(
         paths,
         conf.WORK_DIR,
-        ArchiveLimits.from_env(),
+        conf.ARCHIVE_LIMITS,
         FileStore(conf.STORE_DIR, conf.DICOMFLOW_FSYNC),
         max(1, workers or conf.DICOMFLOW_IMPORT_WORKERS),
     )

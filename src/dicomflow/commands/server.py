@@ -121,7 +121,7 @@ def ensure_admin(
     username: str = typer.Option("admin", help="Login name of the admin account."),
 ) -> None:
     setup_django()
-    from dicomflow.web.services import ensure_admin_account
+    from dicomflow.accounts.bootstrap import ensure_admin_account
 
     password = ensure_admin_account(username)
     if password:

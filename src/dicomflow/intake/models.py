@@ -34,24 +34,6 @@ class ImportRun(models.Model):
         return f"{self.get_source_kind_display()} {self.source} ({self.started_at:%Y-%m-%d %H:%M})"
 
 
-class DicomNode(models.Model):
-    """A remote DICOM application entity we send to (C-STORE) — export destinations, processors."""
-
-    name = models.CharField(max_length=64, unique=True)
-    ae_title = models.CharField(max_length=16)
-    host = models.CharField(max_length=255)
-    port = models.PositiveIntegerField()
-    our_ae_title = models.CharField(max_length=16, default="DICOMFLOW", help_text="Calling AE title we use.")
-    enabled = models.BooleanField(default=True)
-
-    class Meta:
-        ordering = ["name"]
-        verbose_name = "DICOM node"
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.ae_title}@{self.host}:{self.port})"
-
-
 from django.conf import settings  # noqa: E402  (used by the models below)
 
 

@@ -82,17 +82,9 @@ class UploadLimits:
 
     @classmethod
     def from_env(cls) -> UploadLimits:
-        def value(name: str, default: int) -> int:
-            raw = os.environ.get(f"DICOMFLOW_UPLOAD_{name}", "")
-            try:
-                return int(raw) if raw.strip() else default
-            except ValueError:
-                from dicomflow.errors import ConfigurationError
-
-                raise ConfigurationError(f"DICOMFLOW_UPLOAD_{name} must be a whole number of bytes/files") from None
-
-        return cls(value("MAX_BYTES", cls.max_bytes), value("MAX_FILES", cls.max_files),
-                   value("MAX_CHUNK", cls.max_chunk))
+        """The limits configured by ``DICOMFLOW_UPLOAD_*`` (parsed, strictly, in ``dicomflow.settings``)."""
+        return cls(settings.DICOMFLOW_UPLOAD_MAX_BYTES, settings.DICOMFLOW_UPLOAD_MAX_FILES,
+                   settings.DICOMFLOW_UPLOAD_MAX_CHUNK)
 
 
 def sessions_root() -> Path:
@@ -387,7 +379,7 @@ def purge_stale(days: float | None = None) -> int:
     """Cancel sessions that received nothing for ``days`` (``DICOMFLOW_UPLOAD_STALE_DAYS``, default 7)
     and remove their bytes; returns how many. Run hourly by beat."""
     if days is None:
-        days = float(os.environ.get("DICOMFLOW_UPLOAD_STALE_DAYS", "7"))
+        days = settings.DICOMFLOW_UPLOAD_STALE_DAYS
     cutoff = timezone.now() - datetime.timedelta(days=days)
     stale = list(
         UploadSession.objects.filter(status=UploadSessionStatus.WAITING, updated_at__lt=cutoff).values_list("pk", flat=True)

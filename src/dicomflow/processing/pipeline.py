@@ -47,7 +47,7 @@ def project_deid(project_key: str):
     """(ProjectKey, Options, KeyStore) of a project: the Project row's options when it exists."""
     from dicomflow.core.deid import KeyStore
 
-    store = KeyStore()
+    store = KeyStore(settings.PROJECT_KEYS_DIR)
     key = store.project_key(project_key, create=True)
     options = None
     if "projects_project" in connection.introspection.table_names():

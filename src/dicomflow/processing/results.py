@@ -138,26 +138,11 @@ def export_folder(files: Sequence[Path], folder: str | Path) -> dict[str, str]:
         raise ProcessingError(f"cannot write into {target} ({exc.strerror or exc.__class__.__name__})") from None
 
 
-def _node(destination: dict):
-    from dicomflow.intake.models import DicomNode
-
-    if destination.get("node"):
-        node = DicomNode.objects.filter(name=destination["node"]).first()
-        if node is None:
-            raise InputError(f"no DICOM node named '{destination['node']}' is configured")
-        if not node.enabled:
-            raise InputError(f"DICOM node '{destination['node']}' is disabled")
-        return node
-    try:
-        return {"ae_title": destination["ae_title"], "host": destination["host"], "port": int(destination["port"])}
-    except (KeyError, TypeError, ValueError):
-        raise InputError("a DICOM destination needs 'node' or 'ae_title', 'host' and 'port'") from None
-
-
 def export_node(files: Sequence[Path], destination: dict) -> dict[str, str]:
-    from dicomflow.intake.network.scu import send_instances
+    from dicomflow.export.scu import send_instances
+    from dicomflow.export.selectors import destination_node
 
-    report = send_instances(_node(destination), files, timeout=float(destination.get("timeout", 30)))
+    report = send_instances(destination_node(destination), files, timeout=float(destination.get("timeout", 30)))
     failed = [f for f in report.files if not f.ok]
     if failed:
         raise ProcessingError(f"{len(failed)} of {len(report.files)} file(s) not stored: {failed[0].reason}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from dicomflow.processing.models import Job, LogEntry, Result, Ruleset, SeriesState
 
@@ -22,6 +22,16 @@ def visible_jobs(user) -> QuerySet[Job]:
         return Job.objects.all()
     keys = Project.objects.filter(memberships__user=user).values("key")
     return Job.objects.filter(project_key__in=keys)
+
+
+def series_processing_state(series) -> dict | None:
+    """The series' processing status (rules, chosen template, explanation), None before evaluation."""
+    state = SeriesState.objects.filter(series=series).select_related("template").first()
+    if state is None:
+        return None
+    return {"status": state.status, "template": state.template.name if state.template else None,
+            "explanation": state.explanation or None,
+            "evaluated_at": state.evaluated_at.isoformat() if state.evaluated_at else None}
 
 
 def job_summary(job_id: int) -> dict:

@@ -169,9 +169,7 @@ def auto_project_key() -> str:
     ``DICOMFLOW_AUTO_PROCESS_PROJECT``: the DRAW way — a series arrives, its rule matches, the job
     starts with no one clicking. Off by default: processing needs a project chosen on purpose.
     """
-    import os
-
-    return os.environ.get("DICOMFLOW_AUTO_PROCESS_PROJECT", "").strip()
+    return settings.DICOMFLOW_AUTO_PROCESS_PROJECT
 
 
 def auto_start_jobs(states: Iterable[SeriesState], project_key: str) -> list[Job]:
@@ -213,7 +211,7 @@ def create_job(*, project_key: str, series_id: int | None = None, input_path: st
 
     if (series_id is None) == (input_path is None):
         raise InputError("a job needs either a catalogued series or a folder to import, not both")
-    KeyStore()._path(project_key, ".key")  # validates the key's spelling (raises InputError)
+    KeyStore(settings.PROJECT_KEYS_DIR)._path(project_key, ".key")  # validates the key's spelling (raises InputError)
     if input_path is not None and not Path(input_path).exists():
         raise InputError(f"{input_path} does not exist")
     template = get_template(template_name) if template_name else None

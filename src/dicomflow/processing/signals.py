@@ -1,24 +1,20 @@
-"""Rules on new series: when any import finishes (``import_paths`` or the C-STORE receiver both
-close an ImportRun), evaluate every series that has no processing state yet, in a Celery task
-enqueued after the commit. ``DICOMFLOW_EVALUATE_ON_IMPORT=0`` turns it off.
+"""Rules on new series: when an import session finishes with new instances (any source: the
+command line, uploads, watched folders, the C-STORE receiver), evaluate every series that has no
+processing state yet, in a Celery task enqueued after the commit.
+``DICOMFLOW_EVALUATE_ON_IMPORT=0`` turns it off.
 
-A signal on the import record rather than a call inside the import service: every source
-(folders, uploads, watched folders, the receiver) ends an ImportRun, so none is missed.
+A listener on ``dicomflow.catalog.signals.import_finished`` rather than a call inside the import
+service: every source runs an ImportSession, which sends it once, so none is missed nor doubled.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models.signals import post_save
 
 log = logging.getLogger(__name__)
-
-
-def _enabled() -> bool:
-    return os.environ.get("DICOMFLOW_EVALUATE_ON_IMPORT", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
 def _enqueue() -> None:
@@ -30,17 +26,13 @@ def _enqueue() -> None:
         log.warning("could not enqueue rule evaluation after an import (%s)", exc.__class__.__name__)
 
 
-def import_finished(sender, instance, created, update_fields=None, **kwargs) -> None:
-    if created or instance.finished_at is None or not _enabled():
-        return
-    if update_fields is not None and "finished_at" not in update_fields:
-        return
-    if not instance.instances_new:
-        return  # nothing new to evaluate
+def evaluate_after_import(sender, imported, **kwargs) -> None:
+    if not settings.DICOMFLOW_EVALUATE_ON_IMPORT or not imported.instances_new:
+        return  # off, or nothing new to evaluate
     transaction.on_commit(_enqueue)
 
 
 def connect() -> None:
-    from dicomflow.intake.models import ImportRun
+    from dicomflow.catalog.signals import import_finished
 
-    post_save.connect(import_finished, sender=ImportRun, dispatch_uid="processing-evaluate-after-import")
+    import_finished.connect(evaluate_after_import, dispatch_uid="processing-evaluate-after-import")

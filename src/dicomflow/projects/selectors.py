@@ -1,6 +1,6 @@
-"""Reads of research projects, and per-project access to the catalog.
+"""Reads of research projects, and who may see what: the one visibility rule of web, API and admin.
 
-Access rule (one place, used by web, API and admin):
+Access rule:
 - the clinical pool ("Study0": rows with ``project`` null) is visible to superusers and to users
   holding the permission ``projects.view_clinical_pool``;
 - a project's de-identified copy is visible to the members of that project (any role) and to
@@ -28,6 +28,9 @@ from dicomflow.projects.models import (
 )
 
 CLINICAL_POOL_PERMISSION = "projects.view_clinical_pool"
+# Imports and uploads go into the clinical pool, so they need these model permissions (or superuser).
+UPLOAD_PERMISSION = "intake.add_uploadsession"
+VIEW_IMPORTS_PERMISSION = "intake.view_importrun"
 
 
 def _active(user) -> bool:
@@ -36,6 +39,16 @@ def _active(user) -> bool:
 
 def can_see_clinical(user) -> bool:
     return _active(user) and (user.is_superuser or is_operator(user) or user.has_perm(CLINICAL_POOL_PERMISSION))
+
+
+def can_upload(user) -> bool:
+    """Whether ``user`` may upload into the clinical pool (browser, API, SDK)."""
+    return _active(user) and (user.is_superuser or user.has_perm(UPLOAD_PERMISSION))
+
+
+def can_view_imports(user) -> bool:
+    """Whether ``user`` may read the import records (what each import saw and did)."""
+    return _active(user) and (user.is_superuser or user.has_perm(VIEW_IMPORTS_PERMISSION))
 
 
 def projects_for(user) -> QuerySet[Project]:
@@ -268,7 +281,11 @@ def staging_job_of(project: Project, job_id: int):
 
 __all__ = [
     "CLINICAL_POOL_PERMISSION",
+    "UPLOAD_PERMISSION",
+    "VIEW_IMPORTS_PERMISSION",
     "can",
+    "can_upload",
+    "can_view_imports",
     "project_for",
     "require",
     "can_reidentify",

@@ -3,6 +3,12 @@
     python -m dicomflow.testing ct OUT_DIR --slices 1000 --size 512      # benchmark CT (~500 MB)
     python -m dicomflow.testing rt-study OUT_DIR [--orphan] [--plan-without-structure-set]
     python -m dicomflow.testing zip OUT.zip --patients N [--rt]
+
+Distinct patients: ``ct`` and ``rt-study`` take ``--patient-id ID`` (name, sex and birth date are
+then drawn from the seed and the ID; ``--patient-name`` overrides the name) and ``--seed N``: the
+same ID and seed write the same UIDs and values again, another seed or ID different ones, so two
+patients written with the same seed never collide. Without ``--patient-id`` the patient is the
+default one (PAT0001); without ``--seed`` every UID is fresh.
 """
 
 from __future__ import annotations
@@ -58,6 +64,14 @@ def _orientation(text: str | None) -> tuple[float, ...]:
     return values
 
 
+def _patient(args) -> tuple[synth.PatientSpec, object]:
+    """The patient ``--patient-id``/``--patient-name`` ask for, and the seed to write it with."""
+    patient = synth.PatientSpec.for_id(args.patient_id, args.seed) if args.patient_id else synth.PatientSpec()
+    if args.patient_name:
+        patient = synth.PatientSpec(patient.patient_id, args.patient_name, patient.sex, patient.birth_date)
+    return patient, synth.patient_seed(args.seed, args.patient_id)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dicomflow.testing",
                                      description="Write synthetic DICOM test data.")
@@ -69,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--slices", type=int, default=None)
         p.add_argument("--size", type=int, default=None, help="rows = columns")
 
+    def patient_options(p):
+        p.add_argument("--patient-id", default=None,
+                       help="write this patient (other values drawn from --seed and the ID; UIDs differ per ID)")
+        p.add_argument("--patient-name", default=None, help="DICOM PN, e.g. Doe^Jane")
+
     ct = sub.add_parser("ct", help="an image series (CT by default)")
     ct.add_argument("out_dir")
     common(ct)
@@ -78,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ct.add_argument("--skip", type=int, nargs="*", default=(), help="slice indices to leave out")
     ct.add_argument("--noise", type=float, default=5.0)
     ct.add_argument("--multiframe", action="store_true")
-    ct.add_argument("--patient-id", default=None)
-    ct.add_argument("--patient-name", default=None)
+    patient_options(ct)
 
     rt = sub.add_parser("rt-study", help="CT + RTSTRUCT + 2 plans + doses + RT image (+ MR)")
     rt.add_argument("out_dir")
@@ -88,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.add_argument("--orphan", action="store_true", help="add a structure set whose CT is absent")
     rt.add_argument("--plan-without-structure-set", action="store_true")
     rt.add_argument("--registration", action="store_true", help="add a REG linking MR to CT")
+    patient_options(rt)
 
     zp = sub.add_parser("zip", help="a multi-patient ZIP")
     zp.add_argument("zip_path")
@@ -98,26 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.command == "ct":
-        patient = synth.PatientSpec()
-        if args.patient_id or args.patient_name:
-            patient = synth.PatientSpec(args.patient_id or patient.patient_id,
-                                        args.patient_name or patient.name)
+        patient, seed = _patient(args)
         size = args.size or 64
         info = synth.write_image_series(
             args.out_dir, patient, args.modality.upper(), args.slices or 20, size, size,
             slice_thickness=args.thickness, orientation=_orientation(args.orientation),
             skip_slices=args.skip, multiframe=args.multiframe, noise=args.noise,
-            implicit_vr=args.implicit, seed=args.seed)
-        summary = _series_summary(info)
+            implicit_vr=args.implicit, seed=seed)
+        summary = {"patient_id": patient.patient_id, **_series_summary(info)}
         summary["bytes"] = sum(p.stat().st_size for p in info.paths)
     elif args.command == "rt-study":
+        patient, seed = _patient(args)
         size = args.size or 64
         info = synth.write_rt_study(
-            args.out_dir, n_slices=args.slices or 12, rows=size, cols=size,
+            args.out_dir, patient, n_slices=args.slices or 12, rows=size, cols=size,
             with_mr=not args.no_mr, absent_ct_structure_set=args.orphan,
             plan_without_structure_set=args.plan_without_structure_set,
             with_registration=args.registration,
-            implicit_vr=args.implicit, seed=args.seed)
+            implicit_vr=args.implicit, seed=seed)
         summary = _study_summary(info)
     else:
         size = args.size or 32

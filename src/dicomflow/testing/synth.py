@@ -29,6 +29,8 @@ Determinism: give ``seed`` (an int) and every UID, value and noise sample is rep
 it every call yields fresh UIDs (``2.25.<uuid4>``). UIDs are drawn per object kind
 (``Random(f"{seed}:{kind}")``) so different writers called with the same seed do not collide,
 while the same writer with the same seed repeats its UIDs (handy for duplicate/conflict tests).
+Distinct patients: ``PatientSpec.for_id(ID, seed)`` and ``patient_seed(seed, ID)`` (what the CLI's
+``--patient-id ID --seed N`` use) give each Patient ID its own values and UIDs under one seed.
 
 Speed: the per-slice dataset is built once and only the changing attributes are set per slice;
 pixel bytes come from two precomputed slice templates plus a few cycled noise fields, so a
@@ -49,7 +51,7 @@ import random
 import tempfile
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
@@ -132,6 +134,19 @@ class PatientSpec:
         family = rng.choice(_FAMILY)
         birth = f"{rng.randint(1935, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
         return cls(f"PAT{index + 1:04d}{rng.randint(100, 999)}", f"{family}^{given}", sex, birth)
+
+    @classmethod
+    def for_id(cls, patient_id: str, seed=None) -> PatientSpec:
+        """A patient with this ID and plausible name, sex and birth date drawn from ``(seed, ID)``:
+        the same pair gives the same patient, another seed or ID another one; no seed, a fresh one."""
+        rng = random.Random(f"{seed}:patient:{patient_id}") if seed is not None else random.Random()
+        return replace(cls.random(rng), patient_id=patient_id)
+
+
+def patient_seed(seed, patient_id: str | None):
+    """The seed a patient's data is written with: ``seed`` mixed with the Patient ID, so that two
+    patients written with the same seed never share a UID (None stays None: fresh UIDs)."""
+    return seed if patient_id is None else _child(seed, f"patient:{patient_id}")
 
 
 _GIVEN_F = ["Jane", "Maria", "Anna", "Laura", "Sofia", "Emma", "Clara", "Ines"]

@@ -1,5 +1,7 @@
-"""Web pages: server-rendered, paginated, thin. What a user sees comes from ``dicomflow.api.access``
-(the same rule as the API); details from ``dicomflow.api.reads``; uploads use the REST API from JS.
+"""Web pages: server-rendered, paginated, thin. What a user sees comes from
+``dicomflow.projects.selectors`` (the same rule as the API); catalog details from
+``dicomflow.catalog.selectors`` / ``rt_selectors``; uploads use the REST API from JS.
+The web never imports the API package: both sit on the same selectors.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from django.core.paginator import Paginator
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, render
 
-from dicomflow.api import access, reads
+from dicomflow.catalog import rt_selectors
+from dicomflow.catalog import selectors as catalog
 from dicomflow.errors import InputError
 from dicomflow.intake.models import ImportRun, UploadSession
 from dicomflow.intake.resumable import UploadLimits
+from dicomflow.processing.selectors import series_processing_state, visible_jobs
+from dicomflow.projects import selectors as visibility
 
 PAGE = 50
 
@@ -36,25 +41,25 @@ def _filtered(request, fn, qs):
 def home(request):
     user = request.user
     counts = {
-        "patients": access.patients(user).count(),
-        "studies": access.studies(user).count(),
-        "series": access.series(user).count(),
-        "instances": access.instances(user).count(),
+        "patients": visibility.visible_patients(user).count(),
+        "studies": visibility.visible_studies(user).count(),
+        "series": visibility.visible_series(user).count(),
+        "instances": visibility.visible_instances(user).count(),
     }
     modalities = (
-        access.series(user).values("modality").annotate(n=Count("id")).order_by("-n", "modality")[:12]
+        visibility.visible_series(user).values("modality").annotate(n=Count("id")).order_by("-n", "modality")[:12]
     )
-    imports = ImportRun.objects.order_by("-started_at", "-id")[:8] if access.can_view_imports(user) else None
+    imports = ImportRun.objects.order_by("-started_at", "-id")[:8] if visibility.can_view_imports(user) else None
     uploads = UploadSession.objects.filter(owner=user).order_by("-created_at")[:5]
     return render(request, "web/home.html", {
         "counts": counts, "modalities": modalities, "imports": imports, "uploads": uploads,
-        "can_upload": access.can_upload(user), "nav": "home",
+        "can_upload": visibility.can_upload(user), "nav": "home",
     })
 
 
 @login_required
 def patients(request):
-    qs, error = _filtered(request, reads.filter_patients, access.patients(request.user).select_related("project"))
+    qs, error = _filtered(request, catalog.filter_patients, visibility.visible_patients(request.user).select_related("project"))
     return render(request, "web/patients.html", {
         "page": _page(request, qs.order_by("patient_id", "pk")), "q": request.GET.get("q", ""), "error": error,
         "nav": "patients",
@@ -63,10 +68,10 @@ def patients(request):
 
 @login_required
 def patient(request, pk: int):
-    obj = get_object_or_404(access.patients(request.user), pk=pk)
-    studies = reads.filter_studies(access.studies(request.user).filter(patient=obj), {}).order_by("-study_date")
+    obj = get_object_or_404(visibility.visible_patients(request.user), pk=pk)
+    studies = catalog.filter_studies(visibility.visible_studies(request.user).filter(patient=obj), {}).order_by("-study_date")
     modalities = {}
-    for study_id, modality in access.series(request.user).filter(study__patient=obj).values_list("study_id", "modality").distinct():
+    for study_id, modality in visibility.visible_series(request.user).filter(study__patient=obj).values_list("study_id", "modality").distinct():
         modalities.setdefault(study_id, []).append(modality)
     rows = [(s, sorted(modalities.get(s.pk, []))) for s in studies]
     return render(request, "web/patient.html", {"patient": obj, "rows": rows, "nav": "patients"})
@@ -74,7 +79,7 @@ def patient(request, pk: int):
 
 @login_required
 def studies(request):
-    qs, error = _filtered(request, reads.filter_studies, access.studies(request.user))
+    qs, error = _filtered(request, catalog.filter_studies, visibility.visible_studies(request.user))
     return render(request, "web/studies.html", {
         "page": _page(request, qs.order_by("-study_date", "study_instance_uid")), "params": request.GET,
         "error": error, "nav": "studies",
@@ -83,23 +88,19 @@ def studies(request):
 
 @login_required
 def study(request, uid: str):
-    obj = get_object_or_404(access.studies(request.user).select_related("patient"), study_instance_uid=uid)
-    series = reads.filter_series(access.series(request.user).filter(study=obj), {}).order_by(
+    obj = get_object_or_404(visibility.visible_studies(request.user).select_related("patient"), study_instance_uid=uid)
+    series = catalog.filter_series(visibility.visible_series(request.user).filter(study=obj), {}).order_by(
         "series_number", "series_instance_uid")
-    module = access.rt_selectors()
-    tree = checks = approval = None
-    analysed = False
-    if module is not None:
-        analysed = module.is_analysed(obj)
-        tree = module.study_tree(obj)["series"]
-        checks = {c["uid"]: c for c in module.study_checks(obj)}
-        approval = module.approval_statuses(obj, include_review=access.can_see_review(request.user))
-        for node in tree:
-            node["check"] = checks.get(node["uid"])
-        tree = _flatten_tree(tree, {s.series_instance_uid: s for s in series})
+    analysed = rt_selectors.is_analysed(obj)
+    tree = rt_selectors.study_tree(obj)["series"]
+    checks = {c["uid"]: c for c in rt_selectors.study_checks(obj)}
+    approval = rt_selectors.approval_statuses(obj, include_review=visibility.can_see_clinical(request.user))
+    for node in tree:
+        node["check"] = checks.get(node["uid"])
+    tree = _flatten_tree(tree, {s.series_instance_uid: s for s in series})
     return render(request, "web/study.html", {
         "study": obj, "series_list": series, "tree": tree, "approval": approval, "analysed": analysed,
-        "rt_available": module is not None, "nav": "studies",
+        "rt_available": True, "nav": "studies",
     })
 
 
@@ -138,29 +139,26 @@ def _flatten_tree(nodes: list[dict], series_by_uid: dict) -> list[dict]:
 @login_required
 def series(request, uid: str):
     obj = get_object_or_404(
-        access.series(request.user).select_related("study", "study__patient"), series_instance_uid=uid
+        visibility.visible_series(request.user).select_related("study", "study__patient"), series_instance_uid=uid
     )
-    instances = reads.filter_instances(access.instances(request.user).filter(series=obj), {}).order_by(
+    instances = catalog.filter_instances(visibility.visible_instances(request.user).filter(series=obj), {}).order_by(
         "instance_number", "sop_instance_uid")
-    checks = reads.series_checks(obj)
+    checks = catalog.series_checks(obj)
     checked_at = datetime.datetime.fromisoformat(checks["checked_at"]) if checks else None
     return render(request, "web/series.html", {
-        "series": obj, "page": _page(request, instances, 100), "image": reads.image_geometry(obj),
-        "rt": reads.rt_details(obj), "checks": checks, "checked_at": checked_at, "nav": "studies",
-        "processing": access.processing_state(obj), "jobs": _jobs_of(request.user, obj),
+        "series": obj, "page": _page(request, instances, 100), "image": catalog.image_geometry(obj),
+        "rt": catalog.rt_details(obj), "checks": checks, "checked_at": checked_at, "nav": "studies",
+        "processing": series_processing_state(obj), "jobs": _jobs_of(request.user, obj),
     })
 
 
-def _jobs_of(user, series_obj) -> list | None:
-    qs = access.jobs(user)
-    if qs is None:
-        return None
-    return list(qs.filter(series=series_obj).select_related("template").order_by("-created_at")[:10])
+def _jobs_of(user, series_obj) -> list:
+    return list(visible_jobs(user).filter(series=series_obj).select_related("template").order_by("-created_at")[:10])
 
 
 @login_required
 def imports(request):
-    if not access.can_view_imports(request.user):
+    if not visibility.can_view_imports(request.user):
         raise PermissionDenied("you may not see imports")
     qs = ImportRun.objects.order_by("-started_at", "-id")
     if kind := request.GET.get("source_kind"):
@@ -170,7 +168,7 @@ def imports(request):
 
 @login_required
 def import_detail(request, pk: int):
-    if not access.can_view_imports(request.user):
+    if not visibility.can_view_imports(request.user):
         raise PermissionDenied("you may not see imports")
     run = get_object_or_404(ImportRun, pk=pk)
     return render(request, "web/import_detail.html", {"run": run, "nav": "imports"})
@@ -200,7 +198,7 @@ def api_token(request):
 
 @login_required
 def upload(request):
-    if not access.can_upload(request.user):
+    if not visibility.can_upload(request.user):
         raise PermissionDenied("you may not upload")
     limits = UploadLimits.from_env()
     return render(request, "web/upload.html", {"limits": limits, "chunk": min(limits.max_chunk, 4 * 1024 * 1024),

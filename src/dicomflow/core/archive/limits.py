@@ -1,6 +1,7 @@
 """How far an archive may expand, and the running tally that enforces it while bytes stream.
 
-Why these defaults (all configurable, e.g. from the environment with :meth:`ArchiveLimits.from_env`):
+Why these defaults (all configurable; ``dicomflow.settings`` reads them from the environment with
+:meth:`ArchiveLimits.from_env` into ``ARCHIVE_LIMITS``):
 
 - ``max_total_size`` 20 GiB: a large RT study (4D CT, several thousand slices, dose grids) is a few
   GiB; 20 GiB leaves room for multi-patient research exports while keeping one upload from filling
@@ -26,7 +27,6 @@ against the outermost extraction, and the overall ratio is taken against the out
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -60,26 +60,55 @@ class ArchiveLimits:
                 raise ConfigurationError(f"archive limit {f.name} must be positive (got {value})")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ArchiveLimits:
-        """Defaults overridden by ``DICOMFLOW_ARCHIVE_<FIELD>`` variables.
+    def from_env(cls, environ: Mapping[str, str]) -> ArchiveLimits:
+        """Defaults overridden by ``DICOMFLOW_ARCHIVE_<FIELD>`` variables, parsed strictly.
 
         Sizes accept a unit (``20G``, ``512MiB``); e.g. ``DICOMFLOW_ARCHIVE_MAX_TOTAL_SIZE=50G``,
-        ``DICOMFLOW_ARCHIVE_MAX_RATIO=500``, ``DICOMFLOW_ARCHIVE_MAX_DEPTH=2``.
+        ``DICOMFLOW_ARCHIVE_MAX_RATIO=500``, ``DICOMFLOW_ARCHIVE_MAX_DEPTH=2``. A value that does not
+        parse, or is out of range, is one ConfigurationError naming the variable and what it accepts.
+        ``dicomflow.settings`` calls this once (``ARCHIVE_LIMITS``); core code is handed the result.
         """
-        env = os.environ if environ is None else environ
         values: dict[str, float | int] = {}
         for f in fields(cls):
-            raw = env.get(_ENV_PREFIX + f.name.upper())
-            if raw is None or raw.strip() == "":
+            name = _ENV_PREFIX + f.name.upper()
+            raw = (environ.get(name) or "").strip()
+            if not raw:
                 continue
-            match = _SIZE.match(raw)
-            is_size = f.name.endswith("_size")
-            if not match or (match.group(2) and not is_size):
-                unit = " with an optional unit (K, M, G, T)" if is_size else ""
-                raise ConfigurationError(f"{_ENV_PREFIX}{f.name.upper()} must be a number{unit}")
-            number = float(match.group(1)) * _UNITS[match.group(2).upper()]
-            values[f.name] = number if f.name == "max_ratio" else int(number)
+            number = _parse_limit(f.name, raw)
+            if number is None:
+                raise ConfigurationError(f"{name}={raw!r} is not valid: expected {_accepted(f.name)}")
+            values[f.name] = number
         return cls(**values)
+
+
+def _zero_allowed(field_name: str) -> bool:
+    return field_name in ("max_depth", "ratio_grace_size")
+
+
+def _accepted(field_name: str) -> str:
+    if field_name.endswith("_size"):
+        kind = "a size in bytes with an optional unit K, M, G or T (e.g. 20G)"
+    elif field_name == "max_ratio":
+        kind = "a number"
+    else:
+        kind = "a whole number"
+    return kind + (", 0 or more" if _zero_allowed(field_name) else ", greater than 0")
+
+
+def _parse_limit(field_name: str, raw: str) -> float | int | None:
+    """The limit ``raw`` gives for ``field_name``, or None when it is not an accepted value."""
+    match = _SIZE.match(raw)
+    if not match:
+        return None
+    digits, unit = match.group(1), match.group(2).upper()
+    if not field_name.endswith("_size") and digits != raw:
+        return None  # units (and a stray "B") only for sizes
+    if field_name in ("max_members", "max_depth") and not digits.isdigit():
+        return None
+    number = float(digits) * _UNITS[unit]
+    if number < 0 or (number == 0 and not _zero_allowed(field_name)):
+        return None
+    return number if field_name == "max_ratio" else int(number)
 
 
 def archive_error(cls: type[ArchiveError], archive: str, reason: str) -> ArchiveError:

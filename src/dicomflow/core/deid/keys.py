@@ -36,11 +36,6 @@ class ProjectKey:
             raise ConfigurationError(f"the key of project '{self.project}' is too short")
 
 
-def default_keys_dir() -> Path:
-    home = Path(os.environ.get("DICOMFLOW_HOME", "var")).resolve()
-    return home / "keys" / "projects"
-
-
 def _write_private(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 600 atomically; fails if it exists (first writer wins)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -61,8 +56,9 @@ def _write_private(path: Path, data: bytes) -> None:
 class KeyStore:
     """File key store: one folder, one key file per project."""
 
-    def __init__(self, directory: Path | str | None = None) -> None:
-        self.directory = Path(directory) if directory else default_keys_dir()
+    def __init__(self, directory: Path | str) -> None:
+        """``directory``: where the keys live (the product passes ``settings.PROJECT_KEYS_DIR``)."""
+        self.directory = Path(directory)
 
     def _path(self, project: str, suffix: str) -> Path:
         if not _PROJECT.match(project or ""):

@@ -1,7 +1,7 @@
-"""DICOM networking: the C-STORE/C-ECHO receiver (``scp``) and the C-STORE sender (``scu``).
+"""DICOM networking on the receiving side: the C-STORE/C-ECHO receiver (``scp``, ``fastpath``) and
+what the sender shares with it (``common``: AE titles, node addresses, allowlists, no-delay sockets).
 
-Import the submodules (they need Django only where the catalogue is involved)::
+The sender (C-STORE SCU, C-ECHO) is export, not intake: :mod:`dicomflow.export.scu`::
 
     from dicomflow.intake.network.scp import StorageSCP, run_scp
-    from dicomflow.intake.network.scu import echo, send_instances, send_series, send_study
 """

@@ -24,9 +24,10 @@ Why it is built this way:
   resources), each with a log line that names no identifying value.
 - **Batched catalogue.** One writer thread owns a database connection and records files every
   ``batch_size`` files or ``flush_interval`` seconds, and whenever an association ends, with the
-  same :class:`~dicomflow.catalog.services.CatalogWriter` every other source uses (new /
-  duplicate / conflict). Each association that stores anything gets an ImportRun
-  (source kind DICOM, source ``AET@host``); instances record ``dicom:AET@host`` as received-from.
+  same :class:`~dicomflow.intake.sessions.ImportSession` every other source uses (new /
+  duplicate / conflict). Each association that stores anything is one session with its ImportRun
+  (source kind DICOM, source ``AET@host``), finished — and ``import_finished`` signalled — once
+  when the association ends; instances record ``dicom:AET@host`` as received-from.
 - **Durability.** With ``DICOMFLOW_FSYNC=batch`` the store is synced before each batch's rows
   commit, i.e. shortly *after* the C-STORE response; use ``always`` where a sender must be able
   to delete its copy the moment it gets success.
@@ -47,6 +48,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.dsutils import split_dataset
@@ -59,6 +61,9 @@ from dicomflow.core.store import FileStore, StoreResult, sha256_of
 from dicomflow.errors import ConfigurationError, InputError, StorageError
 from dicomflow.intake.network import fastpath
 from dicomflow.intake.network.common import Allowlist, NoDelayAE, NoDelayAssociationServer, check_ae_title
+
+if TYPE_CHECKING:  # Django is loaded by the writer thread only
+    from dicomflow.intake.sessions import ImportSession
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +85,11 @@ MAX_PDU = 256 * 1024  # what we announce: large PDUs mean fewer Python-level PDV
 # --- the catalogue writer thread --------------------------------------------------------------------
 @dataclass
 class _Run:
-    """Per association: its ImportRun row, its CatalogWriter and what is waiting to be recorded."""
+    """Per association: its import session and what is waiting to be recorded."""
 
     source: str
-    run: object = None  # ImportRun
-    writer: object = None  # CatalogWriter
+    session: ImportSession
     pending: list[StoredFile] = field(default_factory=list)
-    files_seen: int = 0
-    new: int = 0
-    duplicate: int = 0
-    conflicts: list[dict] = field(default_factory=list)
-    ignored: list[dict] = field(default_factory=list)
     closed_at: float | None = None
 
 
@@ -153,9 +152,9 @@ class CatalogBatcher(threading.Thread):
                     continue
                 state = self._runs.get(key)
                 if state is None:
-                    state = self._runs[key] = _Run(source)
+                    state = self._runs[key] = self._new_run(source)
                     self.totals["associations"] += 1
-                state.files_seen += 1
+                state.session.report.files_seen += 1
                 self.totals["files"] += 1
                 if kind == "stored":
                     state.pending.append(payload)
@@ -165,8 +164,7 @@ class CatalogBatcher(threading.Thread):
                     if self._pending >= self.batch_size:
                         self._flush_all()
                 else:
-                    display, reason = payload
-                    state.ignored.append({"path": display, "reason": reason})
+                    state.session.ignore(*payload)
                     self.totals["refused"] += 1
                 if self._first_pending_at is not None and (
                     time.monotonic() - self._first_pending_at >= self.flush_interval
@@ -176,20 +174,19 @@ class CatalogBatcher(threading.Thread):
             try:
                 self._flush_all()
                 for state in self._runs.values():
-                    if state.closed_at is None or state.run is None:
+                    if not state.session.finished:
                         self._finish(state)
             except Exception:
                 log.exception("receiver: could not finish the catalogue on shutdown")
             connection.close()
 
-    def _ensure_run(self, state: _Run) -> None:
-        if state.run is not None:
-            return
-        from dicomflow.catalog.services import CatalogWriter
-        from dicomflow.intake.models import ImportRun, SourceKind
+    def _new_run(self, source: str) -> _Run:
+        from dicomflow.intake.models import SourceKind
+        from dicomflow.intake.sessions import ImportSession
 
-        state.run = ImportRun.objects.create(source_kind=SourceKind.DICOM, source=state.source[:1024])
-        state.writer = CatalogWriter(self.store, f"dicom:{state.source}")
+        session = ImportSession(self.store, source_kind=SourceKind.DICOM, source=source,
+                                received_from=f"dicom:{source}")
+        return _Run(source, session)
 
     def _flush_all(self) -> None:
         for state in list(self._runs.values()):
@@ -201,18 +198,16 @@ class CatalogBatcher(threading.Thread):
     def _flush(self, state: _Run) -> None:
         batch, state.pending = state.pending, []
         self._pending = max(0, self._pending - len(batch))
+        report = state.session.report
+        before = (report.instances_new, report.instances_duplicate, len(report.conflicts))
         try:
-            self._ensure_run(state)
+            state.session.record(batch)
             if batch:
-                outcome = state.writer.record(batch)  # type: ignore[attr-defined]
                 self.batches += 1
-                state.new += len(outcome.new)
-                state.duplicate += len(outcome.duplicates)
-                state.conflicts.extend({"path": i.display_name, "reason": r} for i, r in outcome.conflicts)
-                self.totals["new"] += len(outcome.new)
-                self.totals["duplicate"] += len(outcome.duplicates)
-                self.totals["conflicts"] += len(outcome.conflicts)
-            self._save(state, finished=False)
+                self.totals["new"] += report.instances_new - before[0]
+                self.totals["duplicate"] += report.instances_duplicate - before[1]
+                self.totals["conflicts"] += len(report.conflicts) - before[2]
+            state.session.save()
         except Exception as exc:  # a database outage must not kill the receiver
             log.error(
                 "receiver: could not catalogue %d stored file(s) from %s (%s); they stay in the store "
@@ -221,38 +216,23 @@ class CatalogBatcher(threading.Thread):
                 state.source,
                 exc.__class__.__name__,
             )
-            state.ignored.extend({"path": i.display_name, "reason": "stored, catalogue write failed"} for i in batch)
+            for item in batch:
+                state.session.ignore(item.display_name, "stored, catalogue write failed")
             self.totals["not_catalogued"] += len(batch)
-
-    def _save(self, state: _Run, finished: bool) -> None:
-        from django.utils import timezone
-
-        run = state.run
-        run.files_seen = state.files_seen  # type: ignore[attr-defined]
-        run.instances_new = state.new  # type: ignore[attr-defined]
-        run.instances_duplicate = state.duplicate  # type: ignore[attr-defined]
-        run.conflicts = state.conflicts  # type: ignore[attr-defined]
-        run.ignored = state.ignored  # type: ignore[attr-defined]
-        fields = ["files_seen", "instances_new", "instances_duplicate", "conflicts", "ignored"]
-        if finished:
-            run.finished_at = timezone.now()  # type: ignore[attr-defined]
-            fields.append("finished_at")
-        run.save(update_fields=fields)  # type: ignore[attr-defined]
 
     def _finish(self, state: _Run) -> None:
         try:
             self._flush(state)
-            if state.run is not None:
-                self._save(state, finished=True)
-                log.info(
-                    "receiver: association from %s: %d files, %d new, %d duplicate, %d conflicts, %d refused",
-                    state.source,
-                    state.files_seen,
-                    state.new,
-                    state.duplicate,
-                    len(state.conflicts),
-                    len(state.ignored),
-                )
+            report = state.session.finish()  # once per association: import_finished
+            log.info(
+                "receiver: association from %s: %d files, %d new, %d duplicate, %d conflicts, %d refused",
+                state.source,
+                report.files_seen,
+                report.instances_new,
+                report.instances_duplicate,
+                len(report.conflicts),
+                len(report.ignored),
+            )
         except Exception as exc:
             log.error("receiver: could not close the import record of %s (%s)", state.source, exc.__class__.__name__)
         state.closed_at = time.monotonic()

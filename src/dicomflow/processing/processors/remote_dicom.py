@@ -38,8 +38,9 @@ def _arrived(study_uid: str, sent_series_uid: str, since) -> list[tuple[str, str
 
 
 def run(request: ProcessorRequest) -> list[Path]:
-    from dicomflow.processing.results import _node, describe
-    from dicomflow.intake.network.scu import send_instances
+    from dicomflow.export.scu import send_instances
+    from dicomflow.export.selectors import destination_node
+    from dicomflow.processing.results import describe
 
     params = request.parameters
     destination = {"type": "dicom", **{k: params[k] for k in ("node", "ae_title", "host", "port") if k in params}}
@@ -50,7 +51,7 @@ def run(request: ProcessorRequest) -> list[Path]:
                                                                                         "SeriesInstanceUID"])
     study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
     since = timezone.now()
-    report = send_instances(_node(destination), request.paths, timeout=float(params.get("send_timeout", 60)))
+    report = send_instances(destination_node(destination), request.paths, timeout=float(params.get("send_timeout", 60)))
     if report.failed:
         reason = next(f.reason for f in report.files if not f.ok)
         raise ProcessingError(f"{NAME}: {report.failed} of {len(report.files)} file(s) not accepted by "

@@ -45,7 +45,9 @@ def _sha256(path: Path) -> str:
 def run(request: ProcessorRequest) -> list[Path]:
     import httpx
 
-    from dicomflow.core.archive import ArchiveLimits, extract_archive
+    from django.conf import settings
+
+    from dicomflow.core.archive import extract_archive
 
     params = request.parameters
     url = str(params.get("url", "")).rstrip("/")
@@ -94,7 +96,7 @@ def run(request: ProcessorRequest) -> list[Path]:
     if not expected or expected != actual:
         raise ProcessingError(f"{NAME}: the downloaded result does not match its checksum (SHA-256); not used")
     try:
-        extracted = extract_archive(download, request.work_dir / "result", ArchiveLimits.from_env())
+        extracted = extract_archive(download, request.work_dir / "result", settings.ARCHIVE_LIMITS)
     except DicomflowError as exc:
         raise ProcessingError(f"{NAME}: the result archive was refused: {exc}") from None
     written = []

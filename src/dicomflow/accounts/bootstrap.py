@@ -1,4 +1,4 @@
-"""Writes for the web area: accounts."""
+"""The first account: the admin `make run` / `dicomflow serve` creates on a fresh installation."""
 
 from __future__ import annotations
 
