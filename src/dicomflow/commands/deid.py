@@ -27,13 +27,16 @@ def deid(
     dst: Path = typer.Argument(..., help="Output folder: <study>/<series>/<instance>.dcm, new UIDs only."),
     project: str = typer.Option(..., "--project", help="Project key; created with default options on first use."),
     workers: int = typer.Option(0, "--workers", help="Processes (0 = one per core)."),
+    options_json: str = typer.Option(
+        None, "--options", help='Project options to change, as JSON (saved with the project), e.g. \'{"free_text": "allowlist"}\'.'
+    ),
     record_dir: Path = typer.Option(
         None, "--record-dir", help="Where to write the de-identification record (default under $DICOMFLOW_HOME/work/deid)."
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    from dicomflow.core.deid import KeyStore, deidentify_folder, write_record
-    from dicomflow.errors import DicomflowError
+    from dicomflow.core.deid import KeyStore, Options, deidentify_folder, write_record
+    from dicomflow.errors import DicomflowError, InputError
 
     if not src.exists():
         fail(f"{src} does not exist", as_json)
@@ -41,6 +44,17 @@ def deid(
         store = KeyStore()
         key = store.project_key(project, create=True)
         options = store.options(project)
+        if options_json:
+            import json
+
+            try:
+                changes = json.loads(options_json)
+            except ValueError as exc:
+                raise InputError(f"--options is not valid JSON ({exc.msg})") from exc
+            if not isinstance(changes, dict):
+                raise InputError("--options must be a JSON object")
+            options = Options.from_dict({**options.to_dict(), **changes})
+            store.save_options(project, options)
         started = time.monotonic()
         report = deidentify_folder(
             src, dst, key, options, workers=workers or None, progress=_progress if not as_json else None
@@ -66,7 +80,7 @@ def deid(
     emit(report.contract(), as_json, human)
     if not report.ok:
         if report.findings:
-            typer.echo("error: the leak scan found identifying values; nothing was released", err=True)
+            typer.echo("error: the leak scan found identifying values; those files were withheld", err=True)
         raise typer.Exit(1)
 
 
@@ -83,13 +97,7 @@ def reidentify(
     project: str = typer.Option(..., "--project", help="Project key whose reverse map to use."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    import os
-    import secrets
-
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
-    from dicomflow.core.deid import KeyStore, ReverseMap, reidentify_dataset
+    from dicomflow.core.deid import KeyStore, ReverseMap, reidentify_files
     from dicomflow.core.deid.job import iter_files
     from dicomflow.errors import DicomflowError
 
@@ -100,25 +108,11 @@ def reidentify(
     except DicomflowError as exc:
         fail(str(exc), as_json)
     files = iter_files(src)
-    failed, written = [], 0
-    for path in files:
-        try:
-            ds = dcmread(path)  # one object at a time; results are small (RTSTRUCT, masks)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            failed.append({"path": str(path), "reason": "not a readable DICOM file"})
-            continue
-        reidentify_dataset(ds, rmap)
-        parts = [str(ds.get(k, "") or "") for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
-        if not all(parts):
-            failed.append({"path": str(path), "reason": "Study, Series or SOP Instance UID missing"})
-            continue
-        target = Path(dst, *parts[:2], parts[2] + ".dcm")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, target)
-        written += 1
-    emit({"files_in": len(files), "files_out": written, "failed": failed}, as_json,
-         f"files in {len(files)}, re-identified {written}, failed {len(failed)}")
+    outcome = reidentify_files(files, dst, rmap)  # every file on its own; bad ones reported
+    failed, written = outcome.failed, outcome.files_out
+    doc = {"files_in": len(files), "files_out": written, "failed": failed}
+    if failed and not written:
+        doc["error"] = f"nothing was re-identified with project '{project}': {failed[0]['reason']}"
+    emit(doc, as_json, f"files in {len(files)}, re-identified {written}, failed {len(failed)}")
     if failed:
         raise typer.Exit(1)

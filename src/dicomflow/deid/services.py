@@ -17,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 
 from dicomflow.catalog.models import Series
-from dicomflow.core.deid import ReverseMap, reidentify_dataset
+from dicomflow.core.deid import ReidentificationError, ReverseMap, reidentify_dataset
 from dicomflow.core.deid.job import iter_files
 from dicomflow.deid.models import ReidentificationAudit
 from dicomflow.errors import InputError, PermissionDeniedError
@@ -85,7 +85,11 @@ def reidentify_paths(project: Project, user, paths: list[Path | str], dst: Path 
             report.failed.append({"path": str(path), "reason": "not a readable DICOM file"})
             continue
         given_uids.append(str(ds.get("SOPInstanceUID", "") or ""))
-        report.values_restored += reidentify_dataset(ds, rmap)
+        try:
+            report.values_restored += reidentify_dataset(ds, rmap)
+        except ReidentificationError as exc:  # wrong project, ambiguous map: this file only
+            report.failed.append({"path": str(path), "reason": str(exc)})
+            continue
         parts = [str(ds.get(k, "") or "") for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
         if not all(parts):
             report.failed.append({"path": str(path), "reason": "Study, Series or SOP Instance UID missing"})

@@ -1,7 +1,7 @@
 """Leak scan: search every element of an output object, then its raw bytes, for identifying values.
 
-Any finding fails the job. Findings name the tag, keyword and the class of value (name, id, date,
-uid, text) — never the value. The job scans the bytes it wrote before Pixel Data (file meta and
+A finding withholds its file (quarantined by the job; the command still fails). Findings name the
+tag path, keyword and the class of value (name/id, date, uid, text) — never the value. The job scans the bytes it wrote before Pixel Data (file meta and
 every element, private and binary included: ``scan_bytes``) and walks the elements
 (``scan_dataset``) only to say where a hit is. Pixel Data copied byte for byte from the source is
 not re-scanned; when pydicom wrote the whole file, the written file is read back instead
@@ -19,19 +19,23 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from dicomflow.core.deid.engine import _is_deferred, _vr_of, tag_text
-from dicomflow.core.deid.values import IdentifyingValues
+from dicomflow.core.deid.values import WORD, IdentifyingValues, dates_in, fold
 
-_WORD = re.compile(r"[0-9A-Za-z\u00C0-\u024F]+")
+_WORD = WORD
 _ASCII_WORD = re.compile(r"[0-9A-Za-z]+")
 _NUMERIC = re.compile(r"[0-9][0-9./-]*")
-_DATE_FORMS = re.compile(r"(\d{4})[-./](\d{2})[-./](\d{2})|(\d{2})[-./](\d{2})[-./](\d{4})")
+_RUN = re.compile(r"[0-9A-Za-z]+(?:[-./_: ][0-9A-Za-z]+)+")
 RAW_MIN = 5
 BULK_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+# Two-letter words that are VR codes: every explicit VR header contains them as words.
+VR_CODES = frozenset(
+    "AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
+)
 
 
 @dataclass(frozen=True)
 class Finding:
-    tag: str
+    tag: str  # tag path: "(0008,1115)[0].(0020,000E)"
     keyword: str
     kind: str
 
@@ -39,20 +43,35 @@ class Finding:
         return f"identifying {self.kind} found in {self.tag} {self.keyword}".rstrip()
 
 
-def _text_kinds(text: str, values: IdentifyingValues) -> list[str]:
+def _text_kinds(text: str, values: IdentifyingValues, serialised: bool = False) -> list[str]:
     """Kinds found in ``text``, which may be serialised bytes read as text.
 
-    In serialised data a value can touch a neighbouring byte that reads as a letter or digit (the
-    low byte of the next tag's group, e.g. 0x32 '2' for group 0032): words and UID runs are also
-    tried without one character at either end (words of 6+ characters only, to stay specific).
+    Words are compared in their folded forms (case, diacritics, transliteration). In serialised
+    data a value can touch a neighbouring byte that reads as a letter or digit (the low byte of
+    the next tag's group, e.g. 0x32 '2' for group 0032): words and UID runs are also tried without
+    one character at either end (words of 6+ characters only, to stay specific); two-letter VR
+    codes are not names there.
     """
     kinds = []
     upper = text.upper()
     words = set(_ASCII_WORD.findall(upper))
-    if not values.ascii_only:
-        words |= set(_WORD.findall(upper))
+    if not text.isascii():
+        for word in _WORD.findall(upper):
+            words.update(fold(word))
     trimmed = {w[:-1] for w in words if len(w) >= 6} | {w[1:] for w in words if len(w) >= 6}
-    if (words | trimmed) & values.tokens:
+    hits = (words | trimmed) & values.tokens
+    if serialised:
+        hits -= VR_CODES
+    found_name = bool(hits)
+    if not found_name and values.scripts and not text.isascii():
+        found_name = any(s.upper() in upper for s in values.scripts)
+    if not found_name and values.ids:
+        for run in _RUN.findall(upper):
+            compact = re.sub(r"[^0-9A-Z]", "", run)
+            if any(i in compact for i in values.ids):
+                found_name = True
+                break
+    if found_name:
         kinds.append("name/id")
     if values.dates or values.uids:
         # One pass for everything numeric: runs of digits with . - / inside.
@@ -60,12 +79,7 @@ def _text_kinds(text: str, values: IdentifyingValues) -> list[str]:
         if values.dates:
             # DA is 8 digits, DT up to 14 before its fraction; longer runs are UID components.
             digits = {w[:8] for w in words if 8 <= len(w) <= 14 and w.isdigit()}
-            for run in runs:
-                if len(run) == 10 and not run.isdigit():
-                    m = _DATE_FORMS.fullmatch(run)
-                    if m:
-                        digits.add(m.group(1) + m.group(2) + m.group(3) if m.group(1) else m.group(6) + m.group(5) + m.group(4))
-            if digits & values.dates:
+            if (digits & values.dates) or (dates_in(text) & values.dates):
                 kinds.append("date")
         if values.uids:
             uidish = {r for r in runs if "." in r}
@@ -78,42 +92,51 @@ def _text_kinds(text: str, values: IdentifyingValues) -> list[str]:
 
 
 def scan_dataset(ds: Dataset, values: IdentifyingValues) -> list[Finding]:
-    """Every element at any depth, file meta included."""
+    """Every element at any depth, file meta included; findings name the tag path."""
     findings: list[Finding] = []
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        _scan(meta, values, findings)
-    _scan(ds, values, findings)
+        _scan(meta, values, findings, "")
+    _scan(ds, values, findings, "")
     return findings
 
 
-def _scan(ds: Dataset, values: IdentifyingValues, findings: list[Finding]) -> None:
+def _scan(ds: Dataset, values: IdentifyingValues, findings: list[Finding], prefix: str) -> None:
     for tag in list(ds.keys()):
         if tag in BULK_TAGS:
             continue  # pixel bytes: the raw pass covers them
         raw = ds.get_item(tag, keep_deferred=True)
         if _is_deferred(raw):
             continue
+        path = prefix + tag_text(tag)
         if isinstance(raw, RawDataElement) and _vr_of(tag, raw) != "SQ":
             value = raw.value  # bytes as read: no conversion needed to search them
             keyword = keyword_for_tag(tag) or ""
         else:
             elem = ds[tag]
             if elem.VR == "SQ":
-                for item in elem.value or []:
-                    _scan(item, values, findings)
+                for i, item in enumerate(elem.value or []):
+                    _scan(item, values, findings, f"{path}[{i}].")
                 continue
             value, keyword = elem.value, elem.keyword
         if value is None:
             continue
         if isinstance(value, bytes):
-            text = value.decode("latin-1")
+            text = value.decode("utf-8") if _utf8(value) else value.decode("latin-1")
         elif isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str):
             text = "\\".join(str(v) for v in value)
         else:
             text = str(value)
         for kind in _text_kinds(text, values):
-            findings.append(Finding(tag_text(tag), keyword, kind))
+            findings.append(Finding(path, keyword, kind))
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def scan_bytes(data: bytes, values: IdentifyingValues) -> list[str]:
@@ -123,7 +146,7 @@ def scan_bytes(data: bytes, values: IdentifyingValues) -> list[str]:
     if not values.ascii_only and not data.isascii():
         texts.append(data.decode("utf-8", "replace"))  # non-ASCII names written as UTF-8
     for text in texts:
-        for kind in _text_kinds(text, values):
+        for kind in _text_kinds(text, values, serialised=True):
             if kind not in kinds:
                 kinds.append(kind)
     return kinds
