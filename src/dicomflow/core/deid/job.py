@@ -303,7 +303,7 @@ def _deidentify_open(fh, source: Path, stage: Path, deid: Deidentifier, result: 
         kinds = scan_bytes(header, outcome.values)
         findings = (scan_dataset(ds, outcome.values) or [Finding("file", "raw bytes", k) for k in kinds]) if kinds else []
     else:
-        findings = scan_dataset(ds, outcome.values) + scan_file_bytes(target, outcome.values)
+        findings = scan_dataset(ds, outcome.values) or scan_file_bytes(target, outcome.values)
     result.status = "ok"
     result.output = rel
     result.uid_map = outcome.uid_map
