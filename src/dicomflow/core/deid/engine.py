@@ -27,6 +27,7 @@ here.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -246,6 +247,33 @@ def _text(ds: Dataset, tag: int) -> str:
     return str(value)
 
 
+_NUMERIC_TEXT = frozenset(b"0123456789+-.eE\\ \x00")
+_NUMERIC_BINARY_VRS = frozenset({"FD", "FL", "SL", "SS", "UL", "US", "SV", "UV", "OF", "OD", "OL", "OV"})
+_LETTERS_RUN = re.compile(rb"[A-Za-z]{3,}")
+
+
+def _safe_private_value(raw) -> bool:
+    """A value a safe private attribute (b-values, directions) can hold: numbers, as text or binary.
+
+    Text must be digits, signs, points, exponents, backslashes and padding; a binary value must
+    have a numeric VR (or none: implicit VR) and no run of three letters (no hidden text).
+    """
+    value = raw.value if isinstance(raw, RawDataElement) else None
+    if value is None:
+        value = getattr(raw, "value", None)
+        if isinstance(value, (int, float)) or (isinstance(value, (list, MultiValue)) and all(isinstance(v, (int, float)) for v in value)):
+            return True
+        if not isinstance(value, (bytes, str)):
+            return False
+    data = value.encode("latin-1", "replace") if isinstance(value, str) else bytes(value)
+    if set(data) <= _NUMERIC_TEXT:
+        return True
+    vr = getattr(raw, "VR", None)
+    if vr not in (None, "UN", "OB") and vr not in _NUMERIC_BINARY_VRS:
+        return False
+    return len(data) % 2 == 0 and not _LETTERS_RUN.search(data)
+
+
 def issuer_of(ds: Dataset) -> str:
     """Issuer of Patient ID, else the Universal/Local Namespace Entity ID of its qualifiers."""
     issuer = _text(ds, 0x00100021).strip()
@@ -445,7 +473,8 @@ class Deidentifier:
             if action == "X" and vr != "SQ":
                 if vr in STRING_VRS and not _is_deferred(raw):
                     for v in _values(_raw_value(raw, ds, tag)):
-                        st.out.values.collect(_keyword(tag), vr, str(v))
+                        if not (vr == "UI" and is_well_known_uid(str(v))):
+                            st.out.values.collect(_keyword(tag), vr, str(v))
                 del ds[tag]
                 st.note(tag, action, column)
                 continue
@@ -595,6 +624,9 @@ class Deidentifier:
                     if creator and (creator, t >> 16, element & 0xFF) in self.safe_private:
                         keep.add(t)
                         keep.add((t & 0xFFFF0000) | (element >> 8))
+        for t in private:
+            if t in keep and t & 0xFFFF > 0xFF and not _safe_private_value(ds._dict[t]):
+                keep.discard(t)  # a "safe" attribute must hold what it is known to hold: numbers
         for t in private:
             if t in keep:
                 if t & 0xFFFF > 0xFF:

@@ -208,6 +208,8 @@ def truncated(ds, fh) -> bool:
     all mean the object is incomplete.
     """
     size = os.fstat(fh.fileno()).st_size
+    meta = getattr(ds, "file_meta", None)
+    deflated = meta is not None and str(meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
     last = None
     for tag in ds._dict:
         raw = ds._dict[tag]
@@ -215,7 +217,7 @@ def truncated(ds, fh) -> bool:
             if raw.length != 0xFFFFFFFF:
                 if raw.value is not None and len(raw.value) < raw.length:
                     return True
-                if raw.value_tell is not None and raw.value_tell + raw.length > size:
+                if not deflated and raw.value_tell is not None and raw.value_tell + raw.length > size:
                     return True
         if last is None or tag > last:
             last = tag
@@ -225,7 +227,7 @@ def truncated(ds, fh) -> bool:
     undefined = getattr(raw, "length", None) == 0xFFFFFFFF or (
         not isinstance(raw, RawDataElement) and raw.VR == "SQ" and getattr(raw, "is_undefined_length", False)
     )
-    if undefined:
+    if undefined and not deflated:
         fh.seek(max(0, size - 8))
         return fh.read(8) != _SEQ_DELIMITER[ds.is_little_endian is not False]
     return False
