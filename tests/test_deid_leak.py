@@ -66,6 +66,10 @@ def test_leak_in_kept_safe_private_binary_value_is_found():
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
     deid = Deidentifier(ProjectKey("L", b"l" * 32), Options(retain_safe_private=True))
     out = deid.deidentify(ds)
+    # Issue 13: a "safe" attribute holding text is not kept (value check)...
+    assert 0x0019100C not in ds
+    # ...and the scan still finds a name in a private binary value that got through.
+    ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0C, "OB", b"ZORGMEISTER\x00")
     assert "name/id" in scan_bytes(encode(ds), out.values)
     findings = scan_dataset(ds, out.values)
     assert [(f.tag, f.kind) for f in findings] == [("(0019,100C)", "name/id")]

@@ -263,6 +263,8 @@ def _safe_private_value(raw) -> bool:
         value = getattr(raw, "value", None)
         if isinstance(value, (int, float)) or (isinstance(value, (list, MultiValue)) and all(isinstance(v, (int, float)) for v in value)):
             return True
+        if isinstance(value, (list, MultiValue)) and all(isinstance(v, str) for v in value):
+            value = "\\".join(value)
         if not isinstance(value, (bytes, str)):
             return False
     data = value.encode("latin-1", "replace") if isinstance(value, str) else bytes(value)
