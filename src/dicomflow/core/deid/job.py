@@ -210,17 +210,13 @@ def truncated(ds, fh) -> bool:
     size = os.fstat(fh.fileno()).st_size
     meta = getattr(ds, "file_meta", None)
     deflated = meta is not None and str(meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
-    last = None
-    for tag in ds._dict:
-        raw = ds._dict[tag]
-        if isinstance(raw, RawDataElement):
-            if raw.length != 0xFFFFFFFF:
-                if raw.value is not None and len(raw.value) < raw.length:
-                    return True
-                if not deflated and raw.value_tell is not None and raw.value_tell + raw.length > size:
-                    return True
-        if last is None or tag > last:
-            last = tag
+    for raw in ds._dict.values():
+        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF:
+            if raw.value is not None and len(raw.value) < raw.length:
+                return True
+            if not deflated and raw.value_tell is not None and raw.value_tell + raw.length > size:
+                return True
+    last = next(reversed(ds._dict), None)  # elements are stored in file order
     if last is None:
         return False
     raw = ds._dict[last]

@@ -19,10 +19,49 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from dicomflow.core.deid.engine import _is_deferred, _vr_of, tag_text
-from dicomflow.core.deid.values import WORD, IdentifyingValues, dates_in, fold
+from dicomflow.core.deid.values import MONTH_WORDS, WORD, IdentifyingValues, dates_in, fold
 
 _WORD = WORD
 _ASCII_WORD = re.compile(r"[0-9A-Za-z]+")
+_HAS_ASCII_LETTER = re.compile(r"[A-Z]")
+_MULTIBYTE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
+_WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") | frozenset(range(0x80, 0xF5))
+
+
+def _utf8_words(data: bytes) -> set[bytes]:
+    """Runs of ASCII letters and UTF-8 multi-byte characters around each multi-byte character."""
+    found: set[bytes] = set()
+    end = -1
+    for m in _MULTIBYTE.finditer(data):
+        if m.start() < end:
+            continue
+        start, end = m.start(), m.end()
+        while start > 0 and data[start - 1] in _WORD_BYTES:
+            start -= 1
+        while end < len(data) and data[end] in _WORD_BYTES:
+            end += 1
+        found.add(data[start:end])
+    return found
+_RUN_DATE = re.compile(r"(\d{1,4})[-./](\d{1,2})[-./](\d{1,4})")
+
+
+def _scan_dates(runs: set[str], text: str, words: set[str]) -> set[str]:
+    """Dates in serialised text: numeric runs ("1801-01-01", "01.01.1801") parsed directly;
+    the textual patterns ("01 Jan 1801") only run when a month name is among the words."""
+    found: set[str] = set()
+    for run in runs:
+        if 6 <= len(run) <= 10 and not run.isdigit():
+            m = _RUN_DATE.fullmatch(run)
+            if m:
+                found |= dates_in(run)
+    if words & MONTH_WORDS:
+        found |= dates_in(text)
+    return found
+
+
+# Words with a non-ASCII letter next to an ASCII one ("Müller", "Wüst"): a name written with
+# diacritics, while binary bytes read as Latin-1 rarely form such runs.
+_NONASCII_WORD = re.compile(r"[A-Za-z][^\W\d_]*[^\x00-\x7f\W][^\W_]*|[^\x00-\x7f\W]+[A-Za-z][^\W_]*")
 _NUMERIC = re.compile(r"[0-9][0-9./-]*")
 _RUN = re.compile(r"[0-9A-Za-z]+(?:[-./_: ][0-9A-Za-z]+)+")
 RAW_MIN = 5
@@ -54,10 +93,16 @@ def _text_kinds(text: str, values: IdentifyingValues, serialised: bool = False) 
     """
     kinds = []
     upper = text.upper()
-    words = set(_ASCII_WORD.findall(upper))
-    if not text.isascii():
+    if text.isascii():
+        words = set(_ASCII_WORD.findall(upper))
+    else:
+        words = set()
         for word in _WORD.findall(upper):
-            words.update(fold(word))
+            if word.isascii():
+                words.add(word)
+            elif _HAS_ASCII_LETTER.search(word):  # "MÜLLER" (binary read as Latin-1 rarely is)
+                words.update(fold(word))
+                words.update(_ASCII_WORD.findall(word))
     trimmed = {w[:-1] for w in words if len(w) >= 6} | {w[1:] for w in words if len(w) >= 6}
     hits = (words | trimmed) & values.tokens
     if serialised:
@@ -65,7 +110,7 @@ def _text_kinds(text: str, values: IdentifyingValues, serialised: bool = False) 
     found_name = bool(hits)
     if not found_name and values.scripts and not text.isascii():
         found_name = any(s.upper() in upper for s in values.scripts)
-    if not found_name and values.ids:
+    if not found_name and values.ids and any(i[:3] in upper for i in values.ids):
         for run in _RUN.findall(upper):
             compact = re.sub(r"[^0-9A-Z]", "", run)
             if any(i in compact for i in values.ids):
@@ -79,7 +124,7 @@ def _text_kinds(text: str, values: IdentifyingValues, serialised: bool = False) 
         if values.dates:
             # DA is 8 digits, DT up to 14 before its fraction; longer runs are UID components.
             digits = {w[:8] for w in words if 8 <= len(w) <= 14 and w.isdigit()}
-            if (digits & values.dates) or (dates_in(text) & values.dates):
+            if (digits & values.dates) or (_scan_dates(runs, text, words) & values.dates):
                 kinds.append("date")
         if values.uids:
             uidish = {r for r in runs if "." in r}
@@ -141,14 +186,28 @@ def _utf8(data: bytes) -> bool:
 
 def scan_bytes(data: bytes, values: IdentifyingValues) -> list[str]:
     """Kinds of identifying values found in serialised bytes (read as UTF-8 and as Latin-1)."""
-    kinds: list[str] = []
-    texts = [data.decode("latin-1")]
-    if not values.ascii_only and not data.isascii():
-        texts.append(data.decode("utf-8", "replace"))  # non-ASCII names written as UTF-8
-    for text in texts:
-        for kind in _text_kinds(text, values, serialised=True):
-            if kind not in kinds:
-                kinds.append(kind)
+    kinds = _text_kinds(data.decode("latin-1"), values, serialised=True)
+    if not data.isascii():
+        # Text written as UTF-8 ("Müller", "山田"): only its words with multi-byte characters and
+        # its non-ASCII phrases can differ from the Latin-1 reading.
+        if "name/id" not in kinds:
+            words = set()
+            for raw in _utf8_words(data):
+                try:
+                    words.update(fold(raw.decode("utf-8").upper()))
+                except UnicodeDecodeError:
+                    continue
+            if words & values.tokens:
+                kinds.append("name/id")
+            elif values.scripts:
+                text = data.decode("utf-8", "replace").upper()
+                if any(x.upper() in text for x in values.scripts):
+                    kinds.append("name/id")
+        phrases = [p for p in values.phrases if not p.isascii()]
+        if "text" not in kinds and phrases:
+            text = data.decode("utf-8", "replace").upper()
+            if any(p in text for p in phrases):
+                kinds.append("text")
     return kinds
 
 

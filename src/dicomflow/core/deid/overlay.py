@@ -11,12 +11,17 @@ overlay cannot be checked and is withheld.
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.uid import UID
 
 PIXEL_DATA = 0x7FE00010
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+
+_ALLOWED_HIGH = {bits: bytes(range(1 << (bits - 8))) for bits in range(8, 16)}
 
 
 class OverlayBits(Exception):
@@ -28,12 +33,19 @@ class OverlayBits(Exception):
 
 
 def embedded_overlay(ds) -> bool:
-    """True when the object declares an overlay without its own Overlay Data (so in Pixel Data)."""
-    groups = {tag >> 16 for tag in ds._dict if 0x6000 <= tag >> 16 <= 0x601E and not (tag >> 16) & 1}
-    return any((g << 16 | 0x3000) not in ds._dict and (g << 16 | 0x0010) in ds._dict for g in groups)
+    """True when the object has overlay attributes (60xx): their bitmap may sit in Pixel Data."""
+    for tag in ds._dict:
+        if 0x6000 <= tag >> 16 <= 0x601E:
+            return True
+        if tag >> 16 > 0x601E:
+            return False
+    return False
 
 
 def _int(ds, tag: int) -> int | None:
+    raw = ds._dict.get(tag)
+    if isinstance(raw, RawDataElement) and raw.value is not None and len(raw.value) == 2 and raw.is_little_endian:
+        return int.from_bytes(raw.value, "little")  # US as read: no conversion
     try:
         value = ds[tag].value
         return int(value[0] if isinstance(value, (list, tuple)) else value)
@@ -42,8 +54,13 @@ def _int(ds, tag: int) -> int | None:
 
 
 def overlay_mask(ds, fh, declared: bool) -> bytes | None:
-    """None when Pixel Data has no data above Bits Stored; raises ``OverlayBits`` otherwise."""
-    if PIXEL_DATA not in ds._dict:
+    """None when Pixel Data has no data above Bits Stored; raises ``OverlayBits`` otherwise.
+
+    Checked when the object has overlay attributes (``declared``): the pixel words of every
+    image are not read for nothing (a bitmap in unused bits without any 60xx attribute is not
+    recognised — documented limit).
+    """
+    if not declared or PIXEL_DATA not in ds._dict:
         return None
     allocated, stored = _int(ds, 0x00280100), _int(ds, 0x00280101)
     high, signed = _int(ds, 0x00280102), _int(ds, 0x00280103)
@@ -57,6 +74,15 @@ def overlay_mask(ds, fh, declared: bool) -> bytes | None:
     high = stored - 1 if high is None or high >= allocated or high < stored - 1 else high
     raw = ds._dict[PIXEL_DATA]
     if isinstance(raw, RawDataElement) and raw.value is None:
+        if allocated == 16 and high == stored - 1 and signed != 1 and ts != "1.2.840.10008.1.2.2":
+            # Fast path (most CT/MR): the largest word must fit in Bits Stored; read in place.
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                if raw.value_tell + raw.length <= len(mm):
+                    words = np.frombuffer(mm, "<u2", raw.length // 2, raw.value_tell)
+                    fits = int(words.max(initial=0)) >> stored == 0
+                    del words
+                    if fits:
+                        return None
         fh.seek(raw.value_tell)
         data = fh.read(raw.length)
     else:
@@ -64,10 +90,15 @@ def overlay_mask(ds, fh, declared: bool) -> bytes | None:
     if not isinstance(data, (bytes, bytearray)) or not data:
         return None
     order = ">" if UID(ts) == "1.2.840.10008.1.2.2" else "<"
+    low = high - stored + 1
+    if allocated == 16 and low == 0 and signed != 1 and stored >= 8:
+        # Fast path (most CT/MR): the high byte of every word must stay below 2**(stored-8).
+        high_bytes = data[1::2] if order == "<" else data[0::2]
+        if not bytes(high_bytes).translate(None, _ALLOWED_HIGH[stored]):
+            return None
     dtype = np.dtype(f"{order}u{allocated // 8}")
     usable = len(data) - len(data) % dtype.itemsize
     words = np.frombuffer(data, dtype, usable // dtype.itemsize)
-    low = high - stored + 1
     valid = ((1 << stored) - 1) << low
     full = (1 << allocated) - 1
     if signed == 1 and low == 0:

@@ -80,6 +80,23 @@ def name_parts(value: str) -> list[str]:
     return words
 
 
+@lru_cache(maxsize=4096)
+def _name_tokens(value: str) -> tuple[frozenset[str], frozenset[str], bool]:
+    """(folded tokens, non-Latin parts, any non-ASCII) of a person name; names repeat per series."""
+    found = IdentifyingValues()
+    parts = [w for w in name_parts(value) if len(w) >= MIN_NAME_PART or not is_latin(w)]
+    for word in parts:
+        found._word(word)
+    # Written together: every ordered pair and the whole name ("DoeJane", "JaneDoe").
+    if 1 < len(parts) <= 6:
+        for a in parts:
+            for b in parts:
+                if a is not b:
+                    found._word(a + b)
+        found._word("".join(parts))
+    return frozenset(found.tokens), frozenset(found.scripts), found.non_ascii
+
+
 @dataclass
 class IdentifyingValues:
     tokens: set[str] = field(default_factory=set)  # folded words: name parts, IDs
@@ -106,16 +123,11 @@ class IdentifyingValues:
             self.tokens.add(word.upper())
 
     def add_name(self, value: str) -> None:
-        parts = [w for w in name_parts(value) if len(w) >= MIN_NAME_PART or not is_latin(w)]
-        for word in parts:
-            self._word(word)
-        # Written together: every ordered pair and the whole name ("DoeJane", "JaneDoe").
-        if 1 < len(parts) <= 6:
-            for a in parts:
-                for b in parts:
-                    if a is not b:
-                        self._word(a + b)
-            self._word("".join(parts))
+        tokens, scripts, non_ascii = _name_tokens(value)
+        self.tokens |= tokens
+        if scripts:
+            self.scripts |= scripts
+        self.non_ascii |= non_ascii
 
     def add_id(self, value: str) -> None:
         value = value.strip()
@@ -195,13 +207,25 @@ def _ymd(y: int, m: int, d: int) -> str | None:
     return None
 
 
-def dates_in(text: str) -> set[str]:
-    """Every YYYYMMDD a text may mean (textual and numeric forms; day/month order both ways)."""
+MONTH_WORDS = _MONTH_WORDS = frozenset(_MONTHS)
+_HAS_NUMERIC_DATE = re.compile(r"\d[-./ ]\d")
+
+
+def dates_in(text: str, words: set[str] | None = None) -> set[str]:
+    """Every YYYYMMDD a text may mean (textual and numeric forms; day/month order both ways).
+
+    ``words``: the upper-case words of ``text`` when the caller has them (skips the textual
+    patterns when no month name is among them: the scan runs this on every header).
+    """
     found: set[str] = set()
-    for m in DATE_PATTERNS[0].finditer(text):
-        found.add(_ymd(int(m.group(3)), _MONTHS[m.group(2).upper()], int(m.group(1))) or "")
-    for m in DATE_PATTERNS[1].finditer(text):
-        found.add(_ymd(int(m.group(3)), _MONTHS[m.group(1).upper()], int(m.group(2))) or "")
+    if words is None or words & _MONTH_WORDS:
+        for m in DATE_PATTERNS[0].finditer(text):
+            found.add(_ymd(int(m.group(3)), _MONTHS[m.group(2).upper()], int(m.group(1))) or "")
+        for m in DATE_PATTERNS[1].finditer(text):
+            found.add(_ymd(int(m.group(3)), _MONTHS[m.group(1).upper()], int(m.group(2))) or "")
+    if not _HAS_NUMERIC_DATE.search(text):
+        found.discard("")
+        return found
     for m in DATE_PATTERNS[2].finditer(text):
         found.add(_ymd(int(m.group(1)), int(m.group(2)), int(m.group(3))) or "")
     for m in DATE_PATTERNS[3].finditer(text):
