@@ -75,8 +75,13 @@ class DescriptorCleaner:
                 for j in range(i, len(pieces)):
                     compact += pieces[j].group(0).upper()
                     if any(x in compact for x in self.ids):
-                        if j > i:  # a single word is the word test's job
-                            drop.update(range(i, j + 1))
+                        start = i  # shrink from the left: "ID HXQ-KZ7-0098" drops the ID only
+                        while start < j and any(
+                            x in "".join(p.group(0) for p in pieces[start + 1 : j + 1]).upper() for x in self.ids
+                        ):
+                            start += 1
+                        if j > start:  # a single word is the word test's job
+                            drop.update(range(start, j + 1))
                         break
             if not drop:
                 return run
