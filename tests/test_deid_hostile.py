@@ -348,8 +348,14 @@ def test_unreadable_file_and_folder_reported(tmp_path, monkeypatch):
     info = synth.write_image_series(src / "ok", n_slices=2, rows=8, cols=8, seed=6)
     (src / "locked").mkdir()
     key = KeyStore(tmp_path / "keys").project_key("PERM")
-    real_access, real_walk = os.access, os.walk
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != info.paths[0] and real_access(p, mode, **kw))
+    real_open, real_walk = os.open, os.walk
+
+    def fake_open(path, flags, *args, **kw):  # as if mode 000 (the tests may run as root)
+        if Path(path) == info.paths[0]:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", fake_open)
 
     def walk(top, onerror=None, **kw):
         for root, dirs, names in real_walk(top, onerror=onerror, **kw):

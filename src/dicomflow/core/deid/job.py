@@ -178,11 +178,9 @@ def _open_regular(source: Path):
     if reason:
         os.close(fd)
         return None, ("skipped", reason)
-    os.close(fd)
-    fh = open(source, "rb")  # by name: pydicom reads deferred values through the file's name
-    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-        fh.close()
-        return None, ("skipped", "not a regular file: refused, only regular files are read")
+    os.set_blocking(fd, True)
+    fh = open(fd, "rb")
+    fh.raw.name = str(source)  # pydicom reads deferred values through the file's name
     return fh, None
 
 
@@ -366,10 +364,7 @@ def scan_sources(src: Path) -> tuple[list[Path], list[dict], list[dict]]:
             return
         reason = special_file_reason(mode)
         if reason is None:
-            if os.access(path, os.R_OK):
-                files.append(path)
-            else:
-                failed.append({"path": str(path), "reason": "file not readable (permission denied)"})
+            files.append(path)  # unreadable ones fail when opened, with their reason
         else:
             skipped.append({"path": str(path), "reason": reason})
 

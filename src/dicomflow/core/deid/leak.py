@@ -93,16 +93,14 @@ def _text_kinds(text: str, values: IdentifyingValues, serialised: bool = False) 
     """
     kinds = []
     upper = text.upper()
-    if text.isascii():
-        words = set(_ASCII_WORD.findall(upper))
-    else:
-        words = set()
+    words = set(_ASCII_WORD.findall(upper))
+    if not text.isascii() and (values.non_ascii or not serialised):
+        # Words with diacritics ("MÜLLER"): folded. In serialised bytes only when the identity
+        # itself has such letters (binary read as Latin-1 is full of them); UTF-8 text is read
+        # by ``scan_bytes`` separately.
         for word in _WORD.findall(upper):
-            if word.isascii():
-                words.add(word)
-            elif _HAS_ASCII_LETTER.search(word):  # "MÜLLER" (binary read as Latin-1 rarely is)
+            if not word.isascii() and _HAS_ASCII_LETTER.search(word):
                 words.update(fold(word))
-                words.update(_ASCII_WORD.findall(word))
     trimmed = {w[:-1] for w in words if len(w) >= 6} | {w[1:] for w in words if len(w) >= 6}
     hits = (words | trimmed) & values.tokens
     if serialised:
@@ -110,7 +108,7 @@ def _text_kinds(text: str, values: IdentifyingValues, serialised: bool = False) 
     found_name = bool(hits)
     if not found_name and values.scripts and not text.isascii():
         found_name = any(s.upper() in upper for s in values.scripts)
-    if not found_name and values.ids and any(i[:3] in upper for i in values.ids):
+    if not found_name and values.ids and any(i[:3] in upper and i[-3:] in upper for i in values.ids):
         for run in _RUN.findall(upper):
             compact = re.sub(r"[^0-9A-Z]", "", run)
             if any(i in compact for i in values.ids):
