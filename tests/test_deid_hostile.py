@@ -415,3 +415,17 @@ def test_leak_finding_withholds_only_that_file(tmp_path):
     assert doc["leak_scan"]["items"] == [{"path": str(info.paths[0]), "tag": "(0008,0070)", "keyword": "Manufacturer",
                                           "kind": "name/id"}]
     assert "QUARANTINO" not in str(doc).upper().replace(str(src).upper(), "")
+
+
+def test_a_pseudonym_known_for_another_person_is_refused(run, tmp_path):
+    """Across jobs: the project's map already holds this pseudonym for someone else → refused."""
+    corpus, report, _, key = run
+    records = report.reverse_map.records()
+    patient = next(r for r in records if r.get("kind") == "patient" and r["patient_id"] == hostile.SHARED_A.patient_id)
+    known = {patient["pseudonym"]: {**patient, "patient_name": "Someone^Else"}}
+    paths = corpus.shared_id[patient["patient_name"]]
+    again = deidentify_folder(paths[0].parent, tmp_path / "out", key, Options(), workers=1, known_patients=known)
+    assert again.files_out == 0 and all("conflicting identity" in f["reason"] for f in again.failed)
+    same = deidentify_folder(paths[0].parent, tmp_path / "out2", key, Options(), workers=1,
+                             known_patients={patient["pseudonym"]: patient})
+    assert same.files_out == len(paths) and same.failed == []

@@ -35,7 +35,7 @@ def deid(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    from dicomflow.core.deid import KeyStore, Options, deidentify_folder, write_record
+    from dicomflow.core.deid import KeyStore, Options, ReverseMap, deidentify_folder, write_record
     from dicomflow.errors import DicomflowError, InputError
 
     if not src.exists():
@@ -56,8 +56,10 @@ def deid(
             options = Options.from_dict({**options.to_dict(), **changes})
             store.save_options(project, options)
         started = time.monotonic()
+        known = ReverseMap.from_records(store.load_reverse_records(project)).patients
         report = deidentify_folder(
-            src, dst, key, options, workers=workers or None, progress=_progress if not as_json else None
+            src, dst, key, options, workers=workers or None, progress=_progress if not as_json else None,
+            known_patients=known,
         )
         if report.files_out:
             store.append_reverse_records(project, report.reverse_map.records())

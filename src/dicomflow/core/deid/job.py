@@ -396,10 +396,15 @@ def deidentify_folder(
     subject_ids: dict[str, str] | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    known_patients: dict[str, dict] | None = None,
 ) -> JobReport:
-    """De-identify every file below ``src`` into ``dst``; see the module docstring."""
+    """De-identify every file below ``src`` into ``dst``; see the module docstring.
+
+    ``known_patients``: the project's reverse map patients (pseudonym → record); a file whose
+    pseudonym is recorded there for another person is refused too.
+    """
     files, skipped, failed = scan_sources(Path(src))
-    report = deidentify_paths(files, dst, key, options, subject_ids, workers, progress)
+    report = deidentify_paths(files, dst, key, options, subject_ids, workers, progress, known_patients)
     report.files_in += len(skipped) + len(failed)
     report.skipped = skipped + report.skipped
     report.failed = failed + report.failed
@@ -428,8 +433,12 @@ def deidentify_paths(
     subject_ids: dict[str, str] | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    known_patients: dict[str, dict] | None = None,
 ) -> JobReport:
-    """De-identify the given files (e.g. the series chosen for staging) into ``dst``."""
+    """De-identify the given files (e.g. the series chosen for staging) into ``dst``.
+
+    ``known_patients`` as for ``deidentify_folder``.
+    """
     files = [Path(f) for f in files]
     _MADE_DIRS.clear()
     dst = Path(dst).absolute()
@@ -461,7 +470,7 @@ def deidentify_paths(
                     results += chunk_results
                     if progress:
                         progress(len(results), len(files))
-        _refuse_conflicts(results)
+        _refuse_conflicts(results, known_patients or {})
         _withhold_findings(results, stage)
         _collect(results, report)
         _release(stage, dst, report.outputs)
@@ -484,14 +493,17 @@ def _agree(a: tuple, b: tuple) -> bool:
     return a[:2] == b[:2] and all(x == y or not x or not y for x, y in zip(a[2:], b[2:]))
 
 
-def _refuse_conflicts(results: list[FileResult]) -> None:
-    """Fail every file of a pseudonym that two different people would share (never merge them)."""
+def _refuse_conflicts(results: list[FileResult], known: dict[str, dict]) -> None:
+    """Fail every file of a pseudonym that two different people would share (never merge them),
+    in this job or with the project's reverse map (``known``)."""
     by_pseudonym: dict[str, list[FileResult]] = {}
     for r in results:
         if r.status == "ok" and r.patient:
             by_pseudonym.setdefault(r.patient["pseudonym"], []).append(r)
-    for group in by_pseudonym.values():
+    for pseudonym, group in by_pseudonym.items():
         identities = {_identity(r.patient) for r in group}
+        if pseudonym in known:
+            identities.add(_identity(known[pseudonym]))
         if len(identities) < 2:
             continue
         first = next(iter(identities))
