@@ -113,6 +113,7 @@ def test_each_file_has_its_outcome(run):
     corpus, report, _, _ = run
     reasons = {f["path"]: f["reason"] for f in report.failed}
     assert "truncated" in reasons.pop(str(corpus.truncated))
+    assert "truncated" in reasons.pop(str(corpus.cut_at_element))
     assert "Patient ID is empty" in reasons.pop(str(corpus.no_patient_id))
     for path in corpus.conflicting:
         assert "conflicting identity" in reasons.pop(str(path))
@@ -121,7 +122,7 @@ def test_each_file_has_its_outcome(run):
     assert "DICOMDIR" in report.skipped[0]["reason"]
     assert report.quarantined == [] and report.findings == []
     assert report.files_in == len(corpus.files)
-    assert report.files_out == len(corpus.files) - 1 - 1 - 2 - 1  # truncated, no ID, conflict, DICOMDIR
+    assert report.files_out == len(corpus.files) - 2 - 1 - 2 - 1  # truncated, no ID, conflict, DICOMDIR
     for doc in (report.failed, report.skipped):
         assert not any(m.decode("latin-1") in str(doc).upper() for m in corpus.markers.values())
 

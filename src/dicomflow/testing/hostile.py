@@ -109,6 +109,7 @@ class HostileCorpus:
     allowlist_markers: dict[str, bytes] = field(default_factory=lambda: dict(ALLOWLIST_MARKERS))
     # What must happen to particular files (paths inside root).
     truncated: Path | None = None
+    cut_at_element: Path | None = None
     dicomdir: Path | None = None
     no_patient_id: Path | None = None
     conflicting: list[Path] = field(default_factory=list)
@@ -391,6 +392,13 @@ def write_hostile_corpus(out_dir: Path | str, seed: int = 13) -> HostileCorpus:
     data = buf.getvalue()
     corpus.truncated = root / "p1" / "rs-truncated.dcm"
     corpus.truncated.write_bytes(data[: len(data) // 2])
+    # ...and another copy cut exactly before an element (a shorter, seemingly valid data set).
+    rs.SOPInstanceUID = uid()
+    buf = io.BytesIO()
+    dcmwrite(buf, _finish(rs), enforce_file_format=True)
+    data = buf.getvalue()
+    corpus.cut_at_element = root / "p1" / "rs-cut-at-element.dcm"
+    corpus.cut_at_element.write_bytes(data[: data.index(struct.pack("<HH", 0x3006, 0x0080) + b"SQ")])
 
     # 9. Patient 2: a Japanese name (three component groups), in free text inside a word.
     def plant_p2(ds: Dataset) -> None:

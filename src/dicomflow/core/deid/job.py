@@ -195,6 +195,27 @@ def deidentify_file(source: Path, stage: Path, deid: Deidentifier) -> FileResult
         return _deidentify_open(fh, source, stage, deid, result)
 
 
+# The last Type 1 top-level attribute of common objects: a file cut exactly between two elements
+# reads as a shorter valid data set, so these must be present.
+_IMAGE_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128",
+                         "1.2.840.10008.5.1.4.1.1.481.1", "1.2.840.10008.5.1.4.1.1.7")
+_LAST_REQUIRED = {
+    "1.2.840.10008.5.1.4.1.1.481.3": 0x30060080,  # RT Structure Set: RT ROI Observations Sequence
+}
+
+
+def incomplete(ds) -> bool:
+    """True when a required last attribute is missing (an image without Pixel Data, an RT
+    Structure Set without RT ROI Observations): the file was cut between two elements."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    required = _LAST_REQUIRED.get(sop_class)
+    if required is None and sop_class.startswith(_IMAGE_CLASS_PREFIXES) and sop_class not in (
+        "1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.481.2",
+    ):
+        required = 0x7FE00010 if 0x7FE00008 not in ds._dict and 0x7FE00009 not in ds._dict else None
+    return required is not None and required not in ds._dict
+
+
 _SEQ_DELIMITER = {True: b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", False: b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"}
 
 
@@ -247,11 +268,11 @@ def _deidentify_open(fh, source: Path, stage: Path, deid: Deidentifier, result: 
         result.reason = "SOP Class UID or SOP Instance UID missing: not a DICOM instance"
         return result
     try:
-        cut = truncated(ds, fh)
+        cut = truncated(ds, fh) or incomplete(ds)
     except Exception:
         cut = True
     if cut:
-        result.reason = "truncated data set (the file ends before its elements do): refused"
+        result.reason = "truncated data set (the file ends inside an element, or before a required last attribute): refused"
         return result
     overlay = embedded_overlay(ds)
     try:
