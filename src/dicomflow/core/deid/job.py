@@ -197,8 +197,11 @@ def deidentify_file(source: Path, stage: Path, deid: Deidentifier) -> FileResult
 
 # The last Type 1 top-level attribute of common objects: a file cut exactly between two elements
 # reads as a shorter valid data set, so these must be present.
-_IMAGE_CLASS_PREFIXES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128",
-                         "1.2.840.10008.5.1.4.1.1.481.1", "1.2.840.10008.5.1.4.1.1.7")
+_IMAGE_CLASSES = frozenset(
+    "1.2.840.10008.5.1.4.1.1." + suffix
+    for suffix in ("1", "1.1", "1.2", "2", "2.1", "2.2", "4", "4.1", "4.3", "4.4", "6.1", "7", "7.1", "7.2",
+                   "7.3", "7.4", "20", "128", "128.1", "130", "481.1")
+)
 _LAST_REQUIRED = {
     "1.2.840.10008.5.1.4.1.1.481.3": 0x30060080,  # RT Structure Set: RT ROI Observations Sequence
 }
@@ -209,10 +212,10 @@ def incomplete(ds) -> bool:
     Structure Set without RT ROI Observations): the file was cut between two elements."""
     sop_class = str(ds.get("SOPClassUID", ""))
     required = _LAST_REQUIRED.get(sop_class)
-    if required is None and sop_class.startswith(_IMAGE_CLASS_PREFIXES) and sop_class not in (
-        "1.2.840.10008.5.1.4.1.1.481.3", "1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.481.2",
-    ):
-        required = 0x7FE00010 if 0x7FE00008 not in ds._dict and 0x7FE00009 not in ds._dict else None
+    if required is None and sop_class in _IMAGE_CLASSES:
+        if 0x7FE00008 in ds._dict or 0x7FE00009 in ds._dict:  # float / double float pixel data
+            return False
+        required = 0x7FE00010
     return required is not None and required not in ds._dict
 
 
