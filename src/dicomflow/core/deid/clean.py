@@ -20,7 +20,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 
-from dicomflow.core.deid.values import WORD, fold, is_latin, remove_dates
+from dicomflow.core.deid.values import WORD, fold, remove_dates
 
 _SPLIT = re.compile(r"([\W_]+)")
 _COLLAPSE = re.compile(r"([\W_])[\W_]+")
@@ -113,6 +113,3 @@ class DescriptorCleaner:
         out = _COLLAPSE.sub(r"\1", out)
         return out.strip(" _-.,;:/\\^()[]")
 
-
-def non_latin(word: str) -> bool:
-    return not is_latin(word)

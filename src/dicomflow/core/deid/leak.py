@@ -59,9 +59,6 @@ def _scan_dates(runs: set[str], text: str, words: set[str]) -> set[str]:
     return found
 
 
-# Words with a non-ASCII letter next to an ASCII one ("Müller", "Wüst"): a name written with
-# diacritics, while binary bytes read as Latin-1 rarely form such runs.
-_NONASCII_WORD = re.compile(r"[A-Za-z][^\W\d_]*[^\x00-\x7f\W][^\W_]*|[^\x00-\x7f\W]+[A-Za-z][^\W_]*")
 _NUMERIC = re.compile(r"[0-9][0-9./-]*")
 _RUN = re.compile(r"[0-9A-Za-z]+(?:[-./_: ][0-9A-Za-z]+)+")
 RAW_MIN = 5
