@@ -430,3 +430,21 @@ def test_a_pseudonym_known_for_another_person_is_refused(run, tmp_path):
     same = deidentify_folder(paths[0].parent, tmp_path / "out2", key, Options(), workers=1,
                              known_patients={patient["pseudonym"]: patient})
     assert same.files_out == len(paths) and same.failed == []
+
+
+def test_reidentify_handles_each_file_on_its_own(run, tmp_path):
+    corpus, report, base, _ = run
+    good = released(base)[0]
+    (tmp_path / "junk.dcm").write_bytes(b"not dicom at all")
+    back = reidentify_files([tmp_path / "junk.dcm", good], tmp_path / "back", ReverseMap.from_records(report.reverse_map.records()))
+    assert back.files_out == 1 and len(back.failed) == 1 and back.failed[0]["path"].endswith("junk.dcm")
+
+
+def test_reverse_map_records_merge_shifted_dates_and_legacy_records():
+    new = {"kind": "patient", "pseudonym": "DFX", "patient_id": "P", "patient_name": "A^B", "birth_date": "",
+           "date_offset_days": -40, "shifted_dates": ["20200101"]}
+    merged = ReverseMap.from_records([new, {**new, "shifted_dates": ["20200202"]}])
+    assert merged.patients["DFX"]["shifted_dates"] == ["20200101", "20200202"]
+    legacy = {k: v for k, v in new.items() if k != "shifted_dates"}
+    mixed = ReverseMap.from_records([new, legacy, {**new, "shifted_dates": ["20200303"]}])
+    assert "shifted_dates" not in mixed.patients["DFX"]  # old records shifted every date: shift all back

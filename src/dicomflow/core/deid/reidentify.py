@@ -43,6 +43,7 @@ class ReverseMap:
     patients: dict[str, dict] = field(default_factory=dict)
     studies: dict[str, dict] = field(default_factory=dict)
     ambiguous: set[str] = field(default_factory=set)
+    _legacy: set[str] = field(default_factory=set, repr=False)
 
     @classmethod
     def from_records(cls, records: Iterable[dict]) -> ReverseMap:
@@ -61,8 +62,13 @@ class ReverseMap:
                     self.patients[r["pseudonym"]] = dict(r)
                 elif not _same_person(known, r):
                     self.ambiguous.add(r["pseudonym"])
-                elif "shifted_dates" in r or "shifted_dates" in known:
-                    known["shifted_dates"] = sorted(set(known.get("shifted_dates", ())) | set(r.get("shifted_dates", ())))
+                elif "shifted_dates" in r and "shifted_dates" in known:
+                    known["shifted_dates"] = sorted(set(known["shifted_dates"]) | set(r["shifted_dates"]))
+                else:  # a record from before issue 13 does not say which dates it shifted: all were
+                    known.pop("shifted_dates", None)
+                    self._legacy.add(r["pseudonym"])
+                if r["pseudonym"] in self._legacy:
+                    self.patients[r["pseudonym"]].pop("shifted_dates", None)
             elif kind == "study":
                 self.studies[r["uid"]] = r
 
