@@ -232,16 +232,17 @@ def truncated(ds, fh) -> bool:
     size = os.fstat(fh.fileno()).st_size
     meta = getattr(ds, "file_meta", None)
     deflated = meta is not None and str(meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
-    for raw in ds._dict.values():
-        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF:
-            if raw.value is not None and len(raw.value) < raw.length:
-                return True
-            if not deflated and raw.value_tell is not None and raw.value_tell + raw.length > size:
-                return True
-    last = next(reversed(ds._dict), None)  # elements are stored in file order
+    # pydicom reads in file order and stops at the end of the file: only the last element read
+    # can be short (or, deferred, reach past the end).
+    last = next(reversed(ds._dict), None)
     if last is None:
         return False
     raw = ds._dict[last]
+    if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF:
+        if raw.value is not None and len(raw.value) < raw.length:
+            return True
+        if not deflated and raw.value_tell is not None and raw.value_tell + raw.length > size:
+            return True
     undefined = getattr(raw, "length", None) == 0xFFFFFFFF or (
         not isinstance(raw, RawDataElement) and raw.VR == "SQ" and getattr(raw, "is_undefined_length", False)
     )
