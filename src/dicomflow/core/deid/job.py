@@ -116,7 +116,7 @@ def _write(ds, source, target: Path, pixels: bytes | None = None) -> bytes | Non
         del ds[PIXEL_DATA]
         ds.add_new(PIXEL_DATA, "OB" if vr == "OB" else "OW", pixels)
     raw = ds.get_item(PIXEL_DATA, keep_deferred=True) if PIXEL_DATA in ds else None
-    fast = raw is None or (_is_deferred(raw) and max(ds.keys()) == PIXEL_DATA and raw.value_tell is not None)
+    fast = raw is None or (_is_deferred(raw) and max(map(int, ds._dict)) == PIXEL_DATA and raw.value_tell is not None)
     header = None
     if fast:
         if raw is not None:
