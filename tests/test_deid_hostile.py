@@ -448,3 +448,24 @@ def test_reverse_map_records_merge_shifted_dates_and_legacy_records():
     legacy = {k: v for k, v in new.items() if k != "shifted_dates"}
     mixed = ReverseMap.from_records([new, legacy, {**new, "shifted_dates": ["20200303"]}])
     assert "shifted_dates" not in mixed.patients["DFX"]  # old records shifted every date: shift all back
+
+
+def test_leak_scan_sees_the_planted_values_in_the_sources(run):
+    """The safety net itself: scanned against the identity the engine collected, every source
+    object of patient 1 shows names, dates and UIDs (the scan must not report 0 on leaky bytes)."""
+    from pydicom import dcmread as read
+
+    from dicomflow.core.deid import Deidentifier
+    from dicomflow.core.deid.leak import scan_bytes
+
+    corpus, _, _, key = run
+    engine = Deidentifier(key, Options())
+    checked = 0
+    for path in corpus.files:
+        if path.parent.name not in ("CT", "RTSTRUCT") or path in (corpus.truncated, corpus.cut_at_element):
+            continue
+        values = engine.deidentify(read(path)).values
+        kinds = set(scan_bytes(path.read_bytes(), values))
+        assert {"name/id", "date", "uid"} <= kinds, path.name
+        checked += 1
+    assert checked >= 5
