@@ -49,9 +49,11 @@ def two_runs(tmp_path_factory):
 def test_json_contract(two_runs):
     info, _, _, docs = two_runs
     for doc in docs:
-        assert list(doc) == ["files_in", "files_out", "failed", "quarantined", "leak_scan"]
+        # The contract's keys first, in order; issue 13 adds the findings list and "skipped".
+        assert list(doc) == ["files_in", "files_out", "failed", "quarantined", "leak_scan", "skipped"]
         assert doc["files_in"] == doc["files_out"] == len(info.paths)
-        assert doc["failed"] == [] and doc["quarantined"] == [] and doc["leak_scan"] == {"findings": 0}
+        assert doc["failed"] == [] and doc["quarantined"] == [] and doc["skipped"] == []
+        assert doc["leak_scan"] == {"findings": 0, "items": []}
 
 
 def test_same_project_gives_identical_bytes(two_runs):
@@ -118,7 +120,7 @@ def test_reidentify_restores_originals(two_runs):
         assert (ds.StudyInstanceUID, ds.SeriesInstanceUID) == (src.StudyInstanceUID, src.SeriesInstanceUID)
         assert ds.StudyDate == src.StudyDate and ds.AccessionNumber == src.AccessionNumber
         assert ds.file_meta.MediaStorageSOPInstanceUID == src.SOPInstanceUID
-        assert "PatientIdentityRemoved" not in ds
+        assert ds.PatientIdentityRemoved == "YES"  # issue 13: the markers are never removed
         if ds.Modality == "RTSTRUCT":
             refs = [
                 i.ReferencedSOPInstanceUID
@@ -127,6 +129,17 @@ def test_reidentify_restores_originals(two_runs):
                 for i in contour.ContourImageSequence
             ]
             assert refs and set(refs) <= set(originals)
+
+
+def test_reidentify_with_another_projects_map_fails(two_runs):
+    """Issue 13: nothing maps (BETA's output, ALPHA's map) → exit 1, a JSON error, nothing written."""
+    info, base, home, _ = two_runs
+    res = cli("reidentify", str(base / "out3"), str(base / "wrong"), "--project", "ALPHA", "--json", home=home, check=False)
+    assert res.returncode == 1
+    doc = json.loads(res.stdout)
+    assert doc["files_out"] == 0 and len(doc["failed"]) == len(info.paths)
+    assert "reverse map" in doc["error"] and all("reverse map" in f["reason"] for f in doc["failed"])
+    assert output_files(base / "wrong") == []
 
 
 def test_reidentify_unknown_project_fails(tmp_path):
@@ -147,8 +160,11 @@ def test_leak_finding_fails_and_releases_nothing(tmp_path):
     assert res.returncode != 0
     doc = json.loads(res.stdout)
     assert doc["leak_scan"]["findings"] >= 3 and doc["files_out"] == 0
-    assert all("Manufacturer" in f["reason"] or "raw bytes" in f["reason"] for f in doc["failed"])
-    assert not any("ZORGMEISTER" in f["reason"].upper() for f in doc["failed"])  # no values in reasons
+    # Issue 13: each file with a finding is withheld (quarantined with the tag path and kind).
+    assert doc["failed"] == [] and len(doc["quarantined"]) == 3
+    assert all("leak scan" in f["reason"] and "Manufacturer" in f["reason"] for f in doc["quarantined"])
+    assert {(i["tag"], i["keyword"], i["kind"]) for i in doc["leak_scan"]["items"]} == {("(0008,0070)", "Manufacturer", "name/id")}
+    assert not any("ZORGMEISTER" in json.dumps(x).upper() for x in (doc["quarantined"], doc["leak_scan"]))
     assert output_files(tmp_path / "out") == []
     assert not [p for p in (tmp_path / "out").iterdir()]  # staging folder removed too
 

@@ -152,7 +152,7 @@ def test_corpus_has_every_marker_in_the_source(corpus_run):
 def test_no_marker_no_original_uid_or_date_in_output(corpus_run):
     info, report, base = corpus_run
     assert report.ok, report.failed
-    assert report.contract()["leak_scan"] == {"findings": 0}
+    assert report.contract()["leak_scan"] == {"findings": 0, "items": []}
     outs = output_files(base / "out")
     assert len(outs) == report.files_out == report.files_in == len(info.paths)
     blob = b"\n".join(p.read_bytes().upper() for p in outs)

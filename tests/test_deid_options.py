@@ -186,8 +186,14 @@ def test_retain_safe_private(study):
     gone, _ = run(src)
     assert [t for t in gone.keys() if t.group & 1] == []
     # A project can extend the list.
-    extended, _ = run(src, retain_safe_private=True, safe_private=(("SIEMENS MR HEADER", 0x0019, 0x10),))
-    assert extended[0x00191010].value == "unsafe"
+    # A project can extend the list; a listed attribute still needs a numeric value (issue 13:
+    # "safe" private elements are never kept without a value check).
+    numeric = copy.deepcopy(src)
+    numeric[0x00191010].value = "0.5\\1.5"
+    extended, _ = run(numeric, retain_safe_private=True, safe_private=(("SIEMENS MR HEADER", 0x0019, 0x10),))
+    assert extended[0x00191010].value == ["0.5", "1.5"]
+    refused, _ = run(src, retain_safe_private=True, safe_private=(("SIEMENS MR HEADER", 0x0019, 0x10),))
+    assert 0x00191010 not in refused  # "unsafe": text in a numeric attribute
 
 
 def test_clean_structured_content(study):

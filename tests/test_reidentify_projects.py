@@ -59,7 +59,7 @@ def test_reidentify_copy_restores_originals_and_audits(staged, tmp_path):
     assert ds.FrameOfReferenceUID == info.ct.frame_of_reference_uid
     original = pydicom.dcmread(info.ct.paths[0], stop_before_pixels=True)
     assert ds.get("StudyDate") in (original.get("StudyDate"), None)
-    assert "PatientIdentityRemoved" not in ds
+    assert ds.PatientIdentityRemoved == "YES"  # issue 13: re-identification keeps the markers
 
     audit = AuditEntry.objects.get(action="reidentify")  # one entry in the one audit log
     assert report.audit_id == audit.pk
@@ -108,10 +108,11 @@ def test_reidentification_refused_for_wrong_personas_and_audited(staged, tmp_pat
     refusals = AuditEntry.objects.filter(action="reidentify", outcome="denied")
     assert sorted(refusals.values_list("username", flat=True)) == ["alice", "bob", "charlie"]
     assert not AuditEntry.objects.filter(action="reidentify", outcome="ok").exists()
-    # bob may re-identify in his own project, which has no map for these files: nothing is restored
+    # bob may re-identify in his own project, which has no map for these files: the file fails
+    # with a clear reason and nothing is written (issue 13: never a silent "success")
     other = staged["bob"].project_memberships.get().project
     report = reidentify_paths(staged["bob"], other, [Path(settings.STORE_DIR) / ct_copy.instances.first().stored_path],
                               tmp_path / "bob-own")
-    ds = pydicom.dcmread(report.outputs[0], stop_before_pixels=True)
-    assert ds.PatientID != PATIENT.patient_id
+    assert report.files_out == 0 and report.outputs == []
+    assert len(report.failed) == 1 and "reverse map" in report.failed[0]["reason"]
     assert StagedSeries.objects.filter(project=other).count() == 0

@@ -29,14 +29,17 @@ def deid(
     dst: Path = typer.Argument(..., help="Output folder: <study>/<series>/<instance>.dcm, new UIDs only."),
     project: str = typer.Option(..., "--project", help="Project key; created with default options on first use."),
     workers: int = typer.Option(0, "--workers", help="Processes (0 = one per core)."),
+    options_json: str = typer.Option(
+        None, "--options", help='Project options to change, as JSON (saved with the project), e.g. \'{"free_text": "allowlist"}\'.'
+    ),
     record_dir: Path = typer.Option(
         None, "--record-dir", help="Where to write the de-identification record (default under $DICOMFLOW_HOME/work/deid)."
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     from dicomflow import settings  # the plain module: the key folder, without setting Django up
-    from dicomflow.core.deid import KeyStore, deidentify_folder, write_record
-    from dicomflow.errors import DicomflowError
+    from dicomflow.core.deid import KeyStore, Options, ReverseMap, deidentify_folder, write_record
+    from dicomflow.errors import DicomflowError, InputError
 
     if not src.exists():
         fail(f"{src} does not exist", as_json)
@@ -44,9 +47,22 @@ def deid(
         store = KeyStore(settings.PROJECT_KEYS_DIR)
         key = store.project_key(project, create=True)
         options = store.options(project)
+        if options_json:
+            import json
+
+            try:
+                changes = json.loads(options_json)
+            except ValueError as exc:
+                raise InputError(f"--options is not valid JSON ({exc.msg})") from exc
+            if not isinstance(changes, dict):
+                raise InputError("--options must be a JSON object")
+            options = Options.from_dict({**options.to_dict(), **changes})
+            store.save_options(project, options)
         started = time.monotonic()
+        known = ReverseMap.from_records(store.load_reverse_records(project)).patients
         report = deidentify_folder(
-            src, dst, key, options, workers=workers or None, progress=_progress if not as_json else None
+            src, dst, key, options, workers=workers or None, progress=_progress if not as_json else None,
+            known_patients=known,
         )
         if report.files_out:
             store.append_reverse_records(project, report.reverse_map.records())
@@ -69,7 +85,7 @@ def deid(
     emit(report.contract(), as_json, human)
     if not report.ok:
         if report.findings:
-            typer.echo("error: the leak scan found identifying values; nothing was released", err=True)
+            typer.echo("error: the leak scan found identifying values; those files were withheld", err=True)
         raise typer.Exit(1)
 
 
@@ -120,7 +136,9 @@ def reidentify(
                                   what=f"{len(files)} file(s) via the command line ({operator})")
     except DicomflowError as exc:
         fail(str(exc), as_json)
-    emit(report.as_dict(), as_json,
-         f"files in {report.files_in}, re-identified {report.files_out}, failed {len(report.failed)}")
+    doc = report.as_dict()
+    if report.failed and not report.files_out:
+        doc["error"] = f"nothing was re-identified with project '{project}': {report.failed[0]['reason']}"
+    emit(doc, as_json, f"files in {report.files_in}, re-identified {report.files_out}, failed {len(report.failed)}")
     if report.failed:
         raise typer.Exit(1)

@@ -24,7 +24,7 @@ from django.conf import settings
 from dicomflow.accounts import audit
 from dicomflow.accounts.models import AuditAction
 from dicomflow.catalog.models import Series
-from dicomflow.core.deid import ReverseMap, reidentify_dataset
+from dicomflow.core.deid import ReidentificationError, ReverseMap, reidentify_dataset
 from dicomflow.core.deid.job import iter_files
 from dicomflow.errors import InputError, NotFoundError, PermissionDeniedError
 from dicomflow.projects.models import Capability, Project
@@ -101,7 +101,11 @@ def _reidentify_files(project: Project, files: list[Path], dst: Path) -> Reident
         except (InvalidDicomError, OSError, ValueError, EOFError):
             report.failed.append({"path": str(path), "reason": "not a readable DICOM file"})
             continue
-        report.values_restored += reidentify_dataset(ds, rmap)
+        try:
+            report.values_restored += reidentify_dataset(ds, rmap)
+        except ReidentificationError as exc:  # wrong project, ambiguous map: this file only
+            report.failed.append({"path": str(path), "reason": str(exc)})
+            continue
         parts = [str(ds.get(k, "") or "") for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
         if not all(parts):
             report.failed.append({"path": str(path), "reason": "Study, Series or SOP Instance UID missing"})

@@ -3,6 +3,7 @@
     python -m dicomflow.testing ct OUT_DIR --slices 1000 --size 512      # benchmark CT (~500 MB)
     python -m dicomflow.testing rt-study OUT_DIR [--orphan] [--plan-without-structure-set]
     python -m dicomflow.testing zip OUT.zip --patients N [--rt]
+    python -m dicomflow.testing hostile OUT_DIR        # issue 13's hostile de-identification corpus
 
 Distinct patients: ``ct`` and ``rt-study`` take ``--patient-id ID`` (name, sex and birth date are
 then drawn from the seed and the ID; ``--patient-name`` overrides the name) and ``--seed N``: the
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     zp.add_argument("--patients", type=int, default=3)
     zp.add_argument("--rt", action="store_true", help="whole RT studies instead of CTs")
 
+    hc = sub.add_parser("hostile", help="hostile de-identification corpus (markers in every risky place)")
+    hc.add_argument("out_dir")
+    hc.add_argument("--seed", type=int, default=13)
+
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.command == "ct":
@@ -136,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
             with_registration=args.registration,
             implicit_vr=args.implicit, seed=seed)
         summary = _study_summary(info)
+    elif args.command == "hostile":
+        from dicomflow.testing import hostile
+
+        corpus = hostile.write_hostile_corpus(args.out_dir, seed=args.seed)
+        summary = {"files": len(corpus.files), "markers": sorted(corpus.markers),
+                   "truncated": str(corpus.truncated), "dicomdir": str(corpus.dicomdir),
+                   "no_patient_id": str(corpus.no_patient_id),
+                   "conflicting": [str(p) for p in corpus.conflicting],
+                   "shared_id": {name: [str(p) for p in paths] for name, paths in corpus.shared_id.items()}}
     else:
         size = args.size or 32
         zinfo = synth.write_multi_patient_zip(args.zip_path, args.patients, args.slices or 5,

@@ -7,7 +7,9 @@ Public API (pure Python, no Django):
 - ``deidentify_folder(src, dst, key, options, ...) -> JobReport`` — a folder on all cores, with
   leak scan, burned-in quarantine, RT integrity and the per-job record; ``deidentify_paths`` for
   a list of files (staging chosen series); ``write_record`` writes the record as CSV and JSON.
-- ``ReverseMap`` / ``reidentify_dataset(ds, reverse_map)`` — authorised re-identification.
+- ``ReverseMap`` / ``reidentify_dataset(ds, reverse_map)`` — authorised re-identification
+  (raises ``ReidentificationError`` when nothing maps); ``reidentify_files(files, dst, rmap)``
+  handles every file on its own.
 """
 
 
@@ -34,6 +36,10 @@ _EXPORTS = {
     "scan_dataset": "leak",
     "scan_file_bytes": "leak",
     "write_record": "job",
+    "scan_sources": "job",
+    "reidentify_files": "reidentify",
+    "ReidentificationError": "reidentify",
+    "IdentityError": "engine",
 }
 
 
@@ -58,4 +64,8 @@ __all__ = [
     "scan_dataset",
     "scan_file_bytes",
     "write_record",
+    "scan_sources",
+    "reidentify_files",
+    "ReidentificationError",
+    "IdentityError",
 ]

@@ -12,14 +12,22 @@ Decisions per attribute, in order:
    (Retain Safe Private Option);
 4. a row of Table E.1-1 decides (options applied, combined actions resolved by Type, see
    ``iodtypes``);
-5. attributes the table does not list are handled by VR: UIDs are replaced (unless registered),
-   dates follow the temporal option, person names get a dummy, the rest is kept; public tags
-   unknown to the data dictionary follow ``Options.unknown_public``.
-Sequences are walked at any depth. Large deferred values (Pixel Data) are never read here.
+5. attributes the table does not list are never kept unseen: UIDs are replaced (unless
+   registered), dates follow the temporal option, person names get a dummy, free text is cleaned
+   (``Clean Descriptors`` rules), binary values are removed; only numbers, code strings, times and
+   an explicit allow-list of safe attributes (image pixel module, geometry, codes, device model)
+   are kept. Public tags unknown to the data dictionary follow ``Options.unknown_public`` (UN
+   values of such tags are always removed: their content cannot be known).
+Decisions use the dictionary VR: an element of a known tag encoded as UN is decoded first (a UN
+sequence is parsed and walked; removed when it cannot be parsed), and the decision cache is keyed
+by tag, VR, mode and SOP class. Group 0000 (command) and group 0002 elements inside the data set
+are removed. Sequences are walked at any depth. Large deferred values (Pixel Data) are never read
+here.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -37,6 +45,7 @@ from dicomflow.core.deid.options import Options
 from dicomflow.core.deid.pseudonyms import Pseudonymizer, is_well_known_uid, shift_da, shift_dt
 from dicomflow.core.deid.table import rule_for
 from dicomflow.core.deid.values import IdentifyingValues
+from dicomflow.errors import InputError
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -94,6 +103,25 @@ CODE_KEYWORDS = frozenset(
         "GraphicType",
     }
 )
+# Unlisted attributes kept verbatim: numbers, code strings and times carry no free text.
+KEPT_UNLISTED_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "DS", "IS", "AT", "UV", "SV", "CS", "TM", "US or SS"})
+# Unlisted text or binary attributes known to be safe (structural, device model, codes).
+SAFE_UNLISTED = CODE_KEYWORDS | frozenset(
+    {
+        "Manufacturer", "ManufacturerModelName", "SoftwareVersions", "ConvolutionKernel", "RescaleType",
+        "WindowCenterWidthExplanation", "PositionReferenceIndicator", "ImplementationVersionName",
+        "PixelData", "FloatPixelData", "DoubleFloatPixelData", "ExtendedOffsetTable",
+        "ExtendedOffsetTableLengths", "LUTData", "RedPaletteColorLookupTableData",
+        "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+        "AlphaPaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
+        "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
+        "LargeRedPaletteColorLookupTableData", "LargeGreenPaletteColorLookupTableData",
+        "LargeBluePaletteColorLookupTableData", "ICCProfile", "SegmentedPropertyCategoryCodeSequence",
+        "CodingSchemeUID", "CodingSchemeName", "CodingSchemeResponsibleOrganization",
+        "SourceIsotopeName", "SelectorAttributeName",
+        "ContextGroupVersion", "ContextGroupExtensionCreatorUID", "MeasurementUnitsCodeSequence",
+    }
+)
 DUMMY_TEXT = "ANONYMIZED"
 DUMMIES = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D", "DS": "0", "IS": "0", "UR": ""}
 
@@ -108,6 +136,11 @@ class DeidOutcome:
     study: dict | None = None  # reverse record of the study (accession number, study ID)
     record: set[tuple[str, str, str, str]] = field(default_factory=set)  # tag, keyword, action, option
     values: IdentifyingValues = field(default_factory=IdentifyingValues)
+    shifted_dates: set[str] = field(default_factory=set)  # new YYYYMMDD values this file shifted
+
+
+class IdentityError(InputError):
+    """The patient's identity cannot be pseudonymised without risking a merge of two people."""
 
 
 def tag_text(tag: int) -> str:
@@ -119,13 +152,32 @@ def _keyword(tag: int) -> str:
 
 
 def _vr_of(tag: int, raw) -> str:
+    """The VR a decision is made on: the dictionary's for a public tag read as UN or implicitly."""
     vr = getattr(raw, "VR", None)
-    if vr:
+    if vr and vr != "UN":
+        return vr
+    if vr == "UN" and tag >> 16 & 1:
         return vr
     try:
         return dictionary_VR(tag)
     except KeyError:
         return "UN"
+
+
+def _decode_un(ds: Dataset, tag: int, raw):
+    """A public element read as UN, converted to its dictionary VR (sequences parsed).
+
+    Returns the converted element, or None when it cannot be decoded (the caller removes it).
+    """
+    if not (isinstance(raw, RawDataElement) and raw.VR == "UN") or tag >> 16 & 1:
+        return raw
+    try:
+        elem = ds[tag]  # pydicom replaces UN by the dictionary VR (config.replace_un_with_known_vr)
+    except Exception:
+        return None
+    if elem.VR == "UN":
+        return None
+    return elem
 
 
 def _is_deferred(raw) -> bool:
@@ -195,6 +247,49 @@ def _text(ds: Dataset, tag: int) -> str:
     return str(value)
 
 
+_NUMERIC_TEXT = frozenset(b"0123456789+-.eE\\ \x00")
+_NUMERIC_BINARY_VRS = frozenset({"FD", "FL", "SL", "SS", "UL", "US", "SV", "UV", "OF", "OD", "OL", "OV"})
+_LETTERS_RUN = re.compile(rb"[A-Za-z]{3,}")
+
+
+def _safe_private_value(raw) -> bool:
+    """A value a safe private attribute (b-values, directions) can hold: numbers, as text or binary.
+
+    Text must be digits, signs, points, exponents, backslashes and padding; a binary value must
+    have a numeric VR (or none: implicit VR) and no run of three letters (no hidden text).
+    """
+    value = raw.value if isinstance(raw, RawDataElement) else None
+    if value is None:
+        value = getattr(raw, "value", None)
+        if isinstance(value, (int, float)) or (isinstance(value, (list, MultiValue)) and all(isinstance(v, (int, float)) for v in value)):
+            return True
+        if isinstance(value, (list, MultiValue)) and all(isinstance(v, str) for v in value):
+            value = "\\".join(value)
+        if not isinstance(value, (bytes, str)):
+            return False
+    data = value.encode("latin-1", "replace") if isinstance(value, str) else bytes(value)
+    if set(data) <= _NUMERIC_TEXT:
+        return True
+    vr = getattr(raw, "VR", None)
+    if vr not in (None, "UN", "OB") and vr not in _NUMERIC_BINARY_VRS:
+        return False
+    return len(data) % 2 == 0 and not _LETTERS_RUN.search(data)
+
+
+def issuer_of(ds: Dataset) -> str:
+    """Issuer of Patient ID, else the Universal/Local Namespace Entity ID of its qualifiers."""
+    issuer = _text(ds, 0x00100021).strip()
+    if issuer:
+        return issuer
+    qualifiers = ds.get(0x00100024)
+    for item in (qualifiers.value if qualifiers is not None and qualifiers.VR == "SQ" else []) or []:
+        for tag in (0x00400032, 0x00400031):  # Universal Entity ID, Local Namespace Entity ID
+            text = _text(item, tag).strip()
+            if text:
+                return text
+    return ""
+
+
 def _values(value) -> list:
     if value is None or value == "":
         return []
@@ -220,7 +315,7 @@ class Deidentifier:
     def decide(self, tag: int, vr: str, mode: str, sop_class: str) -> tuple[str, str]:
         """(action, deciding option) for a public tag; ``mode`` is normal, dummy or clean."""
         tag = int(tag)  # plain ints hash and compare in C (pydicom's Tag compares in Python)
-        cache_key = (tag, mode, sop_class)
+        cache_key = (tag, vr, mode, sop_class)
         found = self._decisions.get(cache_key)
         if found is None:
             found = self._decide(tag, vr, mode, sop_class)
@@ -232,6 +327,8 @@ class Deidentifier:
             return "X", "dicomflow"
         if tag in (PATIENT_NAME, PATIENT_ID):
             return "P", "basic"
+        if tag >> 16 in (0x0000, 0x0002):
+            return "X", "invalid-group"  # command or file meta elements inside the data set
         if tag & 0xFFFF == 0:
             return "X", "group-length"
         rule = rule_for(tag)
@@ -240,9 +337,10 @@ class Deidentifier:
             return resolve(action, _keyword(tag), sop_class), column
         column = "unlisted"
         if not dictionary_has_tag(tag) and not keyword_for_tag(tag):
-            if self.options.unknown_public == "remove":
+            if self.options.unknown_public == "remove" or vr == "UN":
                 return "X", "unknown-public"
             column = "unknown-public"
+        keyword = _keyword(tag)
         if vr == "UI":
             return ("K", "rtnUIDsOpt") if self.options.retain_uids else ("U", column)
         if vr in ("DA", "DT"):
@@ -253,12 +351,15 @@ class Deidentifier:
             return "X", column
         if vr == "PN":
             return "D", column
-        if vr in FREE_TEXT_VRS and _keyword(tag) not in CODE_KEYWORDS:
-            if mode == "dummy":
-                return "D", column
-            if mode == "clean":
-                return "C", column
-        return "K", column
+        if vr == "SQ":
+            return "K", column  # walked: its items are decided element by element
+        if vr in KEPT_UNLISTED_VRS or keyword in SAFE_UNLISTED:
+            return "K", column
+        if vr == "AS":
+            return "X", column
+        if vr in FREE_TEXT_VRS or vr in ("AE", "UR"):
+            return ("D" if mode == "dummy" else "C"), column
+        return "X", column  # binary or unknown content: cannot be cleaned
 
     # -- the walk --------------------------------------------------------------------------
 
@@ -277,16 +378,23 @@ class Deidentifier:
                 )
                 return out
 
-        patient_id = _text(ds, PATIENT_ID)
-        pseudonym = self.pseudo.patient_pseudonym(patient_id)
-        offset = self.pseudo.date_offset(patient_id) if self.options.retain_long_modified_dates else 0
-        key = (patient_id, _raw_key(ds, PATIENT_NAME), _raw_key(ds, 0x00100030), _raw_key(ds, 0x00100040))
+        patient_id = _text(ds, PATIENT_ID).strip()
+        if not patient_id:
+            raise IdentityError(
+                "Patient ID is empty: refused, as patients without an ID cannot be told apart "
+                "(give every patient an ID before de-identification)"
+            )
+        issuer = issuer_of(ds)
+        pseudonym = self.pseudo.patient_pseudonym(patient_id, issuer)
+        offset = self.pseudo.date_offset(patient_id, issuer) if self.options.retain_long_modified_dates else 0
+        key = (patient_id, issuer, _raw_key(ds, PATIENT_NAME), _raw_key(ds, 0x00100030), _raw_key(ds, 0x00100040))
         patient = self._patients.get(key)
         if patient is None:
             patient = {
                 "kind": "patient",
                 "pseudonym": pseudonym,
                 "patient_id": patient_id,
+                "issuer": issuer,
                 "patient_name": _text(ds, PATIENT_NAME),
                 "birth_date": _text(ds, 0x00100030),
                 "sex": _text(ds, 0x00100040),
@@ -305,10 +413,15 @@ class Deidentifier:
         self._walk(ds, state, "normal")
         # Descriptors are cleaned last: by then every name part and ID of the object (wherever
         # it sits in tag order) has been collected.
-        cleaner = DescriptorCleaner(out.values.tokens)
-        for elem in state.pending:
-            new = [cleaner.clean(str(v)) for v in _values(elem.value)]
-            elem.value = new if len(new) != 1 else new[0]
+        if state.pending:
+            values = out.values
+            cleaner = DescriptorCleaner(values.tokens, values.ids, values.scripts,
+                                        allowlist=self.options.free_text == "allowlist")
+            for elem in state.pending:
+                new = [cleaner.clean(str(v)) for v in _values(elem.value)]
+                if elem.VR == "CS":
+                    new = [v.upper()[:16] for v in new]
+                elem.value = new if len(new) != 1 else new[0]
         self._finish(ds, state)
         self._rewrite_meta(ds, state)
         if original_study_uid:
@@ -349,6 +462,12 @@ class Deidentifier:
             if tag >> 16 & 1:
                 continue
             raw = ds._dict[tag]  # as stored: raw, deferred or converted
+            if getattr(raw, "VR", None) == "UN" and tag >> 16 not in (0, 2):
+                raw = _decode_un(ds, tag, raw)
+                if raw is None:
+                    del ds[tag]
+                    st.note(tag, "X", "undecodable-UN")
+                    continue
             vr = _vr_of(tag, raw)
             action, column = self.decide(tag, vr, mode, st.sop_class)
             if action == "K" and vr != "SQ":
@@ -356,7 +475,8 @@ class Deidentifier:
             if action == "X" and vr != "SQ":
                 if vr in STRING_VRS and not _is_deferred(raw):
                     for v in _values(_raw_value(raw, ds, tag)):
-                        st.out.values.collect(_keyword(tag), vr, str(v))
+                        if not (vr == "UI" and is_well_known_uid(str(v))):
+                            st.out.values.collect(_keyword(tag), vr, str(v))
                 del ds[tag]
                 st.note(tag, action, column)
                 continue
@@ -400,6 +520,7 @@ class Deidentifier:
         elif action == "C" and vr in ("DA", "DT"):
             shift = shift_da if vr == "DA" else shift_dt
             shifted = [x for x in (shift(v, st.offset) for v in old) if x]
+            st.out.shifted_dates.update(x[:8] for x in shifted)
             new = (shifted if len(shifted) != 1 else shifted[0]) if shifted else ""
         else:  # any other action on a plain value: remove, the safe side
             del ds[tag]
@@ -476,6 +597,7 @@ class Deidentifier:
             shift = shift_da if vr == "DA" else shift_dt
             new = [shift(str(v), st.offset) for v in _values(elem.value)]
             new = [v for v in new if v]
+            st.out.shifted_dates.update(v[:8] for v in new)
             elem.value = (new if len(new) != 1 else new[0]) if new else ""
         elif vr == "TM":
             return  # times are kept when dates are shifted
@@ -504,6 +626,9 @@ class Deidentifier:
                     if creator and (creator, t >> 16, element & 0xFF) in self.safe_private:
                         keep.add(t)
                         keep.add((t & 0xFFFF0000) | (element >> 8))
+        for t in private:
+            if t in keep and t & 0xFFFF > 0xFF and not _safe_private_value(ds._dict[t]):
+                keep.discard(t)  # a "safe" attribute must hold what it is known to hold: numbers
         for t in private:
             if t in keep:
                 if t & 0xFFFF > 0xFF:

@@ -73,6 +73,12 @@ class Options:
     safe_private: tuple[tuple[str, int, int], ...] = field(default_factory=tuple)
     # Prefix of keyed patient pseudonyms (PatientID and PatientName).
     pseudonym_prefix: str = "DF"
+    # Cleaned free text (RT labels, descriptors): "clean" drops identifying words, "allowlist"
+    # keeps only words of the shipped vocabulary (core/deid/vocabulary.txt) and short numbers.
+    free_text: str = "clean"
+    # Pixel Data bits above Bits Stored that carry an overlay: "mask" (set to zero, or to the
+    # sign extension) or "quarantine" the object.
+    overlay_bits: str = "mask"
 
     def __post_init__(self) -> None:
         if self.retain_long_full_dates and self.retain_long_modified_dates:
@@ -86,6 +92,10 @@ class Options:
             raise InputError("uid_root must be a dotted numeric UID root of at most 40 characters")
         if self.unknown_public not in ("remove", "keep"):
             raise InputError("unknown_public must be 'remove' or 'keep'")
+        if self.free_text not in ("clean", "allowlist"):
+            raise InputError("free_text must be 'clean' or 'allowlist'")
+        if self.overlay_bits not in ("mask", "quarantine"):
+            raise InputError("overlay_bits must be 'mask' or 'quarantine'")
         if not re.fullmatch(r"[A-Z0-9_]{0,8}", self.pseudonym_prefix):
             raise InputError("pseudonym_prefix must be up to 8 characters A-Z, 0-9 or _")
 

@@ -46,18 +46,33 @@ class Pseudonymizer:
             digits = str(number % 10**room)
         return f"{root}.{digits}"
 
-    def patient_pseudonym(self, patient_id: str) -> str:
-        """The study subject ID when one was supplied, otherwise a keyed pseudonym."""
+    @staticmethod
+    def identity(patient_id: str, issuer: str = "") -> str:
+        """The keyed identity of a patient: Patient ID, qualified by its issuer when there is one.
+
+        Without an issuer the identity is the Patient ID alone (pseudonyms of existing projects
+        stay what they were); with one, two patients sharing an ID get different pseudonyms.
+        """
+        return f"{patient_id}\x00{issuer}" if issuer else patient_id
+
+    def patient_pseudonym(self, patient_id: str, issuer: str = "") -> str:
+        """The study subject ID when one was supplied, otherwise a keyed pseudonym.
+
+        ``subject_ids`` may be keyed by "<Patient ID>\\x00<issuer>" or by the Patient ID alone.
+        """
+        identity = self.identity(patient_id, issuer)
+        if identity in self._subject_ids:
+            return self._subject_ids[identity]
         if patient_id in self._subject_ids:
             return self._subject_ids[patient_id]
-        code = base64.b32encode(self._mac("patient", patient_id)[:10]).decode("ascii")
+        code = base64.b32encode(self._mac("patient", identity)[:10]).decode("ascii")
         return f"{self._options.pseudonym_prefix}{code[:12]}"
 
-    def _date_offset(self, patient_id: str) -> int:
+    def _date_offset(self, patient_id: str, issuer: str = "") -> int:
         """Days to add to every date of this subject, inside the configured range."""
         lo, hi = self._options.date_shift_days
         span = hi - lo + 1
-        return lo + int.from_bytes(self._mac("date", patient_id)[:8], "big") % span
+        return lo + int.from_bytes(self._mac("date", self.identity(patient_id, issuer))[:8], "big") % span
 
 
 def shift_da(value: str, days: int) -> str | None:

@@ -40,12 +40,15 @@ _SKIP = tag_for_keyword("DeidentificationMethodCodeSequence")
 
 
 def _walk(ds: Dataset, refs: set, depth: int) -> None:
-    for tag in list(ds._dict):
-        found = _TAG_KINDS.get(int(tag))
-        raw = ds._dict[tag]  # as stored: raw, deferred or converted
+    for tag, raw in list(ds._dict.items()):  # as stored: raw, deferred or converted
+        t = int(tag)  # plain ints compare in C (pydicom's tags compare in Python)
+        found = _TAG_KINDS.get(t)
         if found is None:
             # Only sequences need a look inside; other elements are not converted at all.
-            if tag == _SKIP or _is_deferred(raw) or _vr_of(tag, raw) != "SQ":
+            vr = raw.VR
+            if vr is not None and vr != "SQ" and vr != "UN":
+                continue
+            if t == _SKIP or _is_deferred(raw) or _vr_of(t, raw) != "SQ":
                 continue
             for item in ds[tag].value or []:
                 _walk(item, refs, depth + 1)

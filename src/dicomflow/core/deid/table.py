@@ -12,6 +12,37 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from pydicom.datadict import tag_for_keyword
+
+# Attributes that carry free text or identity but are missing from the E.1-1 snapshot (RT and SR
+# labels, descriptors and issuer identifiers; issue 13). Same shape as a table row: Basic Profile
+# action and the options that change it. The snapshot wins where it lists the attribute.
+SUPPLEMENT: dict[str, tuple[str, dict[str, str]]] = {
+    "DocumentTitle": ("X/Z", {"cleanDescOpt": "C"}),
+    "HL7InstanceIdentifier": ("X/D", {}),
+    "ContentLabel": ("D", {"cleanDescOpt": "C"}),
+    "ContentDescription": ("X/Z", {"cleanDescOpt": "C"}),
+    "ContentCreatorName": ("Z", {}),
+    "GraphicLayerDescription": ("X", {"cleanDescOpt": "C", "cleanGraphOpt": "C"}),
+    "CompletionFlagDescription": ("X", {"cleanDescOpt": "C", "cleanStructContOpt": "C"}),
+    "BeamName": ("X", {"cleanDescOpt": "C"}),
+    "PatientSetupLabel": ("X", {"cleanDescOpt": "C"}),
+    "ToleranceTableLabel": ("X", {"cleanDescOpt": "C"}),
+    "DoseComment": ("X", {"cleanDescOpt": "C"}),
+    "FractionGroupDescription": ("X", {"cleanDescOpt": "C"}),
+    "ApplicationSetupName": ("X", {"cleanDescOpt": "C"}),
+    "PatientBirthDateInAlternativeCalendar": ("X", {}),
+    "PatientDeathDateInAlternativeCalendar": ("X", {}),
+    "PatientAlternativeCalendar": ("X", {}),
+    "UniversalEntityID": ("X/D", {}),
+    "LocalNamespaceEntityID": ("X/D", {}),
+    "TextValue": ("D", {"cleanStructContOpt": "C", "cleanDescOpt": "C"}),
+    "ReferencedFileID": ("X", {}),
+    "RetrieveAETitle": ("X", {}),
+    "StationAETitle": ("X", {}),
+    "SourceApplicationEntityTitle": ("X", {}),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -47,6 +78,10 @@ def _load() -> tuple[dict[int, Rule], dict[str, Rule], Rule]:
         return Rule(name, basic, tuple(sorted(options.items())))
 
     attributes = {int(key, 16): rule(row) for key, row in raw["attributes"].items()}
+    for keyword, (basic, options) in SUPPLEMENT.items():
+        tag = tag_for_keyword(keyword)
+        if tag is not None and tag not in attributes:
+            attributes[tag] = Rule(keyword, basic, tuple(sorted(options.items())))
     repeating = {key: rule(row) for key, row in raw["repeating"].items()}
     return attributes, repeating, rule(raw["private"])
 
