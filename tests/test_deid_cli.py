@@ -134,7 +134,11 @@ def test_reidentify_restores_originals(two_runs):
 def test_reidentify_with_another_projects_map_fails(two_runs):
     """Issue 13: nothing maps (BETA's output, ALPHA's map) → exit 1, a JSON error, nothing written."""
     info, base, home, _ = two_runs
-    res = cli("reidentify", str(base / "out3"), str(base / "wrong"), "--project", "ALPHA", "--json", home=home, check=False)
+    for command in (("project", "create", "ALPHA"), ("user", "create", "rita"),
+                    ("project", "add-member", "ALPHA", "rita", "--role", "reidentifier")):
+        cli(*command, "--json", home=home, check=False)  # made already when the other test ran first
+    res = cli("reidentify", str(base / "out3"), str(base / "wrong"), "--project", "ALPHA", "--user", "rita", "--json",
+              home=home, check=False)
     assert res.returncode == 1
     doc = json.loads(res.stdout)
     assert doc["files_out"] == 0 and len(doc["failed"]) == len(info.paths)

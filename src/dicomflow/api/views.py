@@ -41,7 +41,7 @@ from dicomflow.api.serializers import (
 )
 from dicomflow.catalog import rt_selectors
 from dicomflow.catalog import selectors as catalog
-from dicomflow.errors import DicomflowError, PermissionDeniedError, UploadError
+from dicomflow.errors import DicomflowError, InputError, PermissionDeniedError, UploadError
 from dicomflow.intake import resumable
 from dicomflow.intake.models import ImportRun, SourceKind, UploadSession
 from dicomflow.projects import selectors as visibility

@@ -183,10 +183,10 @@ def remove_member(actor, project: Project, user) -> None:
 
 
 # --- subjects, events, slots -------------------------------------------------------------------
-def keyed_pseudonym(project: Project, patient_id: str) -> str:
-    """The pseudonym the engine gives this patient in this project when not enrolled."""
+def keyed_pseudonym(project: Project, patient_id: str, issuer: str = "") -> str:
+    """The pseudonym the engine gives this patient (Patient ID + Issuer) in this project when not enrolled."""
     key = key_store().project_key(project.key, create=True)
-    return Pseudonymizer(key.secret, project.deid_options()).patient_pseudonym(patient_id)
+    return Pseudonymizer(key.secret, project.deid_options()).patient_pseudonym(patient_id, issuer)
 
 
 def _as_date(value, what: str) -> datetime.date | None:
@@ -258,7 +258,7 @@ def check_enrolment(actor, project: Project, study_subject_id: str | None = None
     if patient is not None and patient.project_id is not None:
         raise InputError("enrol the clinical patient (Study0), not a project's de-identified copy")
     sex, birth_date, birth_year = _checked_expectations(expected_sex, expected_birth_date, expected_birth_year)
-    pseudonym = keyed_pseudonym(project, patient.patient_id) if patient is not None else ""
+    pseudonym = keyed_pseudonym(project, patient.patient_id, patient.issuer_of_patient_id) if patient is not None else ""
     study_subject_id = (study_subject_id or pseudonym).strip()
     if not study_subject_id:
         raise InputError("give a study subject ID (or a clinical patient to derive the pseudonym from)")
@@ -530,10 +530,11 @@ def _run(job: StagingJob, out_dir: Path, progress: ProgressReporter) -> None:
     store = key_store()
     key = store.project_key(project.key, create=True)
     options = project.deid_options()
-    subject_ids = dict(
-        Subject.objects.filter(project=project, patient__isnull=False).values_list("patient__patient_id",
-                                                                                 "study_subject_id")
-    )
+    subject_ids = {  # keyed as the engine keys identities: Patient ID, qualified by its issuer
+        Pseudonymizer.identity(pid, issuer): subject_id
+        for pid, issuer, subject_id in Subject.objects.filter(project=project, patient__isnull=False).values_list(
+            "patient__patient_id", "patient__issuer_of_patient_id", "study_subject_id")
+    }
     progress(StagingStage.DEIDENTIFY, 0, len(files))
     workers = 1 if multiprocessing.current_process().daemon else None  # Celery prefork children cannot fork
     report = deidentify_paths(files, out_dir, key, options, subject_ids, workers=workers,

@@ -150,7 +150,8 @@ def _tie_subject(subject: Subject, studies: list[Study]) -> None:
     if subject.study_subject_id in (patient.patient_id, patient.patient_name):
         raise InputError("the study subject ID equals the uploaded Patient ID or name; enrol the subject under another ID")
     staged = StagedSeries.objects.filter(project=subject.project_id, source_series__study__patient=patient).exists()
-    if staged and subject.study_subject_id != services.keyed_pseudonym(subject.project, patient.patient_id):
+    pseudonym = services.keyed_pseudonym(subject.project, patient.patient_id, patient.issuer_of_patient_id)
+    if staged and subject.study_subject_id != pseudonym:
         raise InputError("data of the uploaded patient were staged into the project before under the keyed "
                          "pseudonym; one patient cannot have two identities in a project")
     try:
