@@ -281,3 +281,13 @@ def test_download_results_extracts_a_good_archive(tmp_path):
     assert written == [tmp_path / "res" / "RS.dcm", tmp_path / "res" / "report" / "summary.txt"]
     assert written[0].read_bytes() == b"rtstruct" and sorted(p.name for p in (tmp_path / "res").iterdir()) == [
         "RS.dcm", "report"]
+
+
+def test_download_results_into_a_relative_folder(tmp_path, monkeypatch):
+    """The README's example downloads into "results", relative to where it runs."""
+    monkeypatch.chdir(tmp_path)
+    body = _zip([("RS.dcm", b"rtstruct", None)])
+    with Client("http://server", api_key="k", transport=_serving(body)) as client:
+        written = client.download_results(7, "results")
+    assert written == [tmp_path / "results" / "RS.dcm"] and written[0].read_bytes() == b"rtstruct"
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["RS.dcm"]  # no staging folder left

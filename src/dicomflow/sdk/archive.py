@@ -21,6 +21,7 @@ from dicomflow.sdk.errors import UnsafeArchive
 def extract_zip(archive: Path, folder: Path) -> list[Path]:
     """Extract ``archive`` into ``folder`` (created); the written paths, sorted. Raises
     :class:`UnsafeArchive` (and writes nothing) when any member is refused or the ZIP is corrupt."""
+    folder = Path(folder).resolve()  # the extractor names absolute paths; "results" must work as well
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".dicomflow-download-", dir=folder))
     try:
@@ -34,7 +35,7 @@ def extract_zip(archive: Path, folder: Path) -> list[Path]:
                                 f"({', '.join(reasons)}); nothing was written")
         written = []
         for extracted in result.files:
-            relative = extracted.path.relative_to(staging / "x")
+            relative = Path(extracted.path).resolve().relative_to(staging / "x")
             target = folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(extracted.path, target)
