@@ -163,6 +163,8 @@ def test_job_page_qc_picture_approve_download_and_log(world):
     assert job.status == "finished"
     page = alice.get(f"/jobs/{job.pk}/").content.decode()
     assert "Download results" in page and "approved by alice" in page
+    [result_series] = Series.objects.filter(modality="RTSTRUCT")  # the result, catalogued and linked from the job
+    assert f'href="/series/{result_series.series_instance_uid}/"' in page
     before = AuditEntry.objects.count()
     response = alice.get(f"/jobs/{job.pk}/results.zip")
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
