@@ -115,6 +115,10 @@ def test_data_manager_processes_two_series_and_approves_qc(browser_page, live_se
         row.locator("select").select_option("ct-body-lungs-qc")
         row.locator("input.df-pick").check()
     assert page.inner_text("#df-selected") == "2 selected"
+    page.locator(f'tr[data-uid="{uids[0]}"]').get_by_role("link", name="Why?").click()  # the rules' reasons
+    page.wait_for_selector("#df-why-dialog[open]")
+    assert "Modality value 'CT' = 'CT'" in page.inner_text("#df-why-dialog")
+    page.keyboard.press("Escape")
     shot(page, "series-for-processing")
     page.get_by_role("button", name="Send for processing").click()
     page.wait_for_selector("#df-message")
