@@ -1,8 +1,9 @@
 """Intake reads for the web pages: who may use ZIP uploads and the datastore, and what they see.
 
-ZIP uploads and watched folders fill the clinical pool, so only people who may see the clinical
-pool (or hold the intake model permissions, or are superusers) work with them; a user sees their
-own ZIP uploads, those with ``intake.view_zipupload`` see all.
+ZIP uploads and watched folders fill the clinical pool, so they are for people who may see the
+clinical pool (the ``projects.view_clinical_pool`` permission; intake sits below projects and names
+the permission, not the app), holders of the intake model permissions and superusers. A user sees
+their own ZIP uploads; those with ``intake.view_zipupload`` see all.
 """
 
 from __future__ import annotations
@@ -11,26 +12,16 @@ from django.db.models import QuerySet
 
 from dicomflow.intake.models import FolderIntake, WatchedFolder, ZipUpload
 
+CLINICAL_POOL_PERMISSION = "projects.view_clinical_pool"
+
 
 def _active(user) -> bool:
     return bool(user is not None and getattr(user, "is_authenticated", False) and user.is_active)
 
 
-def _uploads_somewhere(user) -> bool:
-    from dicomflow.projects.models import ROLE_CAPABILITIES, Capability, ProjectMembership
-
-    roles = [role for role, caps in ROLE_CAPABILITIES.items() if Capability.UPLOAD in caps]
-    return ProjectMembership.objects.filter(user=user, role__in=roles).exists()
-
-
 def may_upload_zip(user) -> bool:
-    """Superusers, holders of ``intake.add_zipupload``, and uploaders of a project who see the clinical pool."""
-    from dicomflow.projects.selectors import can_see_clinical
-
-    if not _active(user):
-        return False
-    return user.is_superuser or user.has_perm("intake.add_zipupload") or (
-        can_see_clinical(user) and _uploads_somewhere(user))
+    """Superusers, holders of ``intake.add_zipupload``, and people who may see the clinical pool."""
+    return _active(user) and (user.has_perm("intake.add_zipupload") or user.has_perm(CLINICAL_POOL_PERMISSION))
 
 
 def zip_uploads_for(user) -> QuerySet[ZipUpload]:
@@ -38,27 +29,19 @@ def zip_uploads_for(user) -> QuerySet[ZipUpload]:
     if not _active(user):
         return ZipUpload.objects.none()
     qs = ZipUpload.objects.select_related("uploaded_by", "import_run")
-    if user.is_superuser or user.has_perm("intake.view_zipupload"):
+    if user.has_perm("intake.view_zipupload"):
         return qs
     return qs.filter(uploaded_by=user) if may_upload_zip(user) else ZipUpload.objects.none()
 
 
 def may_view_datastore(user) -> bool:
-    """Folder names and source paths often name patients: clinical-pool viewers who manage a project,
+    """Folder names and source paths often name patients: people who may see the clinical pool,
     holders of ``intake.view_watchedfolder`` and superusers."""
-    from dicomflow.projects.models import ROLE_CAPABILITIES, Capability, ProjectMembership
-    from dicomflow.projects.selectors import can_see_clinical
-
-    if not _active(user):
-        return False
-    if user.is_superuser or user.has_perm("intake.view_watchedfolder"):
-        return True
-    roles = [role for role, caps in ROLE_CAPABILITIES.items() if Capability.MANAGE in caps]
-    return can_see_clinical(user) and ProjectMembership.objects.filter(user=user, role__in=roles).exists()
+    return _active(user) and (user.has_perm("intake.view_watchedfolder") or user.has_perm(CLINICAL_POOL_PERMISSION))
 
 
 def may_manage_watched_folders(user) -> bool:
-    return _active(user) and (user.is_superuser or user.has_perm("intake.change_watchedfolder"))
+    return _active(user) and user.has_perm("intake.change_watchedfolder")
 
 
 def watched_folders() -> QuerySet[WatchedFolder]:

@@ -178,7 +178,7 @@ def upload_zips(actor, files) -> list[ZipUpload]:
     from dicomflow.intake.selectors import may_upload_zip
 
     if not may_upload_zip(actor):
-        raise PermissionDeniedError("you may not upload ZIP files (it needs the clinical pool and the Upload role)")
+        raise PermissionDeniedError("you may not upload ZIP files (they fill the clinical pool)")
     files = list(files)
     if not files:
         raise InputError("choose at least one ZIP file")
