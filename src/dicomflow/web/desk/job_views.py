@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from django.contrib import messages
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -61,12 +63,19 @@ def job_detail(request, job_id: int):
     })
 
 
+@lru_cache(maxsize=8)
+def _qc_inputs(job_id: int, version: str):
+    """The QC picture's inputs (CT geometry and outlines; no pixels), kept while the job is unchanged:
+    paging through slices reads one CT file per picture instead of every header each time."""
+    return selectors.qc_picture_inputs(job_id)
+
+
 def _qc_context(job: Job) -> dict:
     from dicomflow.core.segmentation.preview import pick_slices
     from dicomflow.errors import DicomflowError
 
     try:
-        series, outlines = selectors.qc_picture_inputs(job.pk)
+        series, outlines = _qc_inputs(job.pk, job.updated_at.isoformat())
     except DicomflowError as exc:
         return {"error": str(exc)}
     return {"slices": pick_slices(outlines, count=7), "rois": [(o.name, o.hex_colour) for o in outlines],
@@ -87,7 +96,7 @@ def qc_picture(request, job_id: int, k: int):
 
     job = _visible(request, job_id)
     services.require_project(request.user, job.project_key, "manage")
-    series, outlines = selectors.qc_picture_inputs(job.pk)
+    series, outlines = _qc_inputs(job.pk, job.updated_at.isoformat())
     if not 0 <= k < series.geometry.n_slices:
         raise Http404("no such slice")
     response = HttpResponse(to_png(render_slice(series, k, outlines)), content_type="image/png")
