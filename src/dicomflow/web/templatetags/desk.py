@@ -23,3 +23,11 @@ def desk_nav(context):
 @register.filter
 def badge_class(status) -> str:
     return BADGE.get(str(status), "")
+
+
+@register.filter
+def desk_label(status) -> str:
+    """The words for a series' desk status ("not_matched" → "Not matched")."""
+    from dicomflow.processing.selectors import DESK_STATUSES
+
+    return DESK_STATUSES.get(str(status), str(status))
