@@ -23,6 +23,7 @@ from PIL import Image
 from dicomflow.catalog.models import Series
 from dicomflow.intake.models import ZipUpload
 from dicomflow.intake.services import import_paths
+from dicomflow.accounts.actors import cli_operator
 from dicomflow.processing import services
 from dicomflow.processing.models import Job, Template
 from dicomflow.projects import services as projects
@@ -53,8 +54,8 @@ def world(tmp_path, django_user_model):
     a, b = projects.create_project("flow-a", "Lung study A"), projects.create_project("flow-b", "Project B")
     alice = django_user_model.objects.create_user("alice", password="pw-alice-123")
     bob = django_user_model.objects.create_user("bob", password="pw-bob-123")
-    projects.add_member(a, alice, Role.DATA_MANAGER)
-    projects.add_member(b, bob, Role.VIEWER)
+    projects.add_member(cli_operator(), a, alice, Role.DATA_MANAGER)
+    projects.add_member(cli_operator(), b, bob, Role.VIEWER)
     alice.user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     return {"cts": cts, "alice": alice, "bob": bob, "tmp": tmp_path}
 

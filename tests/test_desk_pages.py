@@ -20,6 +20,7 @@ from dicomflow.accounts.models import AuditEntry
 from dicomflow.catalog.models import Series
 from dicomflow.intake.models import WatchedFolder, ZipUpload
 from dicomflow.intake.services import import_paths
+from dicomflow.accounts.actors import cli_operator
 from dicomflow.processing import services
 from dicomflow.processing.models import Job, Ruleset, Template
 from dicomflow.projects import services as projects
@@ -44,8 +45,8 @@ def world(tmp_path, django_user_model):
     services.evaluate_series(Series.objects.values_list("pk", flat=True))
     a, b = projects.create_project("desk-a", "Project A"), projects.create_project("desk-b", "Project B")
     users = {n: django_user_model.objects.create_user(n, password=f"pw-{n}-123") for n in ("alice", "bob", "charlie")}
-    projects.add_member(a, users["alice"], Role.DATA_MANAGER)
-    projects.add_member(b, users["bob"], Role.VIEWER)
+    projects.add_member(cli_operator(), a, users["alice"], Role.DATA_MANAGER)
+    projects.add_member(cli_operator(), b, users["bob"], Role.VIEWER)
     users["alice"].user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     users["alice"] = django_user_model.objects.get(pk=users["alice"].pk)
     users["admin"] = django_user_model.objects.create_superuser("admin", password="pw-admin-123")

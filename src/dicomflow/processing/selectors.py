@@ -102,7 +102,7 @@ _RULE_TO_DESK = {
     "NO_TEMPLATE_FOUND": "no_template", "ERROR": "failed", "DEIDENTIFICATION_FAILED": "failed",
     "RESULT_INVALID": "failed", "EXPORT_FAILED": "failed", "RESULT_EXPORTED": "processed",
 }
-_JOB_TO_DESK = {"pending": "sent", "running": "processing", "waiting": "processing", "waiting_qc": "processing",
+_JOB_TO_DESK = {"pending": "sent", "running": "processing", "waiting": "processing",
                 "finished": "processed", "failed": "failed"}
 DESK_SORTS = {
     "patient": ("study__patient__patient_id", "study__patient__patient_name"),

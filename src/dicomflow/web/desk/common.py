@@ -54,13 +54,3 @@ def attempt(request, action, *args, **kwargs):
 
 def page_of(request, qs, per_page: int = PAGE):
     return Paginator(qs, per_page).get_page(request.GET.get("page"))
-
-
-def ended(status: str) -> bool:
-    """Whether a long job's status is final (whatever the kind's vocabulary: completed or finished)."""
-    return status in {"finished", "completed", "failed", "cancelled"}
-
-
-def error_text(row) -> str:
-    """A long job's error message (``error`` on the shared model, ``error_message`` on older rows)."""
-    return getattr(row, "error", None) or getattr(row, "error_message", "") or ""

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from dicomflow.intake import selectors, uploads, watch
 from dicomflow.web.desk import rights
-from dicomflow.web.desk.common import attempt, back, desk_view, ended, error_text, page_of
+from dicomflow.web.desk.common import attempt, back, desk_view, page_of
 
 
 # --- datastore -----------------------------------------------------------------------------------
@@ -62,12 +62,13 @@ def _may_see_uploads(user) -> bool:
 
 
 def upload_document(upload) -> dict:
-    """One upload's progress, as the progress page polls it (whatever the job model's field names)."""
-    status = upload.status
-    return {"id": upload.pk, "name": upload.original_name, "status": status, "status_label": upload.get_status_display(),
-            "stage": upload.get_stage_display(), "percent": upload.percent, "ended": ended(status),
-            "failed": status == "failed", "error": error_text(upload),
-            "result_url": reverse("desk-zip-result", args=[upload.pk])}
+    """One upload's progress as the progress page polls it: the one progress format of long jobs
+    (:meth:`dicomflow.progress.LongJob.progress_dict`) with the words and links the page shows."""
+    return upload.progress_dict() | {
+        "id": upload.pk, "name": upload.original_name, "status_label": upload.get_status_display(),
+        "stage_label": upload.get_stage_display(), "ended": upload.is_over, "failed": upload.status == "failed",
+        "result_url": reverse("desk-zip-result", args=[upload.pk]),
+    }
 
 
 @desk_view

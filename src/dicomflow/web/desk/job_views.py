@@ -14,7 +14,7 @@ from dicomflow.processing import selectors, services
 from dicomflow.processing.models import Job, JobStatus, Stage, StageStatus
 from dicomflow.projects.selectors import can_see_clinical
 from dicomflow.web.desk import rights
-from dicomflow.web.desk.common import attempt, back, desk_view, ended, page_of
+from dicomflow.web.desk.common import attempt, back, desk_view, page_of
 
 
 def _visible(request, job_id: int) -> Job:
@@ -27,10 +27,11 @@ def _waiting_for_qc(job: Job) -> bool:
 
 
 def progress_document(job: Job) -> dict:
-    """What the job page polls: status, each stage with done/total and its error, whether it ended."""
-    return {
-        "id": job.pk, "status": job.status, "status_label": job.get_status_display(), "error": job.error,
-        "ended": ended(job.status), "waiting_qc": _waiting_for_qc(job),
+    """What the job page polls: the one progress format of long jobs
+    (:meth:`dicomflow.progress.LongJob.progress_dict`), each stage with done/total and its error."""
+    return job.progress_dict() | {
+        "id": job.pk, "status_label": job.get_status_display(), "ended": job.is_over,
+        "waiting_qc": _waiting_for_qc(job),
         "stages": [{"name": s.name, "label": s.get_name_display(), "status": s.status,
                     "status_label": s.get_status_display(), "done": s.done, "total": s.total, "error": s.error}
                    for s in job.stages.all()],
@@ -59,7 +60,7 @@ def job_detail(request, job_id: int):
         "log": job.log.order_by("time", "id"), "results": job.results.all(),
         "result_series": selectors.result_series(job.pk) if job.status == JobStatus.FINISHED else [],
         "may_download": services.may_download_results(request.user, job.project_key),
-        "ended": ended(job.status), "nav": "desk-jobs", "clinical": can_see_clinical(request.user),
+        "ended": job.is_over, "nav": "desk-jobs", "clinical": can_see_clinical(request.user),
     })
 
 

@@ -6,10 +6,10 @@ from dicomflow.web.desk import rights
 
 register = template.Library()
 
-BADGE = {"matched": "ok", "processed": "ok", "finished": "ok", "completed": "ok", "done": "ok",
+BADGE = {"matched": "ok", "processed": "ok", "finished": "ok", "done": "ok",
          "failed": "bad", "error": "bad", "ERROR": "bad", "not_matched": "muted", "not_evaluated": "muted",
          "cancelled": "muted", "skipped": "muted", "multiple": "warn", "no_template": "warn", "waiting": "warn",
-         "waiting_qc": "warn", "WARNING": "warn", "running": "run", "processing": "run", "in_progress": "run",
+         "WARNING": "warn", "running": "run", "processing": "run",
          "sent": "run", "pending": "muted"}
 
 

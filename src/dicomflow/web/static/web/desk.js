@@ -209,7 +209,7 @@
           var row = $('tr[data-upload="' + u.id + '"]', progress); if (!row) { return; }
           var badge = $(".z-status", row);
           badge.textContent = u.status_label; badge.className = "badge z-status " + (u.failed ? "bad" : u.ended ? "ok" : "run");
-          $(".z-stage", row).textContent = u.stage;
+          $(".z-stage", row).textContent = u.stage_label;
           $(".z-percent", row).textContent = u.percent;
           $(".bar > div", row).style.width = u.percent + "%";
           $(".bar", row).setAttribute("aria-valuenow", u.percent);
