@@ -270,3 +270,30 @@ def test_datastore_admin_adds_and_pauses_a_folder_alice_reads(world, tmp_path):
     assert alice.post("/datastore/add/", {"name": "x", "path": str(source)}).status_code == 403
     page = admin.post("/datastore/add/", {"name": "rel", "path": "relative/path"}, follow=True).content.decode()
     assert "absolute path" in page and not WatchedFolder.objects.filter(name="rel").exists()
+
+
+def test_malformed_input_is_a_message_or_a_404_never_a_server_error(world):
+    admin = Client()  # no exception re-raised: the answer's status is what is checked
+    admin.force_login(world["admin"])
+    uid = world["cts"]["DESK-1"].series_uid
+    for match in ("5", "[]", '{"and": 5}', '{"attribute": "Modality"}', '{"or": [{"attribute": "Modality", '
+                  '"operator": "gt", "value": "CT"}]}', "not json", '{"and": [{"attribute": "(0010,", '
+                  '"operator": "equals", "value": "x"}]}'):
+        for action in ("dry-run", "save"):
+            response = admin.post("/processing/rulesets/new/", {"name": "bad", "match": match, "series_uid": uid,
+                                                                 "action": action})
+            assert response.status_code == 200, (match, action)
+    assert not Ruleset.objects.filter(name="bad").exists()
+    for form in ({"name": "bad", "roi-name": ["X"], "roi-color": ["#zzzzzz"]}, {"name": "bad", "min_images": "ten"},
+                 {"name": "", "processor": "builtin.ct_body_lungs"}):
+        assert admin.post("/processing/templates/new/", form).status_code == 200, form
+    assert not Template.objects.filter(name="bad").exists()
+    assert admin.get("/jobs/999/qc/1.png").status_code == 404
+    assert admin.get("/jobs/999/").status_code == 404
+    assert admin.get("/processing/series/not-a-uid/why/").status_code == 404
+    for url in ("/processing/series/?sort=nope&page=x&status=zzz", "/jobs/?status=nope&page=-1",
+                "/processing/logs/?level=nope", "/datastore/?folder=abc&status=nope", "/uploads/zip/?status=nope",
+                "/uploads/zip/progress/?id=x&id=9999", "/processing/templates/no-such/", "/processing/rulesets/no-such/"):
+        assert admin.get(url).status_code in (200, 404), url
+    assert admin.post("/datastore/999/toggle/", {"enabled": "1"}).status_code == 404
+    assert admin.post("/uploads/zip/process/", {"upload": ["999"]}).status_code == 404

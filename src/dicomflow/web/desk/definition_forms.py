@@ -32,9 +32,12 @@ def _rows(post, prefix: str, fields: tuple[str, ...]) -> list[dict[str, str]]:
 
 def _hex_to_rgb(value: str) -> list[int]:
     value = value.strip().lstrip("#")
-    if len(value) != 6:
-        raise InputError(f"colour '{value[:10]}' is not #rrggbb")
-    return [int(value[i:i + 2], 16) for i in (0, 2, 4)]
+    try:
+        if len(value) != 6:
+            raise ValueError(value)
+        return [int(value[i:i + 2], 16) for i in (0, 2, 4)]
+    except ValueError:
+        raise InputError(f"colour '{value[:10]}' is not #rrggbb") from None
 
 
 def rgb_to_hex(rgb) -> str:

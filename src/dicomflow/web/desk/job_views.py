@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from dicomflow.errors import DicomflowError
 from dicomflow.processing import selectors, services
 from dicomflow.processing.models import Job, JobStatus, Stage, StageStatus
 from dicomflow.projects.selectors import can_see_clinical
@@ -73,7 +74,6 @@ def _qc_inputs(job_id: int, version: str):
 
 def _qc_context(job: Job) -> dict:
     from dicomflow.core.segmentation.preview import pick_slices
-    from dicomflow.errors import DicomflowError
 
     try:
         series, outlines = _qc_inputs(job.pk, job.updated_at.isoformat())
@@ -97,7 +97,10 @@ def qc_picture(request, job_id: int, k: int):
 
     job = _visible(request, job_id)
     services.require_project(request.user, job.project_key, "manage")
-    series, outlines = _qc_inputs(job.pk, job.updated_at.isoformat())
+    try:
+        series, outlines = _qc_inputs(job.pk, job.updated_at.isoformat())
+    except DicomflowError as exc:  # no result (yet) to draw: nothing at this address
+        raise Http404(str(exc)) from None
     if not 0 <= k < series.geometry.n_slices:
         raise Http404("no such slice")
     response = HttpResponse(to_png(render_slice(series, k, outlines)), content_type="image/png")
