@@ -143,6 +143,9 @@ def test_job_page_qc_picture_approve_download_and_log(world):
     assert "Quality control" in page and "Approve" in page and "Reject" in page and "Lung_L" in page
     doc = alice.get(f"/jobs/{job.pk}/status.json").json()
     assert doc["waiting_qc"] and [s["label"] for s in doc["stages"]][:3] == ["Uploading", "Importing", "Checking"]
+    assert [e["message"] for e in doc["log"]][:2] == ["job created", "sent for processing by alice"]
+    last = doc["log"][-1]["id"]
+    assert alice.get(f"/jobs/{job.pk}/status.json", {"after": last}).json()["log"] == []  # only what is new
     png = alice.get(f"/jobs/{job.pk}/qc/6.png")
     assert png["Content-Type"] == "image/png"
     image = Image.open(io.BytesIO(b"".join(png.streaming_content) if png.streaming else png.content))

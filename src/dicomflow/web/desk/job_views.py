@@ -85,7 +85,13 @@ def _qc_context(job: Job) -> dict:
 
 @desk_view
 def job_status(request, job_id: int):
-    return JsonResponse(progress_document(_visible(request, job_id)))
+    """The job's progress and its log lines after ``?after=<log line id>`` (the page appends them)."""
+    job = _visible(request, job_id)
+    after = request.GET.get("after", "")
+    lines = job.log.filter(pk__gt=int(after) if after.isdigit() else 0).order_by("time", "id")[:500]
+    return JsonResponse(progress_document(job) | {"log": [
+        {"id": e.pk, "time": e.time.strftime("%H:%M:%S"), "level": e.level, "stage": e.get_stage_display(),
+         "message": e.message} for e in lines]})
 
 
 @desk_view

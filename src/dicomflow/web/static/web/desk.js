@@ -75,9 +75,30 @@
 
   /* --- one job: the stage timeline follows the job; a new status reloads the page ------------- */
   if (data.jobUrl && data.jobEnded !== "1") {
-    var shown = $("#df-job-status").dataset.status;
+    var shown = $("#df-job-status").dataset.status, logBody = $("#df-job-log tbody");
+    function lastLogId() {
+      var rows = $all("tr[data-id]", logBody);
+      return rows.length ? rows[rows.length - 1].dataset.id : "0";
+    }
+    function appendLog(lines) {
+      lines.forEach(function (e) {
+        var empty = $(".df-empty", logBody); if (empty) { empty.remove(); }
+        var tr = document.createElement("tr"); tr.dataset.id = e.id;
+        var badge = document.createElement("span");
+        badge.className = "badge " + ({ERROR: "bad", WARNING: "warn"}[e.level] || ""); badge.textContent = e.level;
+        [e.time, badge, e.stage, e.message].forEach(function (value, i) {
+          var td = document.createElement("td");
+          if (i === 0) { td.className = "nowrap"; }
+          if (i === 3) { td.className = "msg"; }
+          if (typeof value === "string") { td.textContent = value; } else { td.appendChild(value); }
+          tr.appendChild(td);
+        });
+        logBody.appendChild(tr);
+      });
+    }
     poll(function () {
-      return getJSON(data.jobUrl).then(function (doc) {
+      return getJSON(data.jobUrl + "?after=" + lastLogId()).then(function (doc) {
+        appendLog(doc.log);
         doc.stages.forEach(function (s) {
           var li = $('li[data-stage="' + s.name + '"]'); if (!li) { return; }
           li.className = "st st-" + s.status;
