@@ -208,6 +208,34 @@ def test_a_rule_edited_in_the_builder_changes_the_dry_run(browser_page, live_ser
     shot(page, "rule-builder-dry-run")
     page.goto(f"{base}/processing/templates/ct-body-lungs-qc/")
     shot(page, "template-form")
-    page.goto(f"{base}/datastore/")
-    shot(page, "datastore")
     assert watch.problems == []
+
+
+def test_admin_adds_and_pauses_a_watched_folder_and_sees_every_copy(browser_page, live_server, world, settings):
+    from dicomflow.intake import watch as watched
+
+    settings.DICOMFLOW_IMPORT_WORKERS = 1
+    page, base = browser_page, live_server.url
+    page.set_viewport_size({"width": WIDTH, "height": 900})
+    problems = Watch(page)
+    incoming = world["tmp"] / "tps-export"
+    write_image_series(incoming / "20240315_thorax", PatientSpec("DS-1", "Store^Sam"), n_slices=4, rows=16, cols=16,
+                       seed="ds-1")
+    log_in(page, base, "admin", "pw-admin-123")
+    page.goto(f"{base}/datastore/")
+    page.get_by_label("Name", exact=True).fill("tps-export")
+    page.get_by_label("Path", exact=True).fill(str(incoming))
+    page.get_by_label("Quiet minutes").fill("0")
+    page.get_by_role("button", name="Add watched folder").click()
+    page.wait_for_selector("text=Watched folder 'tps-export' added.")
+    source = watched.WatchedFolder.objects.get(name="tps-export")
+    watched.scan_source(source)  # the beat's scans: seen, then quiet, copied; then the import
+    [taken] = watched.scan_source(source)
+    assert watched.import_intake(taken) is not None
+    page.reload()
+    assert "20240315_thorax" in page.inner_text("main") and "4 new" in page.inner_text("main")
+    page.get_by_role("button", name="Pause").click()
+    page.wait_for_selector("text=Watched folder 'tps-export' paused.")
+    assert not watched.WatchedFolder.objects.get(pk=source.pk).enabled
+    shot(page, "datastore")
+    assert problems.problems == []
