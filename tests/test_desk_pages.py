@@ -86,7 +86,8 @@ def test_series_page_filters_escapes_and_bob_sees_none_of_the_clinical_series(wo
     page = alice.get("/processing/series/", {"q": "DESK-1"}).content.decode()
     assert "DESK-1" in page and "DESK-2" not in page and "OTHER-3" not in page
     assert "Desk^Dora" in page and "Matched" in page and 'value="ct-body-lungs" selected' in page
-    assert "Send for processing" in page
+    assert "Send for processing" in page and 'aria-label="Create a template"' not in page  # alice may not add one
+    assert 'aria-label="Create a template"' in client_for(world["admin"]).get("/processing/series/").content.decode()
     by_name = alice.get("/processing/series/", {"q": "Desk Dan"}).content.decode()
     assert "DESK-2" in by_name and "DESK-1" not in by_name
     assert "DESK-1" not in alice.get("/processing/series/", {"status": "processed"}).content.decode()
