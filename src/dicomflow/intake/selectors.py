@@ -24,6 +24,11 @@ def may_upload_zip(user) -> bool:
     return _active(user) and (user.has_perm("intake.add_zipupload") or user.has_perm(CLINICAL_POOL_PERMISSION))
 
 
+def may_see_zip_uploads(user) -> bool:
+    """Who the ZIP uploads page is for: uploaders, and holders of ``intake.view_zipupload``."""
+    return may_upload_zip(user) or (_active(user) and user.has_perm("intake.view_zipupload"))
+
+
 def zip_uploads_for(user) -> QuerySet[ZipUpload]:
     """The ZIP uploads ``user`` sees: all with ``intake.view_zipupload``, else their own."""
     if not _active(user):

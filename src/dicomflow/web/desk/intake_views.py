@@ -10,6 +10,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from dicomflow.intake import selectors, uploads, watch
+from dicomflow.intake.models import FolderIntake, ZipUpload
 from dicomflow.web.desk import rights
 from dicomflow.web.desk.common import attempt, back, desk_view, page_of
 
@@ -21,8 +22,6 @@ def datastore(request):
     folder, status, search = request.GET.get("folder", ""), request.GET.get("status", ""), request.GET.get("q", "")
     copies = selectors.folder_copies(watched_folder=int(folder) if folder.isdigit() else None, status=status,
                                      search=search)
-    from dicomflow.intake.models import FolderIntake
-
     return render(request, "web/desk/datastore.html", {
         "folders": selectors.watched_folders(), "page": page_of(request, copies), "folder": folder, "status": status,
         "q": search, "statuses": FolderIntake._meta.get_field("status").choices,
@@ -57,10 +56,6 @@ def datastore_toggle(request, folder_id: int):
 
 
 # --- ZIP uploads ----------------------------------------------------------------------------------
-def _may_see_uploads(user) -> bool:
-    return selectors.may_upload_zip(user) or (user.is_active and user.has_perm("intake.view_zipupload"))
-
-
 def upload_document(upload) -> dict:
     """One upload's progress as the progress page polls it: the one progress format of long jobs
     (:meth:`dicomflow.progress.LongJob.progress_dict`) with the words and links the page shows."""
@@ -73,7 +68,7 @@ def upload_document(upload) -> dict:
 
 @desk_view
 def zip_list(request):
-    rights.require(_may_see_uploads(request.user), "ZIP uploads")
+    rights.require(selectors.may_see_zip_uploads(request.user), "ZIP uploads")
     if request.method == "POST":
         made = attempt(request, uploads.upload_zips, request.user, request.FILES.getlist("files"))
         if made:
@@ -83,8 +78,6 @@ def zip_list(request):
     qs = selectors.zip_uploads_for(request.user)
     if status:
         qs = qs.filter(status=status)
-    from dicomflow.intake.models import ZipUpload
-
     return render(request, "web/desk/zip_uploads.html", {
         "page": page_of(request, qs), "status": status, "statuses": ZipUpload._meta.get_field("status").choices,
         "may_upload": selectors.may_upload_zip(request.user), "nav": "desk-zip",
@@ -95,7 +88,7 @@ def zip_list(request):
 @require_POST
 def zip_process(request):
     """"Process now" for one row or for the ticked rows; then the page following all of them."""
-    rights.require(_may_see_uploads(request.user), "ZIP uploads")
+    rights.require(selectors.may_see_zip_uploads(request.user), "ZIP uploads")
     ids = [i for i in request.POST.getlist("upload") if i.isdigit()]
     if not ids:
         messages.error(request, "Tick at least one upload.")
@@ -120,7 +113,7 @@ def _selected(request):
 
 @desk_view
 def zip_progress(request):
-    rights.require(_may_see_uploads(request.user), "ZIP uploads")
+    rights.require(selectors.may_see_zip_uploads(request.user), "ZIP uploads")
     return render(request, "web/desk/zip_progress.html", {
         "uploads": [upload_document(u) for u in _selected(request)], "nav": "desk-zip",
         "json_url": reverse("desk-zip-progress-json") + "?" + request.GET.urlencode(),
@@ -129,14 +122,14 @@ def zip_progress(request):
 
 @desk_view
 def zip_progress_json(request):
-    rights.require(_may_see_uploads(request.user), "ZIP uploads")
+    rights.require(selectors.may_see_zip_uploads(request.user), "ZIP uploads")
     return JsonResponse({"uploads": [upload_document(u) for u in _selected(request)]})
 
 
 @desk_view
 def zip_result(request, upload_id: int):
     """The result (counters, conflicts and ignored files) or, for a failed upload, the error."""
-    rights.require(_may_see_uploads(request.user), "ZIP uploads")
+    rights.require(selectors.may_see_zip_uploads(request.user), "ZIP uploads")
     upload = get_object_or_404(selectors.zip_uploads_for(request.user), pk=upload_id)
     run = upload.import_run
     return render(request, "web/desk/zip_result.html", {

@@ -57,8 +57,7 @@ def nav(user) -> dict[str, bool]:
         "logs": is_member(user),
         "definitions": may_see_definitions(user),
         "datastore": intake_selectors.may_view_datastore(user),
-        "zip": intake_selectors.may_upload_zip(user) or (
-            _active(user) and user.has_perm("intake.view_zipupload")),
+        "zip": intake_selectors.may_see_zip_uploads(user),
     }
 
 
