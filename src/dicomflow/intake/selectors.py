@@ -10,28 +10,27 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from dicomflow.accounts.actors import is_active_user
+
 from dicomflow.intake.models import FolderIntake, WatchedFolder, ZipUpload
 
 CLINICAL_POOL_PERMISSION = "projects.view_clinical_pool"
 
 
-def _active(user) -> bool:
-    return bool(user is not None and getattr(user, "is_authenticated", False) and user.is_active)
-
 
 def may_upload_zip(user) -> bool:
     """Superusers, holders of ``intake.add_zipupload``, and people who may see the clinical pool."""
-    return _active(user) and (user.has_perm("intake.add_zipupload") or user.has_perm(CLINICAL_POOL_PERMISSION))
+    return is_active_user(user) and (user.has_perm("intake.add_zipupload") or user.has_perm(CLINICAL_POOL_PERMISSION))
 
 
 def may_see_zip_uploads(user) -> bool:
     """Who the ZIP uploads page is for: uploaders, and holders of ``intake.view_zipupload``."""
-    return may_upload_zip(user) or (_active(user) and user.has_perm("intake.view_zipupload"))
+    return may_upload_zip(user) or (is_active_user(user) and user.has_perm("intake.view_zipupload"))
 
 
 def zip_uploads_for(user) -> QuerySet[ZipUpload]:
     """The ZIP uploads ``user`` sees: all with ``intake.view_zipupload``, else their own."""
-    if not _active(user):
+    if not is_active_user(user):
         return ZipUpload.objects.none()
     qs = ZipUpload.objects.select_related("uploaded_by", "import_run")
     if user.has_perm("intake.view_zipupload"):
@@ -42,11 +41,11 @@ def zip_uploads_for(user) -> QuerySet[ZipUpload]:
 def may_view_datastore(user) -> bool:
     """Folder names and source paths often name patients: people who may see the clinical pool,
     holders of ``intake.view_watchedfolder`` and superusers."""
-    return _active(user) and (user.has_perm("intake.view_watchedfolder") or user.has_perm(CLINICAL_POOL_PERMISSION))
+    return is_active_user(user) and (user.has_perm("intake.view_watchedfolder") or user.has_perm(CLINICAL_POOL_PERMISSION))
 
 
 def may_manage_watched_folders(user) -> bool:
-    return _active(user) and user.has_perm("intake.change_watchedfolder")
+    return is_active_user(user) and user.has_perm("intake.change_watchedfolder")
 
 
 def watched_folders() -> QuerySet[WatchedFolder]:

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 
+from dicomflow.accounts.actors import is_active_user
 from dicomflow.intake import selectors as intake_selectors
 from dicomflow.projects.models import ROLE_CAPABILITIES, Capability, Project, ProjectMembership
 from dicomflow.projects.selectors import can_see_clinical
 
 
-def _active(user) -> bool:
-    return bool(user is not None and getattr(user, "is_authenticated", False) and user.is_active)
-
 
 def managed_projects(user):
     """Projects in which ``user`` may send series for processing (the Manage capability)."""
-    if not _active(user):
+    if not is_active_user(user):
         return Project.objects.none()
     if user.is_superuser:
         return Project.objects.order_by("key")
@@ -29,11 +27,11 @@ def managed_projects(user):
 
 
 def is_member(user) -> bool:
-    return _active(user) and (user.is_superuser or ProjectMembership.objects.filter(user=user).exists())
+    return is_active_user(user) and (user.is_superuser or ProjectMembership.objects.filter(user=user).exists())
 
 
 def may_see_series(user) -> bool:
-    return _active(user) and (is_member(user) or can_see_clinical(user))
+    return is_active_user(user) and (is_member(user) or can_see_clinical(user))
 
 
 def may_manage(user) -> bool:
@@ -41,12 +39,12 @@ def may_manage(user) -> bool:
 
 
 def may_see_definitions(user) -> bool:
-    return _active(user) and (may_manage(user) or user.has_perm("processing.view_template"))
+    return is_active_user(user) and (may_manage(user) or user.has_perm("processing.view_template"))
 
 
 def may_edit(user, kind: str, verb: str = "change") -> bool:
     """Mirrors the services' check (superusers, or the ``processing.<verb>_<kind>`` permission)."""
-    return _active(user) and (user.is_superuser or user.has_perm(f"processing.{verb}_{kind}"))
+    return is_active_user(user) and (user.is_superuser or user.has_perm(f"processing.{verb}_{kind}"))
 
 
 def nav(user) -> dict[str, bool]:
