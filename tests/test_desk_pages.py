@@ -16,11 +16,11 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from PIL import Image
 
+from dicomflow.accounts.actors import cli_operator
 from dicomflow.accounts.models import AuditEntry
 from dicomflow.catalog.models import Series
 from dicomflow.intake.models import WatchedFolder, ZipUpload
 from dicomflow.intake.services import import_paths
-from dicomflow.accounts.actors import cli_operator
 from dicomflow.processing import services
 from dicomflow.processing.models import Job, Ruleset, Template
 from dicomflow.projects import services as projects
