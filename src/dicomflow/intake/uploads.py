@@ -169,3 +169,34 @@ def delete_uploads(uploads: Iterable[ZipUpload]) -> int:
         deleted += 1
     return deleted
 
+
+
+# --- what people do from the web page (permission-checked) ----------------------------------------
+def upload_zips(actor, files) -> list[ZipUpload]:
+    """Store uploaded ZIP files as Pending uploads of ``actor`` (each must be a ZIP by name)."""
+    from dicomflow.errors import InputError, PermissionDeniedError
+    from dicomflow.intake.selectors import may_upload_zip
+
+    if not may_upload_zip(actor):
+        raise PermissionDeniedError("you may not upload ZIP files (they fill the clinical pool)")
+    files = list(files)
+    if not files:
+        raise InputError("choose at least one ZIP file")
+    bad = [f.name for f in files if not str(f.name).lower().endswith(".zip")]
+    if bad:
+        raise InputError(f"{len(bad)} of the files chosen are not ZIP files (.zip)")
+    with transaction.atomic():
+        return [create_upload(f, actor) for f in files]
+
+
+def process_now(actor, upload_ids: Iterable[int]) -> list[int]:
+    """"Process now" for uploads ``actor`` may see (others are refused as not found); ids queued."""
+    from dicomflow.errors import NotFoundError
+    from dicomflow.intake.selectors import zip_uploads_for
+
+    ids = [int(i) for i in upload_ids]
+    visible = set(zip_uploads_for(actor).filter(pk__in=ids).values_list("pk", flat=True))
+    missing = [i for i in ids if i not in visible]
+    if missing:
+        raise NotFoundError(f"no ZIP upload #{missing[0]}")
+    return request_processing(ids)

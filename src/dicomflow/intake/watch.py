@@ -252,3 +252,52 @@ def retry(intake_ids) -> list[int]:
             progress.reset(rows, status=FolderIntakeStatus.WAITING, signature="", signature_since=None, claimed_by="")
     return to_import
 
+
+
+# --- what administrators do from the datastore page (permission-checked) ------------------------------
+def _require_folder_permission(actor, verb: str) -> None:
+    from dicomflow.errors import PermissionDeniedError
+
+    if not (getattr(actor, "is_authenticated", False) and actor.is_active):
+        raise PermissionDeniedError("log in first")
+    if not (actor.is_superuser or actor.has_perm(f"intake.{verb}_watchedfolder")):
+        raise PermissionDeniedError(f"you may not {verb} watched folders")
+
+
+def add_watched_folder(actor, *, name: str, path: str, stable_minutes: float | None = None) -> WatchedFolder:
+    """A new watched folder (validated: absolute, existing, outside $DICOMFLOW_HOME, unique name)."""
+    from django.core.exceptions import ValidationError
+    from django.utils.text import slugify
+
+    from dicomflow.errors import InputError
+
+    _require_folder_permission(actor, "add")
+    slug = slugify(name or "")[:64]
+    if not slug:
+        raise InputError("give the watched folder a name (letters, digits, hyphens)")
+    if WatchedFolder.objects.filter(name=slug).exists():
+        raise InputError(f"a watched folder named '{slug}' exists already")
+    folder = WatchedFolder(name=slug, path=(path or "").strip())
+    if stable_minutes is not None:
+        folder.stable_minutes = stable_minutes
+    try:
+        folder.full_clean()
+    except ValidationError as exc:
+        raise InputError("; ".join(" ".join(msgs) for msgs in exc.message_dict.values())) from None
+    folder.save()
+    log.info("watched folder %s added", slug)
+    return folder
+
+
+def set_watched_folder_enabled(actor, folder_id: int, enabled: bool) -> WatchedFolder:
+    """Pause (``enabled=False``) or resume a watched folder; copies already taken are not touched."""
+    from dicomflow.errors import NotFoundError
+
+    _require_folder_permission(actor, "change")
+    folder = WatchedFolder.objects.filter(pk=folder_id).first()
+    if folder is None:
+        raise NotFoundError(f"no watched folder #{folder_id}")
+    WatchedFolder.objects.filter(pk=folder_id).update(enabled=enabled)
+    folder.enabled = enabled
+    log.info("watched folder %s %s", folder.name, "resumed" if enabled else "paused")
+    return folder

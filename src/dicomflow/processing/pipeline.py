@@ -241,6 +241,7 @@ def quality_control(job: Job) -> None:
 
 
 def exporting(job: Job) -> None:
+    services.catalogue_results(job)  # linked to the job by its results' UIDs (selectors.result_series)
     destinations = list(job.template.core().destinations)
     if job.out_dir:
         destinations.append({"type": "folder", "path": job.out_dir})

@@ -88,3 +88,148 @@ def rulesets_naming(template_name: str) -> list[str]:
 def series_states(status: str | None = None) -> QuerySet[SeriesState]:
     qs = SeriesState.objects.select_related("series", "template")
     return qs.filter(status=status) if status else qs
+
+
+# --- the processing desk (web pages): what a user may see, filtered, searched and sorted ---------------------
+#: What the desk calls a series' state: its latest visible job's state, else the rules' verdict.
+DESK_STATUSES = {
+    "matched": "Matched", "not_matched": "Not matched", "multiple": "Multiple matches", "no_template": "No template",
+    "not_evaluated": "Not evaluated", "sent": "Sent", "processing": "Processing", "processed": "Processed",
+    "failed": "Failed",
+}
+_RULE_TO_DESK = {
+    "RULE_MATCHED": "matched", "RULE_NOT_MATCHED": "not_matched", "MULTIPLE_RULES_MATCHED": "multiple",
+    "NO_TEMPLATE_FOUND": "no_template", "ERROR": "failed", "DEIDENTIFICATION_FAILED": "failed",
+    "RESULT_INVALID": "failed", "EXPORT_FAILED": "failed", "RESULT_EXPORTED": "processed",
+}
+_JOB_TO_DESK = {"pending": "sent", "running": "processing", "waiting": "processing",
+                "finished": "processed", "failed": "failed"}
+DESK_SORTS = {
+    "patient": ("study__patient__patient_id", "study__patient__patient_name"),
+    "name": ("study__patient__patient_name",), "date": ("study__study_date",), "-date": ("-study__study_date",),
+    "modality": ("modality",), "description": ("description",), "status": ("desk_status",),
+    "instances": ("-n_instances",),
+}
+
+
+def _desk_status_expression():
+    from django.db.models import Case, CharField, Value, When
+
+    whens = [When(latest_job_status=job, then=Value(desk)) for job, desk in _JOB_TO_DESK.items()]
+    whens += [When(processing_state__status=rule, then=Value(desk)) for rule, desk in _RULE_TO_DESK.items()]
+    return Case(*whens, default=Value("not_evaluated"), output_field=CharField())
+
+
+def series_for_processing(user, *, status: str = "", search: str = "", sort: str = "-date"):
+    """Catalogued series ``user`` may see, with patient, instance count, the rules' template, the
+    latest visible job and ``desk_status`` (a key of :data:`DESK_STATUSES`); filtered and sorted."""
+    from django.db.models import Count, OuterRef, Q, Subquery
+
+    from dicomflow.projects.selectors import visible_series
+
+    latest = visible_jobs(user).filter(series=OuterRef("pk")).exclude(status="cancelled").order_by("-created_at", "-id")
+    qs = (visible_series(user).select_related("study", "study__patient", "processing_state",
+                                              "processing_state__template", "project")
+          .annotate(n_instances=Count("instances"), latest_job_id=Subquery(latest.values("pk")[:1]),
+                    latest_job_status=Subquery(latest.values("status")[:1]))
+          .annotate(desk_status=_desk_status_expression()))
+    if status in DESK_STATUSES:
+        qs = qs.filter(desk_status=status)
+    if search := (search or "").strip():
+        qs = qs.filter(Q(study__patient__patient_id__icontains=search)
+                       | Q(study__patient__patient_name__icontains=search.replace(" ", "^"))
+                       | Q(study__patient__patient_name__icontains=search))
+    return qs.order_by(*DESK_SORTS.get(sort, DESK_SORTS["-date"]), "series_number", "pk")
+
+
+def desk_statuses(user, series_uids) -> dict[str, dict]:
+    """``{uid: {"status", "label", "job"}}`` for the visible series among ``series_uids`` (page polling)."""
+    rows = series_for_processing(user, sort="date").filter(series_instance_uid__in=list(series_uids)[:500])
+    return {s.series_instance_uid: {"status": s.desk_status, "label": DESK_STATUSES[s.desk_status],
+                                    "job": s.latest_job_id} for s in rows}
+
+
+def _patient_match(user, search: str):
+    """Jobs/log lines whose series' patient ID or name holds ``search``; clinical patients only for
+    those who may see the clinical pool (a job of one's project may have a clinical series)."""
+    from django.db.models import Q
+
+    from dicomflow.projects.selectors import can_see_clinical
+
+    q = (Q(series__study__patient__patient_id__icontains=search)
+         | Q(series__study__patient__patient_name__icontains=search.replace(" ", "^")))
+    return q if can_see_clinical(user) else q & Q(series__project__isnull=False)
+
+
+def jobs_for_desk(user, *, status: str = "", search: str = ""):
+    """Visible jobs, newest first, with their series, patient and template; ``search``: a job number
+    (``12`` or ``#12``), a patient ID or name, or a template name."""
+    from django.db.models import Q
+
+    qs = visible_jobs(user).select_related("series", "series__study__patient", "template")
+    if status:
+        qs = qs.filter(status=status)
+    if search := (search or "").strip():
+        q = _patient_match(user, search) | Q(template__name__icontains=search)
+        if search.lstrip("#").isdigit():
+            q |= Q(pk=int(search.lstrip("#")))
+        qs = qs.filter(q)
+    return qs.order_by("-created_at", "-id")
+
+
+def visible_log(user, *, level: str = "", job_status: str = "", search: str = ""):
+    """Every processing-log line of the jobs ``user`` sees (lines of no job: superusers only), newest
+    first; ``search``: a job number, a patient ID or name, or words of the message."""
+    from django.db.models import Q
+
+    from dicomflow.accounts.actors import is_active_user
+
+    scope = Q(job__in=visible_jobs(user))
+    if is_active_user(user) and user.is_superuser:
+        scope |= Q(job__isnull=True)
+    qs = LogEntry.objects.filter(scope).select_related("job", "series__study__patient")
+    if level:
+        qs = qs.filter(level=level)
+    if job_status:
+        qs = qs.filter(job__status=job_status)
+    if search := (search or "").strip():
+        q = Q(message__icontains=search) | _patient_match(user, search)
+        if search.lstrip("#").isdigit():
+            q |= Q(job_id=int(search.lstrip("#")))
+        qs = qs.filter(q)
+    return qs.order_by("-time", "-id")
+
+
+def result_series(job_id: int) -> list:
+    """The catalogued series holding a job's re-identified results (results are catalogued after
+    re-identification), found by the SOP Instance UIDs of the result files."""
+    import pydicom
+
+    from dicomflow.catalog.models import Series
+
+    uids = []
+    for path in Result.objects.filter(job_id=job_id, reidentified=True).values_list("path", flat=True):
+        try:
+            uids.append(str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+                            .SOPInstanceUID))
+        except (OSError, AttributeError, ValueError):
+            continue
+    return list(Series.objects.filter(instances__sop_instance_uid__in=uids).distinct())
+
+
+def qc_picture_inputs(job_id: int):
+    """(image series, ROI outlines) of a job's result for the QC preview: the re-identified
+    structure set drawn over the catalogued series the job processed (InputError when there is none)."""
+    from dicomflow.core.segmentation import read_image_series
+    from dicomflow.core.segmentation.preview import read_outlines
+    from dicomflow.errors import InputError
+    from dicomflow.processing.models import ResultKind
+    from dicomflow.processing.services import instance_paths
+
+    job = Job.objects.get(pk=job_id)
+    result = (Result.objects.filter(job_id=job_id, reidentified=True, kind=ResultKind.RTSTRUCT).order_by("id").first()
+              or Result.objects.filter(job_id=job_id, reidentified=True).order_by("id").first())
+    if result is None or job.series_id is None:
+        raise InputError(f"job #{job_id} has no re-identified structure set to show")
+    series = read_image_series(instance_paths(job.series_id))
+    return series, read_outlines(result.path, series)

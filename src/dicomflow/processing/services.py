@@ -160,6 +160,7 @@ def evaluate_new_series() -> list[SeriesState]:
     pending = Series.objects.filter(processing_state__isnull=True)
     if any(f.name == "project" for f in Series._meta.get_fields()):
         pending = pending.filter(project__isnull=True)  # de-identified project copies are not clinical input
+    pending = pending.exclude(instances__received_from__startswith=RESULTS_SOURCE)  # our own results are no input
     return evaluate_series(list(pending.values_list("id", flat=True)))
 
 
@@ -902,3 +903,28 @@ def rules_dry_run(actor, series_uid: str, ruleset_definitions: list[dict] | None
     evaluation = _rules_decision(series.pk, rulesets)
     return {"series_uid": series.series_instance_uid, "status": evaluation.status.value,
             "template": evaluation.template, "explanation": evaluation.explanation(not can_see_clinical(actor))}
+
+
+# --- results in the catalog ---------------------------------------------------------------------------------
+RESULTS_SOURCE = "processing results of job"  # how catalogued results say where they came from
+
+
+def catalogue_results(job: Job) -> int:
+    """Import a job's re-identified results into the catalog, beside the series they were made from
+    (the same project copy, or the clinical pool), so people find them there; returns how many
+    instances were new. Called once a result is approved for export; importing twice adds nothing."""
+    from dicomflow.catalog.models import Series
+    from dicomflow.intake.models import SourceKind
+    from dicomflow.intake.services import import_paths
+    from dicomflow.processing.models import Result
+
+    files = [p for p in Result.objects.filter(job=job, reidentified=True).values_list("path", flat=True)
+             if p and Path(p).exists()]
+    if not files:
+        return 0
+    source = Series.objects.filter(pk=job.series_id).select_related("project").first()
+    report = import_paths(files, source_kind=SourceKind.CLI, received_from=f"{RESULTS_SOURCE} {job.pk}",
+                          project=source.project if source else None, workers=1)
+    write_log(f"results catalogued: {report.instances_new} new instance(s) in {len(report.series_ids)} series",
+              job=job, series_id=job.series_id, stage=Stage.EXPORTING)
+    return report.instances_new

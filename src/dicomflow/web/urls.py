@@ -24,3 +24,8 @@ urlpatterns = [
     path("password/done/", accounts.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("audit/", accounts.audit, name="audit"),
 ]
+
+# The processing desk (issue 11): series for processing, jobs, logs, templates, datastore, ZIP uploads.
+from dicomflow.web.desk.urls import urlpatterns as desk_urlpatterns  # noqa: E402
+
+urlpatterns += desk_urlpatterns
