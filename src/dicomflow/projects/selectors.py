@@ -12,6 +12,8 @@ role is given explicitly, so every re-identification has a named, audited grant)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Count, Q, QuerySet
 
 from dicomflow.accounts.actors import is_operator
@@ -310,3 +312,205 @@ __all__ = [
     "visible_series",
     "visible_studies",
 ]
+
+
+# --- reads of the research pages (subjects, uploader, DICOM lookup) --------------------------------
+def subjects_overview(project: Project) -> list:
+    """The project's subjects with their events, each event's slots, the linked study and the history
+    of every slot (newest link first), in a fixed number of queries."""
+    from django.db.models import Prefetch
+
+    from dicomflow.projects.models import Event, Subject, UploadSlot, UploadSlotLink
+
+    links = UploadSlotLink.objects.select_related("linked_by").order_by("-linked_at", "-id")
+    slots = UploadSlot.objects.select_related("study").prefetch_related(Prefetch("links", queryset=links))
+    events = Event.objects.prefetch_related(Prefetch("slots", queryset=slots))
+    return list(Subject.objects.filter(project=project).prefetch_related(Prefetch("events", queryset=events)))
+
+
+def slot_in(project: Project, slot_id) -> "UploadSlot":
+    """One upload slot of ``project`` (NotFoundError for another project's or an unknown slot)."""
+    from dicomflow.projects.models import UploadSlot
+
+    slot = (UploadSlot.objects.select_related("event__subject", "study")
+            .filter(pk=_int_or_none(slot_id), event__subject__project=project).first())
+    if slot is None:
+        raise NotFoundError(f"no upload slot #{slot_id} in project '{project.key}'")
+    return slot
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def linkable_studies(project: Project) -> QuerySet[Study]:
+    """The project's own (de-identified) studies: what a slot can be linked to."""
+    return Study.objects.filter(project=project).select_related("patient").order_by("patient__patient_id",
+                                                                                    "-study_date", "pk")
+
+
+def lookup_pool(user, project: Project) -> QuerySet[Patient]:
+    """The patients the DICOM lookup of ``project`` searches: the clinical pool for users who may see it
+    (they stage from it), otherwise the project's own de-identified copy."""
+    if can_see_clinical(user):
+        return Patient.objects.filter(project__isnull=True)
+    if can(user, project, Capability.VIEW):
+        return Patient.objects.filter(project=project)
+    return Patient.objects.none()
+
+
+def _id_match(project: Project, term: str) -> Q:
+    """Patients whose Patient ID holds ``term``, or whose study subject ID in ``project`` does."""
+    from dicomflow.projects.models import Subject
+
+    subjects = Subject.objects.filter(project=project, study_subject_id__icontains=term)
+    return (Q(patient_id__icontains=term) | Q(pk__in=subjects.filter(patient__isnull=False).values("patient"))
+            | Q(project=project, patient_id__in=subjects.values("study_subject_id")))
+
+
+def lookup_suggestions(user, project: Project, term: str, limit: int = 10) -> list[dict]:
+    """At most ``limit`` patients whose Patient ID or study subject ID contains ``term``."""
+    term = (term or "").strip()
+    if not term:
+        return []
+    rows = lookup_pool(user, project).filter(_id_match(project, term)).order_by("patient_id", "pk")[:limit]
+    subject_ids = _subject_ids(project, rows)
+    return [{"id": p.pk, "patient_id": p.patient_id, "subject": subject_ids.get(p.pk, "")} for p in rows]
+
+
+def _subject_ids(project: Project, patients) -> dict[int, str]:
+    from dicomflow.projects.models import Subject
+
+    return dict(Subject.objects.filter(project=project, patient__in=list(patients))
+                .values_list("patient_id", "study_subject_id"))
+
+
+def lookup_patients(user, project: Project, terms: Iterable[str], limit: int = 200) -> list[dict]:
+    """Patients matching any of the partial IDs ``terms``, each with its studies and whether the study
+    is pseudonymized in ``project`` (every series has a complete de-identified copy there)."""
+    terms = [t.strip() for t in terms if t and t.strip()]
+    if not terms:
+        return []
+    match = Q()
+    for term in terms:
+        match |= _id_match(project, term)
+    patients = list(lookup_pool(user, project).filter(match).order_by("patient_id", "pk")[:limit])
+    subject_ids = _subject_ids(project, patients)
+    studies = Study.objects.filter(patient__in=patients).annotate(n_series=Count("series", distinct=True)).order_by(
+        "-study_date", "pk")
+    by_patient: dict[int, list] = {}
+    for study in studies:
+        pseudonymized = study.project_id == project.pk or is_pseudonymized(project, study)
+        by_patient.setdefault(study.patient_id, []).append({"study": study, "pseudonymized": pseudonymized})
+    return [{"patient": p, "subject": subject_ids.get(p.pk, ""), "studies": by_patient.get(p.pk, [])}
+            for p in patients]
+
+
+def lookup_study(user, project: Project, study_uid: str) -> Study:
+    """A study the lookup of ``project`` shows ``user`` (NotFoundError otherwise)."""
+    study = Study.objects.filter(study_instance_uid=study_uid, patient__in=lookup_pool(user, project)).first()
+    if study is None:
+        raise NotFoundError("no such study in this lookup")
+    return study
+
+
+def study_series_tree(study: Study) -> list[dict]:
+    """The study's series (number, modality, description, instances) with RT references both ways and
+    approval status, for the lookup's table and tree views."""
+    from dicomflow.catalog.rt_selectors import study_tree
+
+    nodes = {n["uid"]: n for n in study_tree(study)["series"]}
+    rows = []
+    for s in study.series.annotate(n=Count("instances")).order_by("series_number", "series_instance_uid"):
+        node = nodes.get(s.series_instance_uid, {})
+        rows.append({
+            "uid": s.series_instance_uid, "number": s.series_number, "modality": s.modality,
+            "description": s.description, "instances": s.n,
+            "references": [r for r in node.get("references", []) if r in nodes],
+            "referenced_by": [r for r in node.get("referenced_by", []) if r in nodes],
+            "approval_status": node.get("approval_status"),
+        })
+    return rows
+
+
+def staging_job_in(project: Project, job_id) -> "StagingJob":
+    """One staging job of ``project`` (NotFoundError otherwise)."""
+    from dicomflow.projects.models import StagingJob
+
+    job = StagingJob.objects.filter(project=project, pk=_int_or_none(job_id)).select_related("source_study").first()
+    if job is None:
+        raise NotFoundError(f"no staging job #{job_id} in project '{project.key}'")
+    return job
+
+
+def staging_verification(job) -> dict:
+    """Whether a staging job finished with everything in place: files released, RT references intact
+    in the copy, nothing found by the leak scan."""
+    rt = job.rt_integrity or {}  # core.deid.rtcheck: {"references", "resolved", "external": [...]}
+    external = len(rt.get("external") or [])
+    finished = job.status == "completed"
+    files_ok = finished and job.files_out > 0 and not job.failed
+    rt_ok = finished and external == 0
+    leak_ok = finished and job.leak_findings == 0
+    return {
+        "finished": finished, "files_in": job.files_in, "files_out": job.files_out, "files_ok": files_ok,
+        "quarantined": len(job.quarantined or []), "references": rt.get("references", 0),
+        "resolved": rt.get("resolved", 0), "external": external, "rt_ok": rt_ok,
+        "leak_findings": job.leak_findings, "leak_ok": leak_ok, "verified": files_ok and rt_ok and leak_ok,
+    }
+
+
+def subject_in(project: Project, subject_id) -> "Subject":
+    from dicomflow.projects.models import Subject
+
+    subject = Subject.objects.filter(project=project, pk=_int_or_none(subject_id)).first()
+    if subject is None:
+        raise NotFoundError(f"no subject #{subject_id} in project '{project.key}'")
+    return subject
+
+
+def event_in(project: Project, event_id) -> "Event":
+    from dicomflow.projects.models import Event
+
+    event = Event.objects.filter(subject__project=project, pk=_int_or_none(event_id)).select_related("subject").first()
+    if event is None:
+        raise NotFoundError(f"no event #{event_id} in project '{project.key}'")
+    return event
+
+
+def upload_slots(project: Project) -> list[dict]:
+    """Every upload slot of the project with its subject's expected sex and birth date/year: what the
+    uploader's sanity check compares the dropped headers with."""
+    from dicomflow.projects.models import UploadSlot
+
+    rows = (UploadSlot.objects.filter(event__subject__project=project).select_related("event__subject", "study")
+            .order_by("event__subject__study_subject_id", "event__order", "event__name", "name"))
+    return [{
+        "id": s.pk, "subject": s.event.subject.study_subject_id, "subject_id": s.event.subject_id,
+        "event": s.event.name, "slot": s.name, "linked": s.study_id is not None,
+        "sex": s.event.subject.expected_sex,
+        "birth_date": s.event.subject.expected_birth_date.strftime("%Y%m%d") if s.event.subject.expected_birth_date else "",
+        "birth_year": s.event.subject.expected_birth_year,
+    } for s in rows]
+
+
+def uploaded_copy(user, project: Project, session_id) -> Study:
+    """The project's de-identified copy of the study ``user`` uploaded in session ``session_id``
+    (the upload must be the user's own, into ``project``, imported and staged)."""
+    from dicomflow.projects.models import ProjectUpload
+
+    upload = ProjectUpload.objects.filter(project=project, session_id=str(session_id), session__owner=user).first()
+    if upload is None:
+        raise NotFoundError("no upload of yours with this id in the project")
+    uids = list(upload.staged_studies or [])
+    if len(uids) != 1:
+        raise NotFoundError(f"the upload has {len(uids)} studies in the project; a slot takes one")
+    return Study.objects.get(project=project, study_instance_uid=uids[0])
+
+
+def is_pseudonymized(project: Project, study: Study) -> bool:
+    """Whether every series of the clinical ``study`` has a complete de-identified copy in ``project``."""
+    return study_pseudonymization(study, Project.objects.filter(pk=project.pk))[0]["status"] == FULLY

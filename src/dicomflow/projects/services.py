@@ -593,3 +593,38 @@ def _record_copies(job: StagingJob, selected: list[str], new_to_original: dict[s
             project=job.project, source_series=source,
             defaults={"copy_series": copy, "job": job, "source_instances": source.n},
         )
+
+
+# --- upload sanity overrides (the browser uploader) --------------------------------------------------
+UPLOAD_CONFLICT_KINDS = ("sex", "birth_date", "birth_year")
+
+
+def override_upload_conflicts(actor, project: Project, subject: Subject, conflicts: Iterable[str],
+                              reason: str) -> list[str]:
+    """Record that ``actor`` uploads data whose headers conflict with ``subject`` (sex, birth date or
+    year, as the browser's sanity check found before sending) for ``reason``: UPLOAD in the project,
+    one OVERRIDE audit entry naming the kinds of conflict and the reason (no header values)."""
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.models import AuditAction
+    from dicomflow.errors import NotFoundError
+    from dicomflow.projects.models import Capability
+    from dicomflow.projects.selectors import require
+
+    obj = f"subject #{subject.pk}"
+    try:
+        require(actor, project, Capability.UPLOAD)
+    except (NotFoundError, PermissionDeniedError) as exc:
+        audit.denied(actor, AuditAction.OVERRIDE, project=project, obj=obj, detail=type(exc).__name__)
+        raise
+    if subject.project_id != project.pk:
+        raise NotFoundError(f"no such subject in project '{project.key}'")
+    kinds = sorted(set(conflicts or ()))
+    unknown = [k for k in kinds if k not in UPLOAD_CONFLICT_KINDS]
+    if not kinds or unknown:
+        raise InputError(f"name the conflicts to override: {', '.join(UPLOAD_CONFLICT_KINDS)}")
+    reason = " ".join((reason or "").split())
+    if len(reason) < 3:
+        raise InputError("give a reason for the override (at least 3 characters)")
+    audit.record(actor, AuditAction.OVERRIDE, project=project, obj=obj,
+                 detail=f"upload sanity conflict overridden ({', '.join(kinds)}): {reason[:300]}")
+    return kinds

@@ -29,3 +29,8 @@ urlpatterns = [
 from dicomflow.web.desk.urls import urlpatterns as desk_urlpatterns  # noqa: E402
 
 urlpatterns += desk_urlpatterns
+
+# Research projects (issue 12): subjects, the RT-aware uploader, DICOM lookup and staging.
+from django.urls import include  # noqa: E402
+
+urlpatterns.append(path("", include("dicomflow.web.research.urls")))
