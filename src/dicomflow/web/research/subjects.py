@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import redirect, render
 
-from dicomflow.errors import ConfirmationRequiredError, DicomflowError, InputError
+from dicomflow.errors import (
+    ConfirmationRequiredError,
+    DicomflowError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from dicomflow.projects import selectors, services
 from dicomflow.projects.models import Capability, Sex
 from dicomflow.web.research.context import remember
@@ -26,6 +34,10 @@ def subjects(request, key: str):
             return redirect(request.path)
         except ConfirmationRequiredError as exc:
             confirm = {"message": str(exc), "slot": request.POST.get("slot"), "study": request.POST.get("study")}
+        except NotFoundError as exc:
+            raise Http404(str(exc)) from None
+        except PermissionDeniedError as exc:
+            raise PermissionDenied(str(exc)) from None
         except DicomflowError as exc:
             messages.error(request, str(exc))
     can_manage = selectors.can(request.user, project, Capability.MANAGE)
