@@ -214,3 +214,35 @@ def test_data_manager_looks_up_and_stages_and_outsider_finds_nothing(page, live_
     page.goto(f"{live_server.url}/projects/ELSE/lookup/?ids=WARD")
     assert page.locator("#df-no-patients").is_visible()
     assert page.locator("#df-project-select option").all_inner_texts() == ["ELSE"]
+
+
+def test_upload_error_shows_the_errors_and_retry_sends_only_what_is_missing(page, live_server, trial,
+                                                                              celery_worker_process):
+    log_in(page, live_server, trial["ursula"])
+    page.goto(f"{live_server.url}/projects/TRIAL/upload/?slot={trial['slot'].pk}")
+    page.set_input_files("#df-folder", str(trial["folder"]))
+    n_files = _choose_rt_study_and_select_the_dose(page, trial["rt"])
+    _override_the_sex_conflict(page, trial["project"], trial["subject"])
+    sent: list[str] = []
+
+    def refuse_one_file(route):  # the server refuses file 1 once (e.g. a proxy in the way)
+        sent.append(route.request.url)
+        if route.request.url.endswith("/files/1/") and sent.count(route.request.url) == 1:
+            route.fulfill(status=400, content_type="application/json", body='{"detail": "refused by a proxy"}')
+        else:
+            route.continue_()
+
+    page.route("**/api/uploads/*/files/*/", refuse_one_file)
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_role("button", name="Retry").wait_for(state="visible", timeout=60_000)
+    assert "refused by a proxy" in page.inner_text("#df-errors")
+    assert page.locator('#df-steps li[data-step="analyse"]').get_attribute("class") == "done"
+    assert page.locator('#df-steps li[data-step="upload"]').get_attribute("class") == "failed"
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download log").click()
+    assert "refused by a proxy" in Path(download.value.path()).read_text()
+    first_round = len(sent)
+    page.get_by_role("button", name="Retry").click()
+    _finish_and_see_the_slot(page, live_server, trial, n_files)
+    assert len(sent) - first_round == 1  # only the missing file was sent again
+    assert page.console_problems == [] or all("status of 400" in p for p in page.console_problems)

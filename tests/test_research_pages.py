@@ -176,3 +176,40 @@ def test_switching_project_keeps_the_page(client, world):
     assert r["Location"] == "/patients/"
     as_user(client, world["charlie"])
     assert client.post("/projects/switch/", {"project": "RP-A", "next": "/"}).status_code == 404
+
+
+def test_malformed_parameters_answer_4xx_never_500(client, world):
+    as_user(client, world["alice"])
+    for url in ("/projects/RP-A/upload/?slot=abc", "/projects/RP-A/lookup/series.json",
+                "/projects/RP-A/lookup/series.json?study=1.2.3", "/projects/RP-A/staging/999.json"):
+        assert client.get(url).status_code == 404, url
+    assert client.get("/projects/RP-A/lookup/?ids=" + ",".join(["x"] * 60)).status_code == 200  # a message
+    assert client.post("/projects/RP-A/lookup/stage/", "not json", content_type="application/json").status_code == 400
+    assert post_json(client, "/projects/RP-A/lookup/stage/", {"study": world["infos"][0].study_uid,
+                                                               "series": "all"}).status_code == 400
+    assert post_json(client, "/projects/RP-A/upload/finish/", {"slot": world["slot"].pk}).status_code == 400
+    assert post_json(client, "/projects/RP-A/upload/finish/", {"slot": world["slot"].pk,
+                                                                "session": "0" * 32}).status_code == 404
+    r = client.post("/projects/RP-A/subjects/", {"action": "slot", "event": "nope", "name": "x"})
+    assert r.status_code == 404
+    r = client.post("/projects/RP-A/subjects/", {"action": "enrol", "study_subject_id": "S-9", "sex": "F",
+                                                 "birth_date": "not a date"}, follow=True)
+    assert r.status_code == 200 and "YYYY-MM-DD" in r.content.decode()
+    client.logout()
+    assert client.get("/projects/RP-A/lookup/suggest.json?q=x").status_code == 401  # JSON, not the login page
+
+
+def test_dicom_and_user_strings_are_escaped(client, world):
+    services.enrol_subject(OP, world["a"], "<img src=x onerror=alert(1)>", expected_sex="F", expected_birth_year=1980)
+    as_user(client, world["alice"])
+    page = client.get("/projects/RP-A/subjects/").content.decode()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_reauthentication_is_for_the_right_password_only(client, world):
+    r = post_json(client, "/projects/reauth/", {"username": "ursula", "password": "wrong"})
+    assert r.status_code == 401 and not client.get("/projects/session.json").json()["authenticated"]
+    assert AuditEntry.objects.filter(action="login_failed", outcome="denied").count() == 1
+    r = post_json(client, "/projects/reauth/", {"username": "ursula", "password": "pw"})
+    assert r.status_code == 200 and r.json()["csrf"]
+    assert client.get("/projects/session.json").json() == {"authenticated": True, "username": "ursula"}

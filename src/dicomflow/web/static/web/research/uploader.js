@@ -371,19 +371,19 @@
     const files = now.files;
     let uploaded = files.filter((f) => f.received >= f.size).length, verified = files.filter((f) => f.complete).length;
     count("df-uploaded", uploaded); count("df-verified", verified);
-    let next = 0, failed = null;
+    let next = 0, failed = 0;
     const todo = files.filter((f) => !f.complete);
     await Promise.all(Array.from({ length: PARALLEL_SEND }, async () => {
-      while (next < todo.length && !failed) {
+      while (next < todo.length) {  // a file that fails is reported; the others go on
         const entry = todo[next++], file = state.sendList[entry.index];
         try {
           const last = await client.send(session.id, file.file, entry, () => {});
           count("df-uploaded", ++uploaded);
           if (last.complete) count("df-verified", ++verified);
-        } catch (err) { failed = fail("upload", err, file.name); }
+        } catch (err) { failed++; error(file.name, "upload", err.message); }
       }
     }));
-    if (failed) throw failed;
+    if (failed) throw fail("upload", new Error(failed + " file(s) not sent; Retry sends them"));
     step("upload", "done");
     log("uploaded " + uploaded + " files");
   }
