@@ -32,6 +32,7 @@
     children.forEach((c) => node.append(c));
     return node;
   }
+  const da = (v) => (/^\d{8}$/.test(v || "") ? v.slice(0, 4) + "-" + v.slice(4, 6) + "-" + v.slice(6) : v || "");
   const nameOf = (f) => f.webkitRelativePath || f.relativePath || f.name;
   function log(line) {
     state.log.push(new Date().toISOString() + " " + line);
@@ -145,7 +146,7 @@
       const button = el("button", { type: "button", class: "df-choose", "aria-label": label, "aria-pressed": String(state.study === s) }, "Choose");
       button.addEventListener("click", () => choose(s.uid));
       return el("tr", { class: state.study === s ? "chosen" : "" }, el("td", {}, button), el("td", { text: s.patient }),
-        el("td", { text: s.date }), el("td", { text: (s.description || "(no description)") + " · " + modalities }),
+        el("td", { text: da(s.date) }), el("td", { text: (s.description || "(no description)") + " · " + modalities }),
         el("td", { class: "num", text: String(s.series.size) }), el("td", { class: "num", text: String(files) }));
     }));
   }
@@ -154,7 +155,7 @@
     state.study = state.studies.get(uid);
     state.selected = new Set(); state.overridden = new Set(); state.session = null; state.finished = false;
     $("df-study-panel").hidden = false;
-    $("df-study-name").textContent = "— " + (state.study.description || "(no description)") + ", " + state.study.date;
+    $("df-study-name").textContent = "— " + (state.study.description || "(no description)") + ", " + da(state.study.date);
     log("chose a study with " + state.study.series.size + " series");
     renderStudies(); render();
   }
