@@ -148,7 +148,7 @@ def test_lookup_autocomplete_bulk_search_and_staging(client, world):
     assert AuditEntry.objects.filter(action="stage", outcome="ok").count() == 1
     services.run_staging_job(job.pk)  # what the worker does
     state = client.get(r.json()["progress"]).json()
-    assert state["status"] == "completed" and state["verification"]["verified"] and state["pseudonymized"] is True
+    assert state["verification"]["finished"] and state["verification"]["verified"] and state["pseudonymized"] is True
     assert "requested_series" not in state  # no clinical UIDs in the progress view
     page = client.get("/projects/RP-A/lookup/?ids=LKP03").content.decode()
     assert '<span class="badge ok">yes</span>' in page

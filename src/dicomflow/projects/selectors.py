@@ -446,12 +446,15 @@ def staging_job_in(project: Project, job_id) -> "StagingJob":
     return job
 
 
+FINISHED_OK = frozenset({"completed", "finished"})  # a job that ended well, in the old and the new vocabulary
+
+
 def staging_verification(job) -> dict:
     """Whether a staging job finished with everything in place: files released, RT references intact
     in the copy, nothing found by the leak scan."""
     rt = job.rt_integrity or {}  # core.deid.rtcheck: {"references", "resolved", "external": [...]}
     external = len(rt.get("external") or [])
-    finished = job.status == "completed"
+    finished = job.status in FINISHED_OK
     files_ok = finished and job.files_out > 0 and not job.failed
     rt_ok = finished and external == 0
     leak_ok = finished and job.leak_findings == 0

@@ -144,8 +144,9 @@
     for (;;) {
       const s = await call("GET", url);
       $("df-staging-status").textContent = s.status; $("df-staging-stage").textContent = s.stage + " " + s.done + " / " + s.total;
-      $("df-staging-bar").style.width = (s.status === "completed" ? 100 : s.percent) + "%";
-      if (["completed", "failed", "cancelled"].includes(s.status)) { verification(s, studyUid); return; }
+      const over = s.verification.finished || ["failed", "cancelled"].includes(s.status);
+      $("df-staging-bar").style.width = (s.verification.finished ? 100 : s.percent) + "%";
+      if (over) { verification(s, studyUid); return; }
       await new Promise((r) => setTimeout(r, 500));
     }
   }

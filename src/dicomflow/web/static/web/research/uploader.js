@@ -10,7 +10,8 @@
   const $ = (id) => document.getElementById(id);
   const d = root.dataset;
   const slots = JSON.parse($("df-slots-data").textContent);
-  const DONE = ["completed", "finished", "done"], FAILED = ["failed", "cancelled", "canceled"];
+  // session statuses, in the old and in the one long-job vocabulary (dicomflow.progress)
+  const DONE = ["completed", "finished"], FAILED = ["failed", "cancelled"], RECEIVING = ["receiving", "waiting"];
   const PARALLEL_READ = 8, PARALLEL_SEND = 4, HASH_LIMIT = 512 * 1024 * 1024;
 
   const state = {
@@ -368,7 +369,7 @@
     const session = state.session;
     let now;
     try { now = await client.call("GET", d.api + session.id + "/"); } catch (err) { throw fail("upload", err); }
-    if (DONE.includes(now.status) || now.status === "queued" || now.status === "importing") { step("upload", "done"); return; }
+    if (!RECEIVING.includes(now.status)) { step("upload", "done"); return; }  // finalized already
     const files = now.files;
     let uploaded = files.filter((f) => f.received >= f.size).length, verified = files.filter((f) => f.complete).length;
     count("df-uploaded", uploaded); count("df-verified", verified);
@@ -397,14 +398,15 @@
       count("df-verified", s.files ? s.files.filter((f) => f.complete).length : s.files_complete);
       const incomplete = (s.files || []).filter((f) => !f.complete);
       if (incomplete.length) throw new Error(incomplete.length + " file(s) not verified by the server");
-      if (s.status === "receiving") s = await client.call("POST", d.api + state.session.id + "/finalize/");
+      if (RECEIVING.includes(s.status)) s = await client.call("POST", d.api + state.session.id + "/finalize/");
     } catch (err) { throw fail("verify", err); }
     status("Importing into the project…");
     for (;;) {
       const t = await client.call("GET", d.api + state.session.id + "/?files=0").catch((err) => { throw fail("verify", err); });
       if (DONE.includes(t.status)) { s = t; break; }
       if (FAILED.includes(t.status)) throw fail("verify", new Error(t.error_message || t.error || "the import failed"));
-      if (t.import_total) status("Importing into the project: " + t.import_done + " / " + t.import_total + " files");
+      const done = t.import_done !== undefined ? t.import_done : t.done, total = t.import_total !== undefined ? t.import_total : t.total;
+      if (total) status("Importing into the project: " + done + " / " + total + " files");
       await DfResumable.sleep(500);
     }
     const r = s.result || {}, sent = state.sendList.length;
