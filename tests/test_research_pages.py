@@ -139,6 +139,7 @@ def test_lookup_autocomplete_bulk_search_and_staging(client, world):
     assert [s["patient_id"] for s in client.get("/projects/RP-A/lookup/suggest.json?q=SUBJ").json()["suggestions"]] == []
     page = client.get("/projects/RP-A/lookup/?ids=KP03, KP07").content.decode()
     assert page.count('class="df-patient"') == 2 and "LKP03" in page and "LKP07" in page
+    assert page.count('<span class="badge muted">no</span>') == 2  # nothing staged yet
     study_uid = world["infos"][3].study_uid
     series = client.get(f"/projects/RP-A/lookup/series.json?study={study_uid}").json()["series"]
     assert [s["modality"] for s in series] == ["CT"] and series[0]["instances"] == 2
