@@ -125,6 +125,12 @@ def test_uploader_sends_the_dose_closure_into_the_slot(page, live_server, trial,
     assert page.input_value("#df-slot-select") == str(trial["slot"].pk)
     page.set_input_files("#df-folder", str(trial["folder"]))
     n_files = _choose_rt_study_and_select_the_dose(page, trial["rt"])
+    page.get_by_role("tab", name="Series").click()
+    page.locator('#df-series tr[data-modality="RTPLAN"]', has_text="Plan1").get_by_role("button", name="Details").click()
+    details = page.inner_text("#df-details")
+    assert "RTPlanLabel" in details and "Plan1" in details and "ApprovalStatus" in details
+    shot(page, "uploader-series-details", full=False)
+    page.keyboard.press("Escape")
     _override_the_sex_conflict(page, trial["project"], trial["subject"])
     page.get_by_role("button", name="Upload").click()
     _finish_and_see_the_slot(page, live_server, trial, n_files)
