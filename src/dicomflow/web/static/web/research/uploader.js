@@ -403,9 +403,10 @@
     status("Importing into the project…");
     for (;;) {
       const t = await client.call("GET", d.api + state.session.id + "/?files=0").catch((err) => { throw fail("verify", err); });
-      if (DONE.includes(t.status)) { s = t; break; }
-      if (FAILED.includes(t.status)) throw fail("verify", new Error(t.error_message || t.error || "the import failed"));
-      const done = t.import_done !== undefined ? t.import_done : t.done, total = t.import_total !== undefined ? t.import_total : t.total;
+      const p = t.progress || t;  // the one progress format of long jobs, or the session's own fields
+      if (DONE.includes(p.status)) { s = t; break; }
+      if (FAILED.includes(p.status)) throw fail("verify", new Error(p.error || t.error_message || "the import failed"));
+      const done = p.import_done !== undefined ? p.import_done : p.done, total = p.import_total !== undefined ? p.import_total : p.total;
       if (total) status("Importing into the project: " + done + " / " + total + " files");
       await DfResumable.sleep(500);
     }
