@@ -21,7 +21,6 @@ from dicomflow.intake.services import import_paths
 from dicomflow.projects import services
 from dicomflow.projects.models import Role, UploadSlot, UploadSlotLink
 from dicomflow.testing.synth import PatientSpec, write_image_series, write_rt_study
-from fixtures_celery import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 OP = cli_operator()

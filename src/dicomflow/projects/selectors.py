@@ -352,6 +352,14 @@ def linkable_studies(project: Project) -> QuerySet[Study]:
                                                                                     "-study_date", "pk")
 
 
+def project_study(project: Project, study_id) -> Study:
+    """One of the project's own studies (NotFoundError otherwise)."""
+    study = linkable_studies(project).filter(pk=_int_or_none(study_id)).first()
+    if study is None:
+        raise NotFoundError(f"no such study in project '{project.key}'")
+    return study
+
+
 def lookup_pool(user, project: Project) -> QuerySet[Patient]:
     """The patients the DICOM lookup of ``project`` searches: the clinical pool for users who may see it
     (they stage from it), otherwise the project's own de-identified copy."""

@@ -604,18 +604,7 @@ def override_upload_conflicts(actor, project: Project, subject: Subject, conflic
     """Record that ``actor`` uploads data whose headers conflict with ``subject`` (sex, birth date or
     year, as the browser's sanity check found before sending) for ``reason``: UPLOAD in the project,
     one OVERRIDE audit entry naming the kinds of conflict and the reason (no header values)."""
-    from dicomflow.accounts import audit
-    from dicomflow.accounts.models import AuditAction
-    from dicomflow.errors import NotFoundError
-    from dicomflow.projects.models import Capability
-    from dicomflow.projects.selectors import require
-
-    obj = f"subject #{subject.pk}"
-    try:
-        require(actor, project, Capability.UPLOAD)
-    except (NotFoundError, PermissionDeniedError) as exc:
-        audit.denied(actor, AuditAction.OVERRIDE, project=project, obj=obj, detail=type(exc).__name__)
-        raise
+    _require(actor, project, Capability.UPLOAD, AuditAction.OVERRIDE, f"subject #{subject.pk}")
     if subject.project_id != project.pk:
         raise NotFoundError(f"no such subject in project '{project.key}'")
     kinds = sorted(set(conflicts or ()))
@@ -625,6 +614,6 @@ def override_upload_conflicts(actor, project: Project, subject: Subject, conflic
     reason = " ".join((reason or "").split())
     if len(reason) < 3:
         raise InputError("give a reason for the override (at least 3 characters)")
-    audit.record(actor, AuditAction.OVERRIDE, project=project, obj=obj,
+    audit.record(actor, AuditAction.OVERRIDE, project=project, obj=f"subject #{subject.pk}",
                  detail=f"upload sanity conflict overridden ({', '.join(kinds)}): {reason[:300]}")
     return kinds

@@ -19,14 +19,20 @@ from dicomflow.errors import (
 from dicomflow.projects.selectors import project_for
 
 
-def project_or_404(request, key: str, capability: str):
-    """The project ``key`` if ``request.user`` may ``capability`` there: 404 for outsiders, 403 for members."""
+def as_http(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the service errors a page shows as such: NotFoundError as 404,
+    PermissionDeniedError as 403."""
     try:
-        return project_for(request.user, key, capability)
+        return fn(*args, **kwargs)
     except NotFoundError as exc:
         raise Http404(str(exc)) from None
     except PermissionDeniedError as exc:
         raise PermissionDenied(str(exc)) from None
+
+
+def project_or_404(request, key: str, capability: str):
+    """The project ``key`` if ``request.user`` may ``capability`` there: 404 for outsiders, 403 for members."""
+    return as_http(project_for, request.user, key, capability)
 
 
 def error_status(exc: DicomflowError) -> int:

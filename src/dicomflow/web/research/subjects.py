@@ -5,21 +5,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from django.shortcuts import redirect, render
 
-from dicomflow.errors import (
-    ConfirmationRequiredError,
-    DicomflowError,
-    InputError,
-    NotFoundError,
-    PermissionDeniedError,
-)
+from dicomflow.errors import ConfirmationRequiredError, DicomflowError, InputError
 from dicomflow.projects import selectors, services
 from dicomflow.projects.models import Capability, Sex
 from dicomflow.web.research.context import remember
-from dicomflow.web.research.http import project_or_404
+from dicomflow.web.research.http import as_http, project_or_404
 
 
 @login_required
@@ -29,15 +21,11 @@ def subjects(request, key: str):
     confirm = None
     if request.method == "POST":
         try:
-            done = _act(request, project)
+            done = as_http(_act, request, project)
             messages.success(request, done)
             return redirect(request.path)
         except ConfirmationRequiredError as exc:
             confirm = {"message": str(exc), "slot": request.POST.get("slot"), "study": request.POST.get("study")}
-        except NotFoundError as exc:
-            raise Http404(str(exc)) from None
-        except PermissionDeniedError as exc:
-            raise PermissionDenied(str(exc)) from None
         except DicomflowError as exc:
             messages.error(request, str(exc))
     can_manage = selectors.can(request.user, project, Capability.MANAGE)
@@ -67,19 +55,7 @@ def _act(request, project) -> str:
         return f"Upload slot {slot.name} added."
     if action == "link":
         slot = selectors.slot_in(project, data.get("slot"))
-        study = selectors.linkable_studies(project).filter(pk=_int(data.get("study"))).first()
-        if study is None:
-            raise InputError("choose one of the project's studies to link")
+        study = selectors.project_study(project, data.get("study"))
         services.link_study(user, slot, study, confirm=data.get("confirm") == "1")
         return f"Study linked to {slot.event.name} / {slot.name}."
     raise InputError("unknown action")
-
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-__all__ = ["subjects"]

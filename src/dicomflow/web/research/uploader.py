@@ -18,7 +18,7 @@ from dicomflow.intake.resumable import UploadLimits
 from dicomflow.projects import selectors, services
 from dicomflow.projects.models import Capability
 from dicomflow.web.research.context import remember
-from dicomflow.web.research.http import json_body, json_endpoint, project_or_404
+from dicomflow.web.research.http import as_http, json_body, json_endpoint, project_or_404
 
 
 @login_required
@@ -27,23 +27,12 @@ def uploader(request, key: str):
     remember(request, project)
     chosen = request.GET.get("slot")
     if chosen:
-        _slot_or_404(project, chosen)
+        as_http(selectors.slot_in, project, chosen)
     limits = UploadLimits.from_env()
     return render(request, "web/research/uploader.html", {
         "project": project, "slots": selectors.upload_slots(project), "chosen_slot": chosen or "",
         "limits": limits, "chunk": min(limits.max_chunk, 4 * 1024 * 1024), "nav": "research-upload",
     })
-
-
-def _slot_or_404(project, slot_id):
-    from django.http import Http404
-
-    from dicomflow.errors import NotFoundError
-
-    try:
-        return selectors.slot_in(project, slot_id)
-    except NotFoundError as exc:
-        raise Http404(str(exc)) from None
 
 
 @require_POST
