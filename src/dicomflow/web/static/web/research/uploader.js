@@ -16,7 +16,7 @@
 
   const state = {
     entries: [], ignored: [], studies: new Map(), study: null, selected: new Set(), overridden: new Set(),
-    busy: false, session: null, sendList: [], errors: [], log: [], finished: false,
+    busy: false, session: null, sendList: [], errors: [], log: [], finished: false, reading: 0,
   };
   const client = new DfResumable.Client({
     api: d.api, csrf: d.csrf, chunk: parseInt(d.chunk, 10), sessionUrl: d.sessionUrl, onAuthLost: askPassword,
@@ -87,7 +87,9 @@
 
   // --- reading headers -------------------------------------------------------------------------------
   async function analyse(files) {
-    if (state.busy) return;
+    if (state.busy) return;  // not while an upload runs
+    const reading = ++state.reading;  // a later drop wins over one still being read
+    $("df-finish-button").disabled = true;
     Object.assign(state, { entries: [], ignored: [], studies: new Map(), study: null, selected: new Set(),
       overridden: new Set(), session: null, errors: [], finished: false });
     ["df-analysed", "df-uploaded", "df-verified"].forEach((id) => count(id, 0));
@@ -105,6 +107,7 @@
         count("df-read", ++read);
       }
     }));
+    if (reading !== state.reading) return;
     files.forEach((file, i) => {
       const r = results[i], entry = { file, name: nameOf(file), header: r.header, reason: r.reason };
       state.entries.push(entry);
@@ -144,7 +147,8 @@
       const files = Array.from(s.series.values()).reduce((n, x) => n + x.entries.length, 0);
       const modalities = Array.from(new Set(Array.from(s.series.values()).map((x) => x.modality))).join(", ");
       const label = "Choose study " + (s.description || "(no description)") + " (" + modalities + ")";
-      const button = el("button", { type: "button", class: "df-choose", "aria-label": label, "aria-pressed": String(state.study === s) }, "Choose");
+      const button = el("button", { type: "button", class: "df-choose", "aria-label": label, "aria-pressed": String(state.study === s),
+        disabled: state.busy || !!state.session }, "Choose");
       button.addEventListener("click", () => choose(s.uid));
       return el("tr", { class: state.study === s ? "chosen" : "" }, el("td", {}, button), el("td", { text: s.patient }),
         el("td", { text: da(s.date) }), el("td", { text: (s.description || "(no description)") + " · " + modalities }),
@@ -158,7 +162,8 @@
     $("df-study-panel").hidden = false;
     $("df-study-name").textContent = "— " + (state.study.description || "(no description)") + ", " + da(state.study.date);
     log("chose a study with " + state.study.series.size + " series");
-    renderStudies(); render();
+    $("df-finish-button").disabled = true;
+    render();
   }
 
   // --- series table, RT tree, sanity -----------------------------------------------------------------
@@ -234,6 +239,8 @@
       : issues.length ? "Resolve the Issues first." : "";
     $("df-why-not").textContent = state.busy || state.finished ? "" : why;
     $("df-upload-button").disabled = !!why || state.busy || state.finished || !!state.session;
+    $("df-slot-select").disabled = state.busy || !!state.session;  // the upload is for this slot's subject
+    renderStudies();
   }
 
   function showDetails(series) {
