@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 
 from dicomflow.accounts.actors import cli_operator
 from dicomflow.accounts.models import AuditEntry
-from dicomflow.catalog.models import Study
+from dicomflow.catalog.models import Patient, Study
 from dicomflow.intake.services import import_paths
 from dicomflow.projects import services
 from dicomflow.projects.models import Event, Role, StagingJob, Subject, UploadSlot, UploadSlotLink
@@ -137,6 +137,10 @@ def test_lookup_autocomplete_bulk_search_and_staging(client, world):
     suggestions = client.get("/projects/RP-A/lookup/suggest.json?q=LKP").json()["suggestions"]
     assert len(suggestions) == 10  # 12 match; at most 10 are offered
     assert [s["patient_id"] for s in client.get("/projects/RP-A/lookup/suggest.json?q=SUBJ").json()["suggestions"]] == []
+    patient = Patient.objects.get(patient_id="LKP05", project__isnull=True)
+    services.enrol_subject(OP, world["a"], "TRIAL-55", patient=patient, expected_sex="F", expected_birth_year=1970)
+    found = client.get("/projects/RP-A/lookup/suggest.json?q=rial-5").json()["suggestions"]
+    assert [(s["patient_id"], s["subject"]) for s in found] == [("LKP05", "TRIAL-55")]  # by study subject ID
     page = client.get("/projects/RP-A/lookup/?ids=KP03, KP07").content.decode()
     assert page.count('class="df-patient"') == 2 and "LKP03" in page and "LKP07" in page
     assert page.count('<span class="badge muted">no</span>') == 2  # nothing staged yet
