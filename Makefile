@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DICOMFLOW_HOME ?= $(CURDIR)/var
 
-.PHONY: install run test test-postgres sysdeps bench clean bytecode
+.PHONY: install run test test-postgres sysdeps bench clean bytecode js
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,3 +53,8 @@ bench: install sysdeps
 
 clean:
 	rm -rf $(VENV) var
+
+# The browser's DICOM header parser (dicom-parser from npm, bundled by esbuild) into
+# src/dicomflow/web/static/web/vendor/; the built file is committed, so `make run` needs no Node.
+js:
+	cd jsbuild && npm ci && npm run build
