@@ -16,6 +16,7 @@ from django.test import Client
 
 from dicomflow.accounts.actors import cli_operator
 from dicomflow.accounts.models import AuditEntry
+from dicomflow.catalog.analysis import analyse_studies
 from dicomflow.catalog.models import Study
 from dicomflow.intake.services import import_paths
 from dicomflow.projects import services
@@ -173,7 +174,8 @@ def test_data_manager_looks_up_and_stages_and_outsider_finds_nothing(page, live_
                            n_slices=2, rows=16, cols=16, seed=f"ward-{i}")
     rt = write_rt_study(tmp_path / "rt", PatientSpec("WARD777", "Ward^Rita", "F", "19480808"), n_slices=5, rows=32,
                         cols=32, with_mr=False, seed="ward-rt")
-    import_paths([tmp_path], workers=1, analyse=True)
+    report = import_paths([tmp_path], workers=1, analyse=False)
+    analyse_studies(report.study_ids, workers=1)  # the RT edges the lookup's tree shows (a worker's job)
     project = services.create_project("LOOK", "Lookup trial")
     alice = django_user_model.objects.create_user("alice", password="alice-pw")
     alice.user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))

@@ -14,19 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from dicomflow.accounts.actors import is_operator
 from dicomflow.catalog.models import Instance, Patient, Series, Study
 from dicomflow.errors import NotFoundError, PermissionDeniedError
+from dicomflow.progress import Status
 from dicomflow.projects.models import (
     Capability,
     Event,
     Project,
     ProjectMembership,
+    ProjectUpload,
     StagedSeries,
+    StagingJob,
     Subject,
     UploadSlot,
+    UploadSlotLink,
 )
 
 CLINICAL_POOL_PERMISSION = "projects.view_clinical_pool"
@@ -318,20 +322,14 @@ __all__ = [
 def subjects_overview(project: Project) -> list:
     """The project's subjects with their events, each event's slots, the linked study and the history
     of every slot (newest link first), in a fixed number of queries."""
-    from django.db.models import Prefetch
-
-    from dicomflow.projects.models import Event, Subject, UploadSlot, UploadSlotLink
-
     links = UploadSlotLink.objects.select_related("linked_by").order_by("-linked_at", "-id")
     slots = UploadSlot.objects.select_related("study").prefetch_related(Prefetch("links", queryset=links))
     events = Event.objects.prefetch_related(Prefetch("slots", queryset=slots))
     return list(Subject.objects.filter(project=project).prefetch_related(Prefetch("events", queryset=events)))
 
 
-def slot_in(project: Project, slot_id) -> "UploadSlot":
+def slot_in(project: Project, slot_id) -> UploadSlot:
     """One upload slot of ``project`` (NotFoundError for another project's or an unknown slot)."""
-    from dicomflow.projects.models import UploadSlot
-
     slot = (UploadSlot.objects.select_related("event__subject", "study")
             .filter(pk=_int_or_none(slot_id), event__subject__project=project).first())
     if slot is None:
@@ -372,8 +370,6 @@ def lookup_pool(user, project: Project) -> QuerySet[Patient]:
 
 def _id_match(project: Project, term: str) -> Q:
     """Patients whose Patient ID holds ``term``, or whose study subject ID in ``project`` does."""
-    from dicomflow.projects.models import Subject
-
     subjects = Subject.objects.filter(project=project, study_subject_id__icontains=term)
     return (Q(patient_id__icontains=term) | Q(pk__in=subjects.filter(patient__isnull=False).values("patient"))
             | Q(project=project, patient_id__in=subjects.values("study_subject_id")))
@@ -390,8 +386,6 @@ def lookup_suggestions(user, project: Project, term: str, limit: int = 10) -> li
 
 
 def _subject_ids(project: Project, patients) -> dict[int, str]:
-    from dicomflow.projects.models import Subject
-
     return dict(Subject.objects.filter(project=project, patient__in=list(patients))
                 .values_list("patient_id", "study_subject_id"))
 
@@ -467,17 +461,12 @@ def study_series_tree(study: Study) -> list[dict]:
     return rows
 
 
-def staging_job_in(project: Project, job_id) -> "StagingJob":
+def staging_job_in(project: Project, job_id) -> StagingJob:
     """One staging job of ``project`` (NotFoundError otherwise)."""
-    from dicomflow.projects.models import StagingJob
-
     job = StagingJob.objects.filter(project=project, pk=_int_or_none(job_id)).select_related("source_study").first()
     if job is None:
         raise NotFoundError(f"no staging job #{job_id} in project '{project.key}'")
     return job
-
-
-FINISHED_OK = frozenset({"completed", "finished"})  # a job that ended well, in the old and the new vocabulary
 
 
 def staging_verification(job) -> dict:
@@ -485,7 +474,7 @@ def staging_verification(job) -> dict:
     in the copy, nothing found by the leak scan."""
     rt = job.rt_integrity or {}  # core.deid.rtcheck: {"references", "resolved", "external": [...]}
     external = len(rt.get("external") or [])
-    finished = job.status in FINISHED_OK
+    finished = job.status == Status.FINISHED
     files_ok = finished and job.files_out > 0 and not job.failed
     rt_ok = finished and external == 0
     leak_ok = finished and job.leak_findings == 0
@@ -497,18 +486,14 @@ def staging_verification(job) -> dict:
     }
 
 
-def subject_in(project: Project, subject_id) -> "Subject":
-    from dicomflow.projects.models import Subject
-
+def subject_in(project: Project, subject_id) -> Subject:
     subject = Subject.objects.filter(project=project, pk=_int_or_none(subject_id)).first()
     if subject is None:
         raise NotFoundError(f"no subject #{subject_id} in project '{project.key}'")
     return subject
 
 
-def event_in(project: Project, event_id) -> "Event":
-    from dicomflow.projects.models import Event
-
+def event_in(project: Project, event_id) -> Event:
     event = Event.objects.filter(subject__project=project, pk=_int_or_none(event_id)).select_related("subject").first()
     if event is None:
         raise NotFoundError(f"no event #{event_id} in project '{project.key}'")
@@ -518,8 +503,6 @@ def event_in(project: Project, event_id) -> "Event":
 def upload_slots(project: Project) -> list[dict]:
     """Every upload slot of the project with its subject's expected sex and birth date/year: what the
     uploader's sanity check compares the dropped headers with."""
-    from dicomflow.projects.models import UploadSlot
-
     rows = (UploadSlot.objects.filter(event__subject__project=project).select_related("event__subject", "study")
             .order_by("event__subject__study_subject_id", "event__order", "event__name", "name"))
     return [{
@@ -534,8 +517,6 @@ def upload_slots(project: Project) -> list[dict]:
 def uploaded_copy(user, project: Project, session_id) -> Study:
     """The project's de-identified copy of the study ``user`` uploaded in session ``session_id``
     (the upload must be the user's own, into ``project``, imported and staged)."""
-    from dicomflow.projects.models import ProjectUpload
-
     upload = ProjectUpload.objects.filter(project=project, session_id=str(session_id), session__owner=user).first()
     if upload is None:
         raise NotFoundError("no upload of yours with this id in the project")

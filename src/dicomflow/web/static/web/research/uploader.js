@@ -10,8 +10,9 @@
   const $ = (id) => document.getElementById(id);
   const d = root.dataset;
   const slots = JSON.parse($("df-slots-data").textContent);
-  // session statuses, in the old and in the one long-job vocabulary (dicomflow.progress)
-  const DONE = ["completed", "finished"], FAILED = ["failed", "cancelled"], RECEIVING = ["receiving", "waiting"];
+  // the one status vocabulary of long jobs (dicomflow.progress): a session waits for its bytes, then
+  // is pending/running (the import and the staging into the project), then finished, failed or cancelled
+  const DONE = ["finished"], FAILED = ["failed", "cancelled"], RECEIVING = ["waiting"];
   const PARALLEL_READ = 8, PARALLEL_SEND = 4, HASH_LIMIT = 512 * 1024 * 1024;
 
   const state = {
@@ -410,11 +411,10 @@
     status("Importing into the project…");
     for (;;) {
       const t = await client.call("GET", d.api + state.session.id + "/?files=0").catch((err) => { throw fail("verify", err); });
-      const p = t.progress || t;  // the one progress format of long jobs, or the session's own fields
+      const p = t.progress;  // the one progress format of long jobs
       if (DONE.includes(p.status)) { s = t; break; }
-      if (FAILED.includes(p.status)) throw fail("verify", new Error(p.error || t.error_message || "the import failed"));
-      const done = p.import_done !== undefined ? p.import_done : p.done, total = p.import_total !== undefined ? p.import_total : p.total;
-      if (total) status("Importing into the project: " + done + " / " + total + " files");
+      if (FAILED.includes(p.status)) throw fail("verify", new Error(p.error || "the import failed"));
+      if (p.total) status("Importing into the project: " + p.done + " / " + p.total + " files");
       await DfResumable.sleep(500);
     }
     const r = s.result || {}, sent = state.sendList.length;
