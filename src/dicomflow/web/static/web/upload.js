@@ -1,18 +1,20 @@
 // Browser folder upload over the resumable REST API: declare the files (size, sha256) in one
 // session, send each in chunks from the offset the server reports (retrying after network
-// errors), finalize, then poll the session until the import's result is there.
+// errors; the client is resumable.js, shared with the research uploader), finalize, then poll
+// the session until the import's result is there.
 (function () {
   "use strict";
   const root = document.getElementById("df-upload");
   const $ = (id) => document.getElementById(id);
   const api = root.dataset.api, csrf = root.dataset.csrf, chunk = parseInt(root.dataset.chunk, 10);
   const maxBytes = parseInt(root.dataset.maxBytes, 10), maxFiles = parseInt(root.dataset.maxFiles, 10);
-  const PARALLEL = 4, RETRIES = 6, HASH_LIMIT = 256 * 1024 * 1024;
+  const PARALLEL = 4, HASH_LIMIT = 256 * 1024 * 1024;
+  const client = new DfResumable.Client({ api, csrf, chunk });
+  const call = client.call.bind(client), sleep = DfResumable.sleep;
   let files = [];
 
   const human = (n) => n < 1024 ? n + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KB"
     : n < 1073741824 ? (n / 1048576).toFixed(1) + " MB" : (n / 1073741824).toFixed(2) + " GB";
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   function show(stage, detail, fraction) {
     $("df-stage").textContent = stage;
     $("df-detail").textContent = detail || "";
@@ -24,27 +26,6 @@
     $("df-error").textContent = message;
     $("df-error").hidden = false;
     $("df-start").disabled = false;
-  }
-
-  async function call(method, url, body, headers) {
-    const response = await fetch(url, {
-      method, body, credentials: "same-origin",
-      headers: Object.assign({ "X-CSRFToken": csrf, "Accept": "application/json" }, headers || {}),
-    });
-    let data = null;
-    try { data = await response.json(); } catch (e) { data = null; }
-    if (!response.ok) {
-      const err = new Error((data && data.detail) || ("the server answered HTTP " + response.status));
-      err.status = response.status; err.offset = data && data.offset;
-      throw err;
-    }
-    return data;
-  }
-
-  async function sha256(file) {
-    if (!(window.crypto && crypto.subtle) || file.size > HASH_LIMIT) return "";  // the server computes it
-    const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
-    return Array.from(new Uint8Array(digest)).map((b) => b.toString(16).padStart(2, "0")).join("");
   }
 
   const nameOf = (f) => f.webkitRelativePath || f.name;
@@ -75,33 +56,6 @@
     $("df-start").disabled = !ok;
   });
 
-  async function sendFile(session, file, entry, sent) {
-    let offset = entry.received, failures = 0, resent = false;
-    while (offset < entry.size) {
-      const end = Math.min(entry.size, offset + chunk);
-      try {
-        const r = await call("PUT", api + session + "/files/" + entry.index + "/", file.slice(offset, end),
-          { "Upload-Offset": String(offset), "Content-Type": "application/octet-stream" });
-        sent.bytes += r.received - offset;
-        offset = r.received; failures = 0;
-      } catch (err) {
-        if (err.status === 409 && typeof err.offset === "number" && failures < RETRIES) {
-          failures++; sent.bytes += err.offset - offset; offset = err.offset; continue;
-        }
-        if (err.status === 422 && !resent) {  // checksum differs: the server dropped the file; send it once more
-          resent = true; sent.bytes -= offset; offset = 0; continue;
-        }
-        if (err.status && err.status < 500) throw err;
-        if (++failures > RETRIES) throw err;
-        await sleep(500 * failures);  // network trouble: ask the server where this file stands
-        const state = await call("GET", api + session + "/");
-        const now = state.files[entry.index].received;
-        sent.bytes += now - offset; offset = now;
-      }
-      sent.report();
-    }
-  }
-
   async function run() {
     $("df-start").disabled = true;
     $("df-error").hidden = true;
@@ -114,7 +68,7 @@
       for (let i = 0; i < files.length; i++) {
         show("Preparing", "checksums " + (i + 1) + " / " + files.length, i / files.length);
         const f = files[i];
-        declared.push({ name: nameOf(f), size: f.size, sha256: await sha256(f) });
+        declared.push({ name: nameOf(f), size: f.size, sha256: await DfResumable.sha256(f, HASH_LIMIT) });
       }
       session = await call("POST", api, JSON.stringify({ files: declared, source: "browser" }),
         { "Content-Type": "application/json" });
@@ -130,7 +84,7 @@
       workers.push((async () => {
         while (next < files.length) {
           const i = next++;
-          await sendFile(session.id, files[i], session.files[i], sent);
+          await client.send(session.id, files[i], session.files[i], (delta) => { sent.bytes += delta; sent.report(); });
         }
       })());
     }

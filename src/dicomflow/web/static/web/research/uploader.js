@@ -316,11 +316,6 @@
   $("df-reauth-dialog").addEventListener("cancel", (ev) => ev.preventDefault());  // the upload waits for it
 
   // --- Upload, verify ------------------------------------------------------------------------------------
-  async function sha256(file) {
-    if (!(window.crypto && crypto.subtle) || file.size > HASH_LIMIT) return "";  // the server computes it then
-    const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
-    return Array.from(new Uint8Array(digest)).map((b) => b.toString(16).padStart(2, "0")).join("");
-  }
   function error(file, where, message) {
     state.errors.push({ file, where, message });
     log("error in " + where + (file ? " (" + file + ")" : "") + ": " + message);
@@ -360,7 +355,7 @@
     const declared = [];
     let analysed = 0;
     for (const entry of state.sendList) {
-      declared.push({ name: entry.name, size: entry.file.size, sha256: await sha256(entry.file) });
+      declared.push({ name: entry.name, size: entry.file.size, sha256: await DfResumable.sha256(entry.file, HASH_LIMIT) });
       count("df-analysed", ++analysed);
     }
     log("analysed " + analysed + " files of " + state.selected.size + " series");

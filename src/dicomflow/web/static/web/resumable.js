@@ -1,4 +1,5 @@
-// A client of the resumable upload API (/api/uploads/) for pages that send files: JSON calls with
+// A client of the resumable upload API (/api/uploads/) for the pages that send files (the folder
+// upload and the research uploader): JSON calls with
 // the CSRF token, chunks from the offset the server holds (retrying network errors and lost
 // answers), and one hook for an expired session (``onAuthLost`` returns a promise of a fresh CSRF
 // token once the user logged in again; the failed request is then repeated).
@@ -81,5 +82,13 @@
     }
   }
 
-  window.DfResumable = { Client, sleep };
+  // The file's sha256 (hex) for the server to verify; "" (the server computes it) without WebCrypto
+  // or above ``limit`` bytes, which would be read into memory whole.
+  async function sha256(file, limit) {
+    if (!(window.crypto && crypto.subtle) || file.size > (limit || 256 * 1024 * 1024)) return "";
+    const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+    return Array.from(new Uint8Array(digest)).map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  window.DfResumable = { Client, sleep, sha256 };
 })();
