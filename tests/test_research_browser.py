@@ -253,3 +253,26 @@ def test_upload_error_shows_the_errors_and_retry_sends_only_what_is_missing(page
     _finish_and_see_the_slot(page, live_server, trial, n_files)
     assert len(sent) - first_round == 1  # only the missing file was sent again
     assert page.console_problems == [] or all("status of 400" in p for p in page.console_problems)
+
+
+def test_files_dropped_on_the_drop_zone_are_read(page, live_server, trial):
+    import base64
+
+    dicom = base64.b64encode(trial["rt"].approved_plan.paths[0].read_bytes()).decode()
+    log_in(page, live_server, trial["ursula"])
+    page.goto(f"{live_server.url}/projects/TRIAL/upload/?slot={trial['slot'].pk}")
+    transfer = page.evaluate_handle("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "plan.dcm"));
+        dt.items.add(new File(["DICOMDIR is not this"], "DICOMDIR"));
+        dt.items.add(new File(["x".repeat(300)], "readme.txt"));
+        return dt;
+    }""", dicom)
+    page.dispatch_event("#df-drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_function("() => document.getElementById('df-read').textContent === '3'")
+    assert page.inner_text("#df-ignored") == "2"
+    reasons = page.inner_text("#df-ignored-table")
+    assert "DICOMDIR" in reasons and "not DICOM" in reasons
+    assert page.locator("#df-series tr.df-series-row").count() == 1  # one study: chosen at once
+    assert page.console_problems == []
