@@ -218,3 +218,31 @@ def test_reauthentication_is_for_the_right_password_only(client, world):
     r = post_json(client, "/projects/reauth/", {"username": "ursula", "password": "pw"})
     assert r.status_code == 200 and r.json()["csrf"]
     assert client.get("/projects/session.json").json() == {"authenticated": True, "username": "ursula"}
+
+
+def test_finish_links_the_uploaded_copy_and_asks_before_replacing(client, world):
+    from dicomflow.intake import resumable
+    from dicomflow.projects.models import ProjectUpload
+
+    a, slot = world["a"], world["slot"]
+    for info in world["infos"][:2]:
+        services.stage_series(OP, a, Study.objects.get(study_instance_uid=info.study_uid), run_inline=True)
+    earlier, uploaded = Study.objects.filter(project=a).order_by("pk")[:2]
+    services.link_study(OP, slot, earlier)
+    session = resumable.create_session([{"name": "x.dcm", "size": 1}], owner=world["ursula"])
+    ProjectUpload.objects.create(session=session, project=a, subject=world["subject"],
+                                 staged_studies=[uploaded.study_instance_uid])  # as the import leaves it
+    url = "/projects/RP-A/upload/finish/"
+    as_user(client, world["bob"])
+    assert post_json(client, url, {"slot": slot.pk, "session": str(session.pk)}).status_code == 404
+    as_user(client, world["alice"])  # not her upload
+    assert post_json(client, url, {"slot": slot.pk, "session": str(session.pk)}).status_code == 404
+    as_user(client, world["ursula"])
+    r = post_json(client, url, {"slot": slot.pk, "session": str(session.pk)})
+    assert r.status_code == 409 and "confirm" in r.json()["detail"]
+    assert UploadSlot.objects.get(pk=slot.pk).study_id == earlier.pk
+    r = post_json(client, url, {"slot": slot.pk, "session": str(session.pk), "confirm": True})
+    assert r.status_code == 200 and r.json()["study"] == uploaded.study_instance_uid
+    assert UploadSlot.objects.get(pk=slot.pk).study_id == uploaded.pk
+    assert UploadSlotLink.objects.filter(slot=slot).count() == 2
+    assert AuditEntry.objects.filter(action="slot_link", outcome="ok", user=world["ursula"]).count() == 1
