@@ -1,12 +1,15 @@
 """The research pages in a real browser (Debian's Chromium through Playwright) on a live server with a
 real Celery worker: the RT-aware uploader into a subject's slot (also through an expired session), the
 DICOM lookup with staging, and a user of another project who finds none of it. Every flow collects the
-browser console and must end with no error in it. Screenshots go to docs/screenshots/ (1280 px wide).
+browser console and must end with no error in it. Screenshots (1280 px wide) go to docs/screenshots/ with
+DICOMFLOW_UPDATE_SCREENSHOTS=1 (then commit them), else to the temporary folder (the tree stays clean).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,8 @@ from dicomflow.testing.synth import PatientSpec, write_image_series, write_rt_st
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 OP = cli_operator()
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+SHOTS = (Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+         if os.environ.get("DICOMFLOW_UPDATE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir()) / "dicomflow-research")
 WIDTH = 1280
 
 
