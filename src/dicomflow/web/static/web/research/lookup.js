@@ -157,6 +157,7 @@
     $("df-v-leak").replaceChildren(mark(v.leak_ok, v.leak_findings + " findings"));
     $("df-v-verified").replaceChildren(mark(v.verified, v.verified ? "yes" : "no"));
     $("df-v-pseudonymized").replaceChildren(mark(s.pseudonymized, s.pseudonymized ? "yes" : "no"));
+    $("df-staging-stage").textContent = "";  // the stage counters matter only while it runs
     $("df-verification").hidden = false;
     if (s.error) { $("df-staging-error").textContent = s.error; $("df-staging-error").hidden = false; }
     const cell = document.querySelector('.df-study[data-study="' + CSS.escape(studyUid) + '"] .df-pseudonymized');
