@@ -143,7 +143,8 @@
   async function watch(url, studyUid) {
     for (;;) {
       const s = await call("GET", url);
-      $("df-staging-status").textContent = s.status;  // the one status vocabulary of long jobs $("df-staging-stage").textContent = s.stage + " " + s.done + " / " + s.total;
+      $("df-staging-status").textContent = s.status;  // the one status vocabulary of long jobs
+      $("df-staging-stage").textContent = s.stage + " " + s.done + " / " + s.total;
       const over = s.verification.finished || ["failed", "cancelled"].includes(s.status);
       $("df-staging-bar").style.width = (s.verification.finished ? 100 : s.percent) + "%";
       if (over) { verification(s, studyUid); return; }
