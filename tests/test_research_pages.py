@@ -246,3 +246,29 @@ def test_finish_links_the_uploaded_copy_and_asks_before_replacing(client, world)
     assert UploadSlot.objects.get(pk=slot.pk).study_id == uploaded.pk
     assert UploadSlotLink.objects.filter(slot=slot).count() == 2
     assert AuditEntry.objects.filter(action="slot_link", outcome="ok", user=world["ursula"]).count() == 1
+
+
+@pytest.mark.django_db
+def test_catalog_lists_are_scoped_to_the_active_project(client, django_user_model, tmp_path):
+    """Issue 12 item 1: once a project is active, the catalog lists show its copy; the user can widen."""
+    info = synth.write_image_series(tmp_path / "ct", synth.PatientSpec("SCOPE-1", "Scope^Sam", "M", "19700101"),
+                                    n_slices=3, rows=8, cols=8)
+    import_paths([tmp_path / "ct"], workers=1)
+    clinical = Study.objects.get(study_instance_uid=info.study_uid)
+    project = services.create_project("scope-a", "A")
+    dana = django_user_model.objects.create_user("dana", password="pw-dana-123")
+    dana.user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
+    services.add_member(cli_operator(), project, dana, Role.DATA_MANAGER)
+    job = services.stage_series(cli_operator(), project, clinical, run_inline=True)
+    assert job.status == "finished", job.error
+    copy = Study.objects.get(project=project)
+    client.force_login(dana)
+    scoped = client.get("/studies/").content.decode()
+    assert copy.study_instance_uid in scoped and clinical.study_instance_uid not in scoped
+    assert 'id="df-scope"' in scoped
+    pool = client.get("/studies/?project=clinical").content.decode()
+    assert clinical.study_instance_uid in pool and copy.study_instance_uid not in pool
+    everything = client.get("/studies/?project=").content.decode()
+    assert clinical.study_instance_uid in everything and copy.study_instance_uid in everything
+    patients = client.get("/patients/").content.decode()
+    assert "SCOPE-1" not in patients  # the project's copy carries the pseudonym, not the clinical ID

@@ -29,12 +29,28 @@ def _page(request, qs, per_page: int = PAGE):
     return Paginator(qs, per_page).get_page(request.GET.get("page"))
 
 
-def _filtered(request, fn, qs):
+def _filtered(request, fn, qs, params=None):
     """Apply the API's filters; a malformed parameter becomes a message on the page, not an error."""
+    params = request.GET if params is None else params
     try:
-        return fn(qs, request.GET), ""
+        return fn(qs, params), ""
     except InputError as exc:
         return fn(qs, {}), str(exc)
+
+
+def _scoped(request) -> tuple[dict, dict]:
+    """The list's filters, scoped to the active project unless the user chose a scope (``?project=``),
+    and the scope choices for the page: this project's copy, the clinical pool (for those who see
+    it), or everything the user may see."""
+    from dicomflow.web.research.context import active_project
+
+    params = request.GET.copy()
+    active = active_project(request)
+    if "project" not in params and active is not None:
+        params["project"] = active.key
+    scope = {"current": params.get("project", ""), "active": active.key if active else "",
+             "clinical": visibility.can_see_clinical(request.user)}
+    return params, scope
 
 
 @login_required
@@ -59,10 +75,12 @@ def home(request):
 
 @login_required
 def patients(request):
-    qs, error = _filtered(request, catalog.filter_patients, visibility.visible_patients(request.user).select_related("project"))
+    params, scope = _scoped(request)
+    qs, error = _filtered(request, catalog.filter_patients,
+                          visibility.visible_patients(request.user).select_related("project"), params)
     return render(request, "web/patients.html", {
         "page": _page(request, qs.order_by("patient_id", "pk")), "q": request.GET.get("q", ""), "error": error,
-        "nav": "patients",
+        "nav": "patients", "scope": scope,
     })
 
 
@@ -79,10 +97,11 @@ def patient(request, pk: int):
 
 @login_required
 def studies(request):
-    qs, error = _filtered(request, catalog.filter_studies, visibility.visible_studies(request.user))
+    params, scope = _scoped(request)
+    qs, error = _filtered(request, catalog.filter_studies, visibility.visible_studies(request.user), params)
     return render(request, "web/studies.html", {
         "page": _page(request, qs.order_by("-study_date", "study_instance_uid")), "params": request.GET,
-        "error": error, "nav": "studies",
+        "error": error, "nav": "studies", "scope": scope,
     })
 
 
