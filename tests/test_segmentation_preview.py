@@ -54,5 +54,5 @@ def test_png_is_a_real_picture_scaled_for_the_screen(study):
 def test_a_structure_set_of_another_ct_is_refused(study, tmp_path):
     ct, rt = study
     other = synth.write_image_series(tmp_path / "other", n_slices=10, rows=48, cols=48)
-    with pytest.raises(InputError, match="outside the series"):
+    with pytest.raises(InputError, match="not in the series"):
         read_outlines(rt.path, read_image_series(other.paths))

@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from dicomflow.core.segmentation.rtstruct import _points
+from dicomflow.core.segmentation.rtstruct import contour_slices
 from dicomflow.core.segmentation.volume import ImageSeries
 from dicomflow.errors import DicomReadError, InputError
 
@@ -56,30 +56,13 @@ def read_outlines(rtstruct: Dataset | str | Path, series: ImageSeries) -> list[R
     """
     ds = rtstruct if isinstance(rtstruct, Dataset) else pydicom.dcmread(rtstruct, stop_before_pixels=True)
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.get("StructureSetROISequence", [])}
-    slice_of = series.slice_of_reference()
-    geometry = series.geometry
-    outlines = []
+    outlines: dict[int, RoiOutline] = {}
     for index, roi in enumerate(ds.get("ROIContourSequence", [])):
         number = int(roi.ReferencedROINumber)
-        outline = RoiOutline(number, names.get(number, f"ROI {number}"), _colour(roi, index))
-        for contour in roi.get("ContourSequence", []):
-            if contour.get("ContourGeometricType") != "CLOSED_PLANAR":
-                continue
-            points = _points(contour)
-            refs = contour.get("ContourImageSequence")
-            if refs:
-                ref = refs[0]
-                frame = int(ref.ReferencedFrameNumber) if "ReferencedFrameNumber" in ref else None
-                k = slice_of.get((str(ref.ReferencedSOPInstanceUID), frame))
-                if k is None:
-                    raise InputError(f"ROI '{outline.name}': a contour references an image outside the series")
-            else:
-                k, distance = geometry.nearest_slice(points)
-                if distance > max(geometry.slice_spacing / 2, 0.01):
-                    continue
-            outline.polygons.setdefault(k, []).append(geometry.to_pixel(k, points))
-        outlines.append(outline)
-    return outlines
+        outlines[id(roi)] = RoiOutline(number, names.get(number, f"ROI {number}"), _colour(roi, index))
+    for roi, _name, k, points in contour_slices(ds, series):  # InputError for another CT's contours
+        outlines[id(roi)].polygons.setdefault(k, []).append(series.geometry.to_pixel(k, points))
+    return list(outlines.values())
 
 
 def slices_with_contours(outlines: Sequence[RoiOutline]) -> list[int]:

@@ -194,16 +194,18 @@ def _points(contour: Dataset) -> np.ndarray:
     return values.reshape(-1, 3)
 
 
-def read_rtstruct_masks(rtstruct: Dataset | str | Path, series: ImageSeries) -> dict[str, np.ndarray]:
-    """ROI name → mask on ``series``' grid, from the CLOSED_PLANAR contours of a structure set."""
-    ds = rtstruct if isinstance(rtstruct, Dataset) else pydicom.dcmread(rtstruct)
+def contour_slices(ds: Dataset, series: ImageSeries):
+    """Every CLOSED_PLANAR contour of a structure set placed on ``series``: yields (ROI item of the
+    ROI Contour Sequence, ROI name, slice index, points (m, 3)).
+
+    A contour referencing an image outside the series raises InputError; one without an image
+    reference goes to the nearest slice within half a spacing (others are not on this grid).
+    """
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.get("StructureSetROISequence", [])}
     slice_of = series.slice_of_reference()
     geometry = series.geometry
-    masks: dict[str, np.ndarray] = {}
     for roi in ds.get("ROIContourSequence", []):
         name = names.get(int(roi.ReferencedROINumber), f"ROI {roi.ReferencedROINumber}")
-        mask = np.zeros(geometry.shape, bool)
         for contour in roi.get("ContourSequence", []):
             if contour.get("ContourGeometricType") != "CLOSED_PLANAR":
                 continue
@@ -220,9 +222,21 @@ def read_rtstruct_masks(rtstruct: Dataset | str | Path, series: ImageSeries) -> 
                 k, distance = geometry.nearest_slice(points)
                 if distance > max(geometry.slice_spacing / 2, 0.01):
                     continue  # between slices: not on this grid
-            rows, cols = geometry.to_pixel(k, points)
-            fill_polygon(mask[k], rows, cols)
-        masks[name] = mask
+            yield roi, name, k, points
+
+
+def read_rtstruct_masks(rtstruct: Dataset | str | Path, series: ImageSeries) -> dict[str, np.ndarray]:
+    """ROI name → mask on ``series``' grid, from the CLOSED_PLANAR contours of a structure set."""
+    ds = rtstruct if isinstance(rtstruct, Dataset) else pydicom.dcmread(rtstruct)
+    names = {int(r.ROINumber): str(r.ROIName) for r in ds.get("StructureSetROISequence", [])}
+    geometry = series.geometry
+    masks: dict[str, np.ndarray] = {
+        names.get(int(roi.ReferencedROINumber), f"ROI {roi.ReferencedROINumber}"): np.zeros(geometry.shape, bool)
+        for roi in ds.get("ROIContourSequence", [])
+    }
+    for _roi, name, k, points in contour_slices(ds, series):
+        rows, cols = geometry.to_pixel(k, points)
+        fill_polygon(masks[name][k], rows, cols)
     return masks
 
 
