@@ -25,6 +25,7 @@ DICOMFLOW = [str(Path(sys.executable).with_name("dicomflow"))]
 
 def cli(*args, home: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, DICOMFLOW_HOME=str(home))
+    env.pop("DATABASE_URL", None)  # the command's own catalog in its home, also when the suite runs on PostgreSQL
     res = subprocess.run([*DICOMFLOW, *args], capture_output=True, text=True, env=env, timeout=300)
     if check:
         assert res.returncode == 0, res.stderr + res.stdout

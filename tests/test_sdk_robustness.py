@@ -198,13 +198,28 @@ def test_upload_problems_studies_and_the_jobs_of_a_study(live_server, key, celer
         assert sorted(client.upload_jobs(result.upload_id)) == sorted(j.pk for j in JobRow.objects.all())
 
 
+class ImportNeverStarts(httpx.HTTPTransport):
+    """Answers every poll of an upload as still queued (a worker may run in this test session)."""
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        if request.method == "GET" and "/api/uploads/" in request.url.path:
+            body = httpx.Response(200, content=response.read()).json()
+            body["status"] = "pending"
+            body["progress"] = {**(body.get("progress") or {}), "status": "pending", "done": 0}
+            return httpx.Response(response.status_code, json=body, request=request)
+        return response
+
+
 def test_waiting_for_an_import_times_out_with_a_timeout_error(live_server, key, tmp_path):
     (tmp_path / "a.dcm").write_bytes(b"x" * 10)
-    with Client(live_server.url, api_key=key) as client:
+    with Client(live_server.url, api_key=key, transport=ImportNeverStarts()) as client:
         queued = client.upload(tmp_path / "a.dcm", wait=False)
         assert queued.status == "pending"
-        with pytest.raises(WaitTimeout):  # no worker in this test: the import never starts
+        started = time.monotonic()
+        with pytest.raises(WaitTimeout):
             client.wait_for_import(queued.id, timeout=0.3, interval=0.1)
+        assert time.monotonic() - started < 3
 
 
 class OldServer(httpx.HTTPTransport):
