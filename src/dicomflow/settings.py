@@ -240,6 +240,9 @@ DICOMFLOW_UPLOAD_MAX_CHUNK = ENV.integer("DICOMFLOW_UPLOAD_MAX_CHUNK", 8 * 1024*
 DICOMFLOW_UPLOAD_STALE_DAYS = ENV.number("DICOMFLOW_UPLOAD_STALE_DAYS", 7.0, positive=True)
 # How far an archive may expand (DICOMFLOW_ARCHIVE_*): parsed once here, handed to core's extraction.
 ARCHIVE_LIMITS = ArchiveLimits.from_env(os.environ)
+# What templates may reach (core.operator_registry): named commands, HTTP endpoints, export roots.
+# Only the machine's operator edits this file; a missing file allows nothing.
+DICOMFLOW_PROCESSORS = Path(ENV.text("DICOMFLOW_PROCESSORS", str(HOME / "processors.json"))).expanduser()
 PROJECT_KEYS_DIR = KEYS_DIR / "projects"  # per-project de-identification keys (core.deid.keys.KeyStore)
 LOG_LEVEL = ENV.choice("DICOMFLOW_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 
