@@ -180,6 +180,7 @@ class RoiStyle:
     color: tuple[int, int, int]
     type: str = "ORGAN"  # RT ROI Interpreted Type (EXTERNAL, ORGAN, PTV, ...)
     label: int | None = None  # value in a label map (NIfTI bridge), when the processor uses one
+    observation_label: str | None = None  # ROI Observation Label (≤ 16 characters); default: the name
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RoiStyle:
@@ -187,14 +188,25 @@ class RoiStyle:
             color = tuple(int(c) for c in data["color"])
             if len(color) != 3 or not all(0 <= c <= 255 for c in color):
                 raise ValueError
-            return cls(str(data["key"]), str(data["name"]), color, str(data.get("type", "ORGAN")), data.get("label"))
+            observation_label = data.get("observation_label")
+            if observation_label is not None and not isinstance(observation_label, str):
+                raise ValueError
+            return cls(str(data["key"]), str(data["name"]), color, str(data.get("type", "ORGAN")), data.get("label"),
+                       observation_label or None)
         except (KeyError, TypeError, ValueError):
-            raise RuleDefinitionError("an ROI style needs 'key', 'name' and 'color' as three integers 0-255") from None
+            raise RuleDefinitionError("an ROI style needs 'key', 'name' and 'color' as three integers 0-255 "
+                                      "('observation_label', when given, is text)") from None
+
+    @property
+    def display_label(self) -> str:
+        return (self.observation_label or self.name)[:16]
 
     def to_dict(self) -> dict[str, Any]:
         out = {"key": self.key, "name": self.name, "color": list(self.color), "type": self.type}
         if self.label is not None:
             out["label"] = self.label
+        if self.observation_label:
+            out["observation_label"] = self.observation_label
         return out
 
 
@@ -253,6 +265,36 @@ def _finding_codes(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+NOMENCLATURES = ("TG-263", "local")
+
+
+def _derived(value: Any, rois: tuple[RoiStyle, ...]) -> tuple[dict[str, Any], ...]:
+    """Derived-structure definitions, checked: each has a name, a colour and a valid expression
+    over the template's structures (ROI keys or names) and the derived structures before it."""
+    from dicomflow.core.rules.derived import validate_expression
+
+    if value is None or value == []:
+        return ()
+    if not isinstance(value, list):
+        raise RuleDefinitionError("'derived' must be a list of derived structures")
+    known = {r.key for r in rois} | {r.name for r in rois}
+    out = []
+    for index, item in enumerate(value, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
+            raise RuleDefinitionError(f"derived structure {index} needs a 'name'")
+        name = item["name"].strip()
+        if name in known:
+            raise RuleDefinitionError(f"derived structure '{name}' has the name of another structure")
+        extra = set(item) - {"name", "color", "type", "observation_label", "expression"}
+        if extra:
+            raise RuleDefinitionError(f"derived structure '{name}' does not take {', '.join(sorted(extra))}")
+        RoiStyle.from_dict({"key": name, **{k: v for k, v in item.items() if k != "expression"}})
+        validate_expression(item.get("expression"), known, f"derived structure '{name}'")
+        known.add(name)
+        out.append(dict(item, name=name))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Template:
     name: str
@@ -263,20 +305,28 @@ class Template:
     destinations: tuple[dict[str, Any], ...] = ()
     description: str = ""
     blocking_findings: tuple[str, ...] = DEFAULT_BLOCKING_FINDINGS
+    derived: tuple[dict[str, Any], ...] = ()  # core.segmentation.derived: structures computed on the result
+    nomenclature: str = "TG-263"  # or "local": structure names are not checked against TG-263
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Template:
         if not isinstance(data, dict) or not data.get("name") or not data.get("processor"):
             raise RuleDefinitionError("a template needs a 'name' and a 'processor'")
+        rois = tuple(RoiStyle.from_dict(r) for r in data.get("rois", ()))
+        nomenclature = data.get("nomenclature", "TG-263")
+        if nomenclature not in NOMENCLATURES:
+            raise RuleDefinitionError(f"'nomenclature' must be one of {', '.join(NOMENCLATURES)}")
         return cls(
             name=str(data["name"]),
             processor=str(data["processor"]),
             parameters=dict(data.get("parameters", {})),
             requires=SeriesRequirement.from_dict(data.get("requires")),
-            rois=tuple(RoiStyle.from_dict(r) for r in data.get("rois", ())),
+            rois=rois,
             destinations=tuple(dict(d) for d in data.get("destinations", ())),
             description=str(data.get("description", "")),
             blocking_findings=_finding_codes(data.get("blocking_findings")),
+            derived=_derived(data.get("derived"), rois),
+            nomenclature=nomenclature,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,7 +339,29 @@ class Template:
             "rois": [r.to_dict() for r in self.rois],
             "destinations": [dict(d) for d in self.destinations],
             "blocking_findings": list(self.blocking_findings),
+            "derived": [dict(d) for d in self.derived],
+            "nomenclature": self.nomenclature,
         }
+
+    def structure_problems(self) -> list[str]:
+        """Names, labels and types of the structures (and derived ones) that break the template's
+        nomenclature: TG-263 names, labels of at most 16 characters, RT ROI Interpreted Types."""
+        from dicomflow.core.quality.nomenclature import INTERPRETED_TYPES, MAX_LABEL, structure_problems
+
+        problems = []
+        for style in self.rois:
+            if self.nomenclature == "TG-263":
+                problems += structure_problems(style.name, style.observation_label, style.type)
+            else:
+                if style.observation_label is not None and not 0 < len(style.observation_label) <= MAX_LABEL:
+                    problems.append(f"label of '{style.name}' must be 1 to {MAX_LABEL} characters")
+                if style.type not in INTERPRETED_TYPES:
+                    problems.append(f"type of '{style.name}' is not an RT ROI Interpreted Type")
+        for item in self.derived:
+            style = RoiStyle.from_dict({"key": item["name"], **item})
+            if self.nomenclature == "TG-263":
+                problems += structure_problems(style.name, style.observation_label, style.type)
+        return problems
 
     def roi(self, key: str) -> RoiStyle | None:
         return next((r for r in self.rois if r.key == key), None)

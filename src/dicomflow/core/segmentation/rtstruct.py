@@ -76,6 +76,62 @@ def _image_ref(series: ImageSeries, k: int) -> Dataset:
     return ref
 
 
+def _roi_items(series: ImageSeries, number: int, style: RoiStyle, mask: np.ndarray, for_uid: str,
+               algorithm: str, tolerance_px: float) -> tuple[Dataset, Dataset, Dataset]:
+    """The Structure Set ROI, ROI Contour and RT ROI Observations items of one ROI from its mask."""
+    structure_roi = _item(
+        ROINumber=number, ReferencedFrameOfReferenceUID=for_uid, ROIName=style.name,
+        ROIGenerationAlgorithm="AUTOMATIC", ROIGenerationDescription=algorithm[:64],
+    )
+    contour_items = []
+    for k, points in mask_to_contours(mask, series.geometry, tolerance_px):
+        contour_items.append(_item(
+            ContourImageSequence=DicomSequence([_image_ref(series, k)]),
+            ContourGeometricType="CLOSED_PLANAR",
+            NumberOfContourPoints=len(points),
+            ContourNumber=len(contour_items) + 1,
+        ))
+        contour_items[-1][0x30060050] = _contour_data(points)
+        # Mark the item as already encoded (explicit VR little endian) so that writing keeps
+        # the raw Contour Data as it is instead of decoding every coordinate.
+        contour_items[-1].set_original_encoding(False, True, contour_items[-1]._character_set)
+    roi_contour = _item(ROIDisplayColor=[int(c) for c in style.color], ReferencedROINumber=number)
+    if contour_items:
+        roi_contour.ContourSequence = DicomSequence(contour_items)
+    observation = _item(
+        ObservationNumber=number, ReferencedROINumber=number, ROIObservationLabel=style.display_label,
+        RTROIInterpretedType=style.type, ROIInterpreter="",
+    )
+    return structure_roi, roi_contour, observation
+
+
+def append_rois(ds: Dataset, series: ImageSeries, rois: Sequence[tuple[RoiStyle, np.ndarray]],
+                algorithm: str = "dicomflow derived", tolerance_px: float = 0.0) -> list[str]:
+    """Add ROIs made from masks on ``series`` to an existing structure set, in place (numbers after
+    the highest in use; a ROI whose name exists already is refused). Returns the names added."""
+    existing = {str(r.ROIName).casefold() for r in ds.get("StructureSetROISequence", [])}
+    number = max((int(r.ROINumber) for r in ds.get("StructureSetROISequence", [])), default=0)
+    for_uid = str(ds.get("FrameOfReferenceUID", "") or series.frame_of_reference_uid)
+    for name in ("StructureSetROISequence", "ROIContourSequence", "RTROIObservationsSequence"):
+        if name not in ds:
+            setattr(ds, name, DicomSequence([]))
+    added = []
+    for style, mask in rois:
+        if style.name.casefold() in existing:
+            raise InputError(f"the structure set has a ROI named '{style.name}' already")
+        if mask.shape != series.geometry.shape:
+            raise InputError(f"mask of ROI '{style.name}' has shape {mask.shape}, the images {series.geometry.shape}")
+        number += 1
+        structure_roi, roi_contour, observation = _roi_items(series, number, style, mask, for_uid, algorithm, tolerance_px)
+        structure_roi.ROIGenerationAlgorithm = "SEMIAUTOMATIC"
+        ds.StructureSetROISequence.append(structure_roi)
+        ds.ROIContourSequence.append(roi_contour)
+        ds.RTROIObservationsSequence.append(observation)
+        existing.add(style.name.casefold())
+        added.append(style.name)
+    return added
+
+
 def build_rtstruct(
     series: ImageSeries,
     rois: Sequence[tuple[RoiStyle, np.ndarray]],
@@ -137,30 +193,10 @@ def build_rtstruct(
     )])
     structure_rois, roi_contours, observations = [], [], []
     for number, (style, mask) in enumerate(rois, start=1):
-        structure_rois.append(_item(
-            ROINumber=number, ReferencedFrameOfReferenceUID=for_uid, ROIName=style.name,
-            ROIGenerationAlgorithm="AUTOMATIC", ROIGenerationDescription=algorithm[:64],
-        ))
-        contour_items = []
-        for k, points in mask_to_contours(mask, series.geometry, tolerance_px):
-            contour_items.append(_item(
-                ContourImageSequence=DicomSequence([_image_ref(series, k)]),
-                ContourGeometricType="CLOSED_PLANAR",
-                NumberOfContourPoints=len(points),
-                ContourNumber=len(contour_items) + 1,
-            ))
-            contour_items[-1][0x30060050] = _contour_data(points)
-            # Mark the item as already encoded (explicit VR little endian) so that writing keeps
-            # the raw Contour Data as it is instead of decoding every coordinate.
-            contour_items[-1].set_original_encoding(False, True, contour_items[-1]._character_set)
-        roi_contour = _item(ROIDisplayColor=[int(c) for c in style.color], ReferencedROINumber=number)
-        if contour_items:
-            roi_contour.ContourSequence = DicomSequence(contour_items)
+        structure_roi, roi_contour, observation = _roi_items(series, number, style, mask, for_uid, algorithm, tolerance_px)
+        structure_rois.append(structure_roi)
         roi_contours.append(roi_contour)
-        observations.append(_item(
-            ObservationNumber=number, ReferencedROINumber=number, ROIObservationLabel=style.name[:16],
-            RTROIInterpretedType=style.type, ROIInterpreter="",
-        ))
+        observations.append(observation)
     ds.StructureSetROISequence = DicomSequence(structure_rois)
     ds.ROIContourSequence = DicomSequence(roi_contours)
     ds.RTROIObservationsSequence = DicomSequence(observations)
@@ -274,5 +310,5 @@ def apply_roi_styles(ds: Dataset, styles: Sequence[RoiStyle]) -> list[tuple[str,
         style = styled.get(int(observation.ReferencedROINumber))
         if style is not None:
             observation.RTROIInterpretedType = style.type
-            observation.ROIObservationLabel = style.name[:16]
+            observation.ROIObservationLabel = style.display_label
     return changed
