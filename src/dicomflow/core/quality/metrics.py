@@ -9,8 +9,9 @@ What clinicians use to judge an autosegmentation against the contours they final
 - **APL**, added path length (Vaassen et al. 2020): the length, summed over slices, of the reference
   contour that is farther than a tolerance from the automatic contour — what a person had to draw.
 
-Surfaces are the mask's boundary voxels (6-connected erosion), distances come from Euclidean
-distance transforms with the voxel spacing as sampling, computed on the bounding box of both masks
+Surfaces are the mask's boundary voxels (6-connected erosion), each weighted by the area of its
+faces that touch the outside; distances come from Euclidean distance transforms with the voxel
+spacing as sampling, computed on the bounding box of both masks
 only (a 512² CT never needs a full-volume transform). Pure numpy/scipy; ``spacing`` is
 (slice, row, column) in mm, as ``StackGeometry`` gives it.
 """
@@ -67,14 +68,35 @@ def _padded(mask: np.ndarray, pad: int) -> np.ndarray:
     return np.pad(mask, pad, mode="constant", constant_values=False)
 
 
-def surface_distances(test: np.ndarray, reference: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """(distances from each test surface voxel to the reference surface, and the other way), mm."""
+def _face_areas(mask: np.ndarray, spacing) -> np.ndarray:
+    """Per voxel, the area (mm²) of its faces that touch the outside: the surface each boundary
+    voxel stands for, so that anisotropic grids do not over-count their thick-slice faces."""
+    areas = np.zeros(mask.shape)
+    face = (spacing[1] * spacing[2], spacing[0] * spacing[2], spacing[0] * spacing[1])
+    for axis in range(3):
+        for shift in (1, -1):
+            neighbour = np.roll(mask, shift, axis=axis)  # the mask is padded: rolling wraps only False
+            areas += (mask & ~neighbour) * face[axis]
+    return areas
+
+
+def surface_distances(test: np.ndarray, reference: np.ndarray, spacing):
+    """Distances (mm) from each test surface voxel to the reference surface and the other way,
+    each with the surface area its voxel stands for: (d_test, w_test, d_reference, w_reference)."""
     test_surface, reference_surface = _boundary(test), _boundary(reference)
     if not test_surface.any() or not reference_surface.any():
-        return np.empty(0), np.empty(0)
+        return np.empty(0), np.empty(0), np.empty(0), np.empty(0)
     to_reference = ndimage.distance_transform_edt(~reference_surface, sampling=spacing)
     to_test = ndimage.distance_transform_edt(~test_surface, sampling=spacing)
-    return to_reference[test_surface], to_test[reference_surface]
+    return (to_reference[test_surface], _face_areas(test, spacing)[test_surface],
+            to_test[reference_surface], _face_areas(reference, spacing)[reference_surface])
+
+
+def _weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    index = int(np.searchsorted(cumulative, q / 100.0 * cumulative[-1]))
+    return float(values[order][min(index, len(values) - 1)])
 
 
 def added_path_length(test: np.ndarray, reference: np.ndarray, spacing, tolerance_mm: float | None = None) -> float:
@@ -114,12 +136,12 @@ def compare_masks(test: np.ndarray, reference: np.ndarray, spacing, tolerance_mm
     test_c, reference_c = _crop(test, reference, pad=1)
     # pad so a surface on the crop's edge is still a surface and distances are not cut off
     test_c, reference_c = _padded(test_c, 1), _padded(reference_c, 1)
-    d_test, d_reference = surface_distances(test_c, reference_c, spacing)
+    d_test, w_test, d_reference, w_reference = surface_distances(test_c, reference_c, spacing)
     if d_test.size and d_reference.size:
-        hd95 = float(max(np.percentile(d_test, 95), np.percentile(d_reference, 95)))
-        msd = float((d_test.sum() + d_reference.sum()) / (d_test.size + d_reference.size))
-        surface_dice = float((np.count_nonzero(d_test <= tolerance_mm) + np.count_nonzero(d_reference <= tolerance_mm))
-                             / (d_test.size + d_reference.size))
+        hd95 = max(_weighted_percentile(d_test, w_test, 95), _weighted_percentile(d_reference, w_reference, 95))
+        area = w_test.sum() + w_reference.sum()
+        msd = float(((d_test * w_test).sum() + (d_reference * w_reference).sum()) / area)
+        surface_dice = float((w_test[d_test <= tolerance_mm].sum() + w_reference[d_reference <= tolerance_mm].sum()) / area)
     else:
         hd95 = msd = surface_dice = None
     apl = added_path_length(test_c, reference_c, spacing, apl_tolerance_mm)
