@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "dicomflow.projects",
     "dicomflow.deid",
     "dicomflow.processing",
+    "dicomflow.quality",
     "dicomflow.api",
     "dicomflow.web",
 ]

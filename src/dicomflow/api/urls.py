@@ -4,6 +4,8 @@ Catalog: ``patients/``, ``studies/<uid>/`` (+ ``rt-tree/``), ``series/<uid>/`` (
 ``instances/<uid>/``; ``imports/``; ``projects/``; resumable ``uploads/`` (+ ``files/<n>/``, ``finalize/``);
 processing (``processing_views``): ``jobs/`` (+ ``retry|cancel|approve|reject|override/``, ``results/``,
 ``log/``), ``templates/``, ``rulesets/``, ``rules/dry-run/``, ``audit/``;
+RT quality (``quality_views``): ``jobs/<id>/rating/`` (GET, PUT), ``jobs/<id>/comparisons/``, ``ratings.csv``,
+``statistics/``, ``templates/<name>/structures/eclipse/`` (Eclipse XML);
 ``auth/token/`` gives a new API key for a username and password (for the SDK's ``Client.login``).
 Research projects under ``projects/<key>/``: ``staging/`` (+ ``<id>/``), ``subjects/`` (+ ``<id>/``, ``<id>/events/``,
 ``<id>/events/<id>/slots/``), ``slots/<id>/`` (+ ``link/``), ``sanity-overrides/``, ``members/``
@@ -14,7 +16,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from dicomflow.api import processing_views, project_views, views
+from dicomflow.api import processing_views, project_views, quality_views, views
 
 router = DefaultRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -52,5 +54,11 @@ urlpatterns = project_urlpatterns + [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("rules/dry-run/", processing_views.RulesDryRunView.as_view(), name="rules-dry-run"),
     path("auth/token/", views.ApiKeyLoginView.as_view(), name="api-token"),
+    path("jobs/<int:job_id>/rating/", quality_views.JobRatingView.as_view(), name="job-rating"),
+    path("jobs/<int:job_id>/comparisons/", quality_views.JobComparisonsView.as_view(), name="job-comparisons"),
+    path("ratings.csv", quality_views.RatingsCsvView.as_view(), name="ratings-csv"),
+    path("statistics/", quality_views.StatisticsView.as_view(), name="statistics"),
+    path("templates/<str:name>/structures/eclipse/", quality_views.EclipseStructuresView.as_view(),
+         name="template-eclipse-structures"),
     path("", include(router.urls)),
 ]

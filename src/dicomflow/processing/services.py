@@ -812,6 +812,10 @@ def _save_definition(row) -> None:
         raise InputError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())) from None
     except MALFORMED as exc:  # a value of the wrong JSON type where the core expects another
         raise InputError(f"definition: malformed ({exc.__class__.__name__}); see the documented format") from None
+    if isinstance(row, Template):  # structure names, labels and types: TG-263 unless the template says "local"
+        problems = row.core().structure_problems()
+        if problems:
+            raise InputError("structures: " + "; ".join(problems))
     row.save()
 
 
