@@ -16,6 +16,7 @@ ROOT = SRC.parent.parent
 LAYERS = [
     "dicomflow.cli",
     "dicomflow.api | dicomflow.web | dicomflow.commands",
+    "dicomflow.quality",
     "dicomflow.processing : dicomflow.projects : dicomflow.deid",
     "dicomflow.export",
     "dicomflow.intake",

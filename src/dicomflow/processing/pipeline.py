@@ -18,9 +18,9 @@ from django.conf import settings
 from django.db import connection
 
 from dicomflow.core.rules import SeriesStatus, template_problems
-from dicomflow.errors import DeidentificationError, InputError, ProcessingError
+from dicomflow.errors import DeidentificationError, DicomflowError, InputError, ProcessingError
 from dicomflow.processing import results, services
-from dicomflow.processing.models import Job, LogLevel, Result, SeriesState, Stage
+from dicomflow.processing.models import Job, LogLevel, Result, ResultKind, SeriesState, Stage
 
 
 def job_dir(job: Job) -> Path:
@@ -194,12 +194,30 @@ def processing(job: Job) -> None:
     written = processor(request)
     if not written:
         raise ProcessingError(f"processor '{template.processor}' returned no result")
+    if template.derived:
+        _add_derived(job, template, written, request.paths)
     for path in written:
         kind = results.kind_of(path)
         Result.objects.create(job=job, kind=kind, deidentified_path=str(path))
     services.update_progress(job.pk, Stage.PROCESSING, 1, 1)
     services.set_series_status(job.series_id, SeriesStatus.RESULT_RECEIVED)
     _log(job, Stage.PROCESSING, f"processor '{template.processor}' returned {len(written)} file(s)")
+
+
+def _add_derived(job: Job, template, written: list[Path], image_paths: list[Path]) -> None:
+    """The template's derived structures (margins, booleans, crops) computed on the result's masks
+    and written into its structure set before anything checks or exports it."""
+    from dicomflow.core.segmentation.derived import add_derived_structures
+
+    structure_sets = [p for p in written if results.kind_of(p) == ResultKind.RTSTRUCT]
+    if not structure_sets:
+        raise ProcessingError("the template defines derived structures but the processor returned no structure set")
+    try:
+        for path in structure_sets:
+            added = add_derived_structures(path, image_paths, template)
+            _log(job, Stage.PROCESSING, f"derived structure(s) added: {', '.join(added)}")
+    except DicomflowError as exc:
+        raise ProcessingError(f"derived structures could not be computed: {exc}") from None
 
 
 def verifying(job: Job) -> None:
