@@ -11,7 +11,9 @@ import json
 
 from dicomflow.errors import InputError
 
-ROI_TYPES = ["ORGAN", "EXTERNAL", "PTV", "CTV", "GTV", "AVOIDANCE", "CONTROL", "MARKER", "CAVITY", "SUPPORT"]
+from dicomflow.core.quality.nomenclature import INTERPRETED_TYPES
+
+ROI_TYPES = list(INTERPRETED_TYPES)
 
 
 def _scalar(text: str):
@@ -60,13 +62,20 @@ def template_from_post(post) -> tuple[str, dict]:
     else:
         parameters.pop("quality_control", None)
     rois = []
-    for i, row in enumerate(_rows(post, "roi", ("key", "name", "color", "type", "label")), start=1):
+    for i, row in enumerate(_rows(post, "roi", ("key", "name", "color", "type", "label", "observation_label")), start=1):
         if not row["name"].strip() and not row["key"].strip():
             continue
         label = row["label"].strip()
-        rois.append({"key": row["key"].strip() or row["name"].strip().lower(), "name": row["name"].strip(),
-                     "color": _hex_to_rgb(row["color"] or "#ff0000"), "type": row["type"] or "ORGAN",
-                     "label": int(label) if label.isdigit() else i})
+        roi = {"key": row["key"].strip() or row["name"].strip().lower(), "name": row["name"].strip(),
+               "color": _hex_to_rgb(row["color"] or "#ff0000"), "type": row["type"] or "ORGAN",
+               "label": int(label) if label.isdigit() else i}
+        if row["observation_label"].strip():
+            roi["observation_label"] = row["observation_label"].strip()
+        rois.append(roi)
+    try:
+        derived = json.loads(post.get("derived", "").strip() or "[]")
+    except ValueError:
+        raise InputError("derived structures: not valid JSON (a list of {name, color, type, expression})") from None
     destinations = []
     for row in _rows(post, "dest", ("type", "target")):
         target = row["target"].strip()
@@ -85,7 +94,8 @@ def template_from_post(post) -> tuple[str, dict]:
         requires["min_images"] = int(min_images)
     definition = {"description": post.get("description", "").strip(), "processor": post.get("processor", "").strip(),
                   "parameters": parameters, "requires": requires, "rois": rois, "destinations": destinations,
-                  "blocking_findings": post.getlist("blocking_findings")}
+                  "blocking_findings": post.getlist("blocking_findings"), "derived": derived,
+                  "nomenclature": "local" if post.get("nomenclature") == "local" else "TG-263"}
     return post.get("name", "").strip(), definition
 
 
@@ -105,6 +115,8 @@ def template_initial(name: str, definition: dict) -> dict:
         "sop_class_uids": ", ".join(requires.get("sop_class_uids") or []),
         "min_images": requires.get("min_images", ""),
         "blocking_findings": list(definition.get("blocking_findings") or []),
+        "derived": json.dumps(definition.get("derived") or [], indent=1) if definition.get("derived") else "",
+        "nomenclature": definition.get("nomenclature", "TG-263"),
     }
 
 

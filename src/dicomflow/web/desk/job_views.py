@@ -56,8 +56,11 @@ def job_detail(request, job_id: int):
     qc = None
     if _waiting_for_qc(job) and may_manage:
         qc = _qc_context(job)
+    from dicomflow.web.desk.quality_views import rating_context
+
     return render(request, "web/desk/job.html", {
         "job": job, "progress": progress_document(job), "may_manage": may_manage, "qc": qc,
+        "quality": rating_context(request, job),
         "log": job.log.order_by("time", "id"), "results": job.results.all(),
         "result_series": selectors.result_series(job.pk) if job.status == JobStatus.FINISHED else [],
         "may_download": services.may_download_results(request.user, job.project_key),

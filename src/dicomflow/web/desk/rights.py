@@ -56,6 +56,7 @@ def nav(user) -> dict[str, bool]:
         "definitions": may_see_definitions(user),
         "datastore": intake_selectors.may_view_datastore(user),
         "zip": intake_selectors.may_see_zip_uploads(user),
+        "statistics": is_active_user(user) and (user.is_superuser or may_manage(user)),
     }
 
 

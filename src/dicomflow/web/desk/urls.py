@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from dicomflow.web.desk import definition_views, intake_views, job_views, log_views, series_views
+from dicomflow.web.desk import definition_views, intake_views, job_views, log_views, quality_views, series_views
 
 NAME = "<path:name>"
 
@@ -20,6 +20,9 @@ urlpatterns = [
     path("jobs/<int:job_id>/approve/", job_views.approve, name="desk-job-approve"),
     path("jobs/<int:job_id>/reject/", job_views.reject, name="desk-job-reject"),
     path("jobs/<int:job_id>/results.zip", job_views.download, name="desk-job-download"),
+    path("jobs/<int:job_id>/rating/", quality_views.rate, name="desk-job-rate"),
+    path("statistics/", quality_views.statistics, name="desk-statistics"),
+    path(f"processing/templates/{NAME}/structures/eclipse/", quality_views.import_eclipse, name="desk-template-eclipse"),
     path("processing/logs/", log_views.log_list, name="desk-logs"),
     path("processing/templates/", definition_views.template_list, name="desk-templates"),
     path("processing/templates/new/", definition_views.template_form, name="desk-template-new"),
