@@ -114,8 +114,19 @@ def test_store_search_retrieve_byte_identical(live_server, stan, tmp_path):
     one = client.retrieve_instance_metadata(ct.study_uid, rs.series_uid, rs.sop_instance_uid)
     assert pydicom.Dataset.from_json(one).Modality == "RTSTRUCT"
 
+    # frames (what OHIF's wadors rendering reads): the raw pixel bytes of uncompressed instances
+    third = pydicom.dcmread(ct.paths[2])
+    [frame] = client.retrieve_instance_frames(ct.study_uid, ct.series_uid, ct.sop_instance_uids[2], frame_numbers=[1])
+    assert frame == third.PixelData
+    with pytest.raises(requests.HTTPError) as refused:
+        client.retrieve_instance_frames(ct.study_uid, ct.series_uid, ct.sop_instance_uids[2], frame_numbers=[2])
+    assert refused.value.response.status_code == 404
+    with pytest.raises(requests.HTTPError) as refused:
+        client.retrieve_instance_frames(ct.study_uid, rs.series_uid, rs.sop_instance_uid, frame_numbers=[1])
+    assert refused.value.response.status_code == 404  # an RTSTRUCT has no pixel data
+
     entries = AuditEntry.objects.filter(action="wado_retrieve", username="stan")
-    assert entries.count() == 7 + 2 + 2  # instances, study, series; metadata of a series and an instance
+    assert entries.count() == 7 + 2 + 2 + 1  # instances, study, series; metadata of a series and an instance
     assert all("clinical data (identifying)" in e.detail and ct.study_uid not in e.object + e.detail for e in entries)
 
 

@@ -424,3 +424,30 @@ def metadata(target: Target, base_url: str = "") -> Iterator[bytes]:
         doc = ds.to_json_dict(bulk_data_threshold=1 << 20, bulk_data_element_handler=None)
         yield (b"," if index else b"") + json.dumps(doc, separators=(",", ":")).encode()
     yield b"]"
+
+
+def frames(target: Target, numbers: list[int]) -> list[bytes]:
+    """Frames ``numbers`` (1-based) of one stored instance in a native (uncompressed) transfer syntax,
+    as their raw pixel bytes. Compressed instances: NotAcceptableError (no decoding here)."""
+    import pydicom
+
+    from dicomflow.errors import NotAcceptableError
+
+    [(path, _ts, _size)] = target.files
+    ds = pydicom.dcmread(settings.STORE_DIR / path)
+    if "PixelData" not in ds:
+        raise NotFoundError("this instance has no pixel data")
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        raise NotAcceptableError("the frames of compressed instances are not served; retrieve the instance")
+    bits, rows, cols = int(ds.BitsAllocated), int(ds.Rows), int(ds.Columns)
+    if bits % 8:
+        raise NotAcceptableError("frames of 1-bit pixel data are not served; retrieve the instance")
+    length = rows * cols * int(ds.get("SamplesPerPixel", 1)) * bits // 8
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    data = ds.PixelData
+    out = []
+    for n in numbers:
+        if not 1 <= n <= count:
+            raise NotFoundError(f"no frame {n}: the instance has {count} frame(s)")
+        out.append(bytes(data[(n - 1) * length:n * length]))
+    return out

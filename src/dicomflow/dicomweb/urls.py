@@ -9,6 +9,7 @@ from dicomflow.dicomweb import selectors, views
 
 UID = r"(?P<{}>[0-9.]{{1,64}})"
 STUDY, SERIES, INSTANCE = UID.format("study"), UID.format("series"), UID.format("instance")
+FRAMES = r"(?P<frames>[0-9]{1,6}(?:,[0-9]{1,6}){0,99})"
 
 
 def _routes(prefix: str) -> list:
@@ -29,6 +30,8 @@ def _routes(prefix: str) -> list:
                 name=p + "instance"),
         re_path(rf"^studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}/metadata/?$", views.MetadataView.as_view(),
                 name=p + "instance-metadata"),
+        re_path(rf"^studies/{STUDY}/series/{SERIES}/instances/{INSTANCE}/frames/{FRAMES}/?$", views.FramesView.as_view(),
+                name=p + "frames"),
         re_path(r"^series/?$", views.SearchView.as_view(level=selectors.SERIES), name=p + "all-series"),
         re_path(r"^instances/?$", views.SearchView.as_view(level=selectors.INSTANCE), name=p + "all-instances"),
     ]

@@ -185,3 +185,26 @@ class MetadataView(DicomwebView):
         target = selectors.retrieve_target(request.user, study, series, instance, project=self.project())
         services.audit_retrieve(request.user, target, f"{target.level} metadata")
         return StreamingHttpResponse(selectors.metadata(target), content_type=DICOM_JSON)
+
+
+class FramesView(DicomwebView):
+    """``.../instances/{sop}/frames/{n[,m...]}`` (WADO-RS): raw frames of uncompressed instances, as
+    ``multipart/related; type="application/octet-stream"`` (what OHIF's ``wadors`` rendering reads)."""
+
+    def get(self, request, project_key=None, study=None, series=None, instance=None, frames=None):
+        numbers = [int(n) for n in frames.split(",") if n]
+        ok = False
+        for media, params in _accepts(request):
+            part = multipart.parse_media_type(params.get("type", ""))[0]
+            if media in ("*/*", "multipart/*") or (media == "multipart/related" and part in (
+                    "", "application/octet-stream", "application/*", "*/*")):
+                ok = True
+        if not ok:
+            raise NotAcceptableError('frames are available as multipart/related; type="application/octet-stream" only')
+        target = selectors.retrieve_target(request.user, study, series, instance, project=self.project())
+        data = selectors.frames(target, numbers)
+        services.audit_retrieve(request.user, target, f"frames {frames[:40]}")
+        boundary = multipart.new_boundary()
+        body = b"".join(f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode() + d + b"\r\n"
+                        for d in data) + f"--{boundary}--\r\n".encode()
+        return HttpResponse(body, content_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}')
