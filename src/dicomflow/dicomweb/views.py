@@ -85,6 +85,7 @@ DICOM_PART = "application/dicom"
 
 
 class DicomwebView(APIView):
+    schema = None  # PS3.18 defines these resources; the OpenAPI description points there (settings)
     content_negotiation_class = PassThroughNegotiation
     renderer_classes = [JSONRenderer]
     parser_classes: list = []
