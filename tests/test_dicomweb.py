@@ -293,6 +293,11 @@ def test_qido_matching_paging_includefield(live_server, stan, tmp_path):
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/dicom+json"
     [mr] = r.json()
     assert mr["00080060"]["Value"] == ["MR"] and "00180015" in mr and mr["00080021"]["Value"] == ["20220720"]
+    # what OHIF's study list sends: empty and "*" keys match everything and are returned
+    r = requests.get(f"{live_server.url}/dicomweb/studies?limit=101&offset=0&fuzzymatching=false"
+                     "&includefield=00081030%2C00080060&StudyDate=&PatientName=*&SeriesNumber=",
+                     headers={"X-Api-Key": key})
+    assert r.status_code == 200 and len(r.json()) == 3 and all("00081030" in d for d in r.json()), r.text
     r = requests.get(f"{live_server.url}/dicomweb/studies?NoSuchAttribute=1", headers={"X-Api-Key": key})
     assert r.status_code == 400 and "NoSuchAttribute" in r.json()["detail"]
     r = requests.get(f"{live_server.url}/dicomweb/studies?StudyDate=yesterday", headers={"X-Api-Key": key})

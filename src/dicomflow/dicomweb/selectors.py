@@ -317,7 +317,8 @@ def search(user, level: str, params: Mapping, *, project=None, base_url: str = "
     if series_uid is not None:
         qs = qs.filter(**{PATHS[level]["series"] + "series_instance_uid": series_uid})
     for name, value in query.filters.items():
-        qs = qs.filter(MATCHERS[name](level, value, name))
+        if value.strip() not in ("", "*"):  # empty or "*": universal matching (the attribute is returned)
+            qs = qs.filter(MATCHERS[name](level, value, name))
     if level == STUDY:
         qs = (qs.select_related("patient")
               .annotate(n_series=Count("series", distinct=True), n_instances=Count("series__instances"))
