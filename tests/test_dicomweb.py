@@ -308,3 +308,31 @@ def test_qido_matching_paging_includefield(live_server, stan, tmp_path):
     assert r.status_code == 200 and "not supported" in r.headers["Warning"] and len(r.json()) == 3
     r = requests.get(f"{live_server.url}/dicomweb/studies", headers={"X-Api-Key": key, "Accept": "application/dicom+xml"})
     assert r.status_code == 406
+
+
+def test_browser_session_and_transfer_syntax_negotiation(client, stan, tmp_path):
+    """The login session works like a key (what a same-origin viewer uses); WADO-RS never transcodes."""
+    ct, rs, paths = write_study(tmp_path)
+    from dicomflow.intake.services import import_paths
+
+    import_paths(paths)
+    assert client.get("/dicomweb/studies").status_code == 401
+    client.force_login(stan)
+    [study] = client.get("/dicomweb/studies", {"PatientID": PATIENT.patient_id}).json()
+    assert study["0020000D"]["Value"] == [ct.study_uid]
+    url = f"/dicomweb/studies/{ct.study_uid}/series/{ct.series_uid}"
+    explicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
+    ok = client.get(url, HTTP_ACCEPT=explicit)
+    assert ok.status_code == 200 and b"transfer-syntax=1.2.840.10008.1.2.1" in b"".join(ok.streaming_content)
+    jpeg = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    refused = client.get(url, HTTP_ACCEPT=jpeg)
+    assert refused.status_code == 406 and "does not transcode" in refused.json()["detail"]
+    assert client.get(url, HTTP_ACCEPT="application/dicom+json").status_code == 406
+    assert client.get(url + "/metadata", HTTP_ACCEPT="application/dicom+xml").status_code == 406
+    # a session POST needs the CSRF token like every session write
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(stan)
+    posted = strict.post("/dicomweb/studies", data=b"", content_type="multipart/related; boundary=x")
+    assert posted.status_code == 403 and "CSRF" in posted.json()["detail"]
