@@ -76,6 +76,8 @@ def test_store_search_retrieve_byte_identical(live_server, stan, tmp_path):
     stored = {str(item.ReferencedSOPInstanceUID) for item in answer.ReferencedSOPSequence}
     assert stored == set(originals) and "FailedSOPSequence" not in answer
     assert answer.RetrieveURL.endswith(f"/dicomweb/studies/{ct.study_uid}")
+    assert all(item.RetrieveURL.endswith(f"/series/{ct.series_uid}/instances/{item.ReferencedSOPInstanceUID}")
+               for item in answer.ReferencedSOPSequence if item.ReferencedSOPInstanceUID in ct.sop_instance_uids)
     run = ImportRun.objects.get(pk=ImportRun.objects.filter(source_kind=SourceKind.DICOMWEB).latest("pk").pk)
     assert (run.files_seen, run.instances_new) == (7, 7)
     # the stored bytes are what the client sent, which are the files written

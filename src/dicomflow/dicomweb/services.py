@@ -162,16 +162,15 @@ def store(actor, stream, content_type: str, *, project=None, study_uid: str | No
                 result.failed.append(Failure(sop_class, sop_uid, reason, f"part {names[path]}: {why}"))
             else:
                 stored_uids.append((sop_class, sop_uid))
-        catalogued = dict(Instance.objects.filter(sop_instance_uid__in=[u for _, u in stored_uids])
-                          .values_list("sop_instance_uid", "series__study__study_instance_uid"))
+        catalogued = _where(sorted({u for _, u in stored_uids if u}))
         studies = set()
         for sop_class, sop_uid in stored_uids:
-            study = catalogued.get(sop_uid)
-            if study is None:  # a ZIP part: its members are catalogued under their own UIDs
+            where = catalogued.get(sop_uid)
+            if where is None:  # a ZIP part: its members are catalogued under their own UIDs
                 continue
-            studies.add(study)
-            url = "" if project is not None else f"{base_url}studies/{study}"
-            result.stored.append((sop_class, sop_uid, url and _instance_url(url, sop_uid)))
+            studies.add(where[0])
+            url = "" if project is not None else f"{base_url}studies/{where[0]}/series/{where[1]}/instances/{sop_uid}"
+            result.stored.append((sop_class, sop_uid, url))
         if project is not None:
             result.project_studies = _stage(actor, project, report.study_ids)
             if len(result.project_studies) == 1:
@@ -183,9 +182,14 @@ def store(actor, stream, content_type: str, *, project=None, study_uid: str | No
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _instance_url(study_url: str, sop_uid: str) -> str:
-    inst = Instance.objects.filter(sop_instance_uid=sop_uid).values_list("series__series_instance_uid", flat=True).first()
-    return f"{study_url}/series/{inst}/instances/{sop_uid}" if inst else study_url
+def _where(sop_uids: list[str], batch: int = 500) -> dict[str, tuple[str, str]]:
+    """SOP Instance UID → (Study, Series Instance UID) of catalogued instances, in bounded queries."""
+    found: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(sop_uids), batch):
+        rows = Instance.objects.filter(sop_instance_uid__in=sop_uids[start:start + batch]).values_list(
+            "sop_instance_uid", "series__study__study_instance_uid", "series__series_instance_uid")
+        found.update((sop, (study, series)) for sop, study, series in rows)
+    return found
 
 
 def _stage(actor, project, study_ids) -> list[str]:
