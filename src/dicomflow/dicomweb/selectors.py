@@ -21,7 +21,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Count, Q, QuerySet
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from dicomflow.catalog.models import Instance, Series, Study
+from dicomflow.catalog.models import Series
 from dicomflow.errors import InputError, NotFoundError
 from dicomflow.projects import selectors as visibility
 
@@ -252,7 +252,7 @@ def _int(field: str, value: str, name: str) -> Q:
         raise QueryError(f"{name} must be a whole number") from None
 
 
-def _modalities(prefix: str, value: str, level: str) -> Q:
+def _modalities(value: str, level: str) -> Q:
     wanted = [v.strip().upper() for v in re.split(r"[,\\]", value) if v.strip()]
     if not wanted:
         return Q()
@@ -273,7 +273,7 @@ MATCHERS: dict[str, Callable[[str, str, str], Q]] = {
     "PatientName": lambda lv, v, n: _wild(PATHS[lv]["patient"] + "patient_name", v, insensitive=True),
     "PatientBirthDate": lambda lv, v, n: _date_range(PATHS[lv]["patient"] + "birth_date", v, n),
     "PatientSex": lambda lv, v, n: _wild(PATHS[lv]["patient"] + "sex", v),
-    "ModalitiesInStudy": lambda lv, v, n: _modalities("", v, lv),
+    "ModalitiesInStudy": lambda lv, v, n: _modalities(v, lv),
     "Modality": lambda lv, v, n: _uid_list(PATHS[lv]["series"] + "modality", v.upper()),
     "SeriesInstanceUID": lambda lv, v, n: _uid_list(PATHS[lv]["series"] + "series_instance_uid", v),
     "SeriesNumber": lambda lv, v, n: _int(PATHS[lv]["series"] + "series_number", v, n),
@@ -336,7 +336,7 @@ def search(user, level: str, params: Mapping, *, project=None, base_url: str = "
         more = qs.count() - query.offset - query.limit
     if level == STUDY:
         _attach_modalities(rows)
-    elif level != STUDY and any(n == "ModalitiesInStudy" for n in _returned(query)):
+    elif "ModalitiesInStudy" in _returned(query):
         _attach_modalities([_study_of(level, r) for r in rows])
     names = _returned(query)
     return SearchResult([_document(level, row, names, base_url) for row in rows], query.warnings, more)

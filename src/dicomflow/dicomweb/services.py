@@ -14,7 +14,6 @@ ErrorComment (0000,0902), the import's reason in words.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -31,8 +30,6 @@ from dicomflow.errors import DicomflowError, InputError, PermissionDeniedError, 
 from dicomflow.intake.models import SourceKind
 from dicomflow.projects import selectors as visibility
 from dicomflow.projects.models import Capability
-
-log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
 # Failure Reason (0008,1197) values (PS3.4 Annex GG / PS3.18 Table 10.5.3-2)
