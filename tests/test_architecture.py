@@ -15,7 +15,7 @@ ROOT = SRC.parent.parent
 
 LAYERS = [
     "dicomflow.cli",
-    "dicomflow.api | dicomflow.web | dicomflow.commands",
+    "dicomflow.api | dicomflow.web | dicomflow.commands | dicomflow.dicomweb",
     "dicomflow.quality",
     "dicomflow.processing : dicomflow.projects : dicomflow.deid",
     "dicomflow.export",

@@ -90,3 +90,15 @@ class SegmentationError(ProcessingError):
 
 class UploadError(InputError):
     """A resumable upload request cannot be applied (wrong offset, checksum, state or size limit)."""
+
+
+class UnsupportedMediaTypeError(InputError):
+    """The request body is not of a media type this endpoint accepts (HTTP 415)."""
+
+
+class NotAcceptableError(InputError):
+    """None of the media types the client accepts can be produced (HTTP 406)."""
+
+
+class RequestTooLargeError(InputError):
+    """The request is larger (bytes, files) than this server accepts in one request (HTTP 413)."""

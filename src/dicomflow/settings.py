@@ -261,6 +261,12 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "dicomflow API",
+    "DESCRIPTION": (
+        "REST API of dicomflow: `X-Api-Key: <key>` on every endpoint, errors as RFC 9457 problem details.\n\n"
+        "DICOMweb (DICOM PS3.18: STOW-RS, QIDO-RS, WADO-RS) is served outside this API under `/dicomweb/` "
+        "and, per research project, `/dicomweb/projects/<key>/`, with the same keys and access rules; "
+        "see the README's DICOMweb section for the resources and matching."
+    ),
     "VERSION": "0.1.0",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -9,6 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("dicomflow.api.urls")),
     path("intake/", include("dicomflow.intake.urls")),
+    path("dicomweb/", include("dicomflow.dicomweb.urls")),
     path("", include("dicomflow.web.urls")),
 ]
 

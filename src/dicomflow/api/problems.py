@@ -19,8 +19,11 @@ from dicomflow.errors import (
     ConfirmationRequiredError,
     DicomflowError,
     InputError,
+    NotAcceptableError,
     NotFoundError,
     PermissionDeniedError,
+    RequestTooLargeError,
+    UnsupportedMediaTypeError,
 )
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,11 @@ def error_status(exc: DicomflowError) -> int:
         return status.HTTP_404_NOT_FOUND
     if isinstance(exc, ConfirmationRequiredError | resumable.UploadOffsetError | resumable.UploadStateError):
         return status.HTTP_409_CONFLICT
-    if isinstance(exc, resumable.UploadLimitError):
+    if isinstance(exc, UnsupportedMediaTypeError):
+        return status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    if isinstance(exc, NotAcceptableError):
+        return status.HTTP_406_NOT_ACCEPTABLE
+    if isinstance(exc, resumable.UploadLimitError | RequestTooLargeError):
         return status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     if isinstance(exc, resumable.UploadChecksumError):
         return status.HTTP_422_UNPROCESSABLE_ENTITY

@@ -12,6 +12,7 @@ class SourceKind(models.TextChoices):
     API_UPLOAD = "api_upload", "REST/SDK upload"
     WATCHED_FOLDER = "watched_folder", "Watched folder"
     DICOM = "dicom", "DICOM C-STORE"
+    DICOMWEB = "dicomweb", "DICOMweb STOW-RS"
 
 
 class ImportRun(models.Model):
