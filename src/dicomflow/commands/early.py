@@ -66,13 +66,19 @@ def start_ingestion(paths, workers: int):
     from dicomflow import settings as conf  # the plain module: reading it sets nothing up
     from dicomflow.core.ingest import Ingestion
     from dicomflow.core.store import FileStore
+    from dicomflow.core.store_capacity import StoreCapacity
+    from dicomflow.errors import ConfigurationError
 
+    if conf.DICOMFLOW_STORE_MAX_BYTES:  # the cap needs the catalogue's figure: the command starts it
+        raise ConfigurationError("a store cap is set")
+    capacity = StoreCapacity(conf.STORE_DIR, 0, conf.DICOMFLOW_STORE_MIN_FREE_BYTES)
     return Ingestion(
         paths,
         conf.WORK_DIR,
         conf.ARCHIVE_LIMITS,
         FileStore(conf.STORE_DIR, conf.DICOMFLOW_FSYNC),
         max(1, workers or conf.DICOMFLOW_IMPORT_WORKERS),
+        capacity=capacity if capacity.active else None,
     )
 
 
