@@ -247,8 +247,10 @@ DICOMFLOW_UPLOAD_STALE_DAYS = ENV.number("DICOMFLOW_UPLOAD_STALE_DAYS", 7.0, pos
 # EMAIL_HOST set → SMTP. EMAIL_BACKEND may name console, smtp, file (EMAIL_FILE_PATH), locmem or dummy.
 _EMAIL_BACKENDS = {"console", "smtp", "file", "locmem", "dummy"}
 EMAIL_HOST = ENV.text("EMAIL_HOST", "")
-EMAIL_BACKEND = "django.core.mail.backends.{}.EmailBackend".format(
-    ENV.choice("EMAIL_BACKEND", "smtp" if EMAIL_HOST else "console", sorted(_EMAIL_BACKENDS)).lower())
+_EMAIL_MODULES = {"file": "filebased"}  # Django's module names
+EMAIL_BACKEND = "django.core.mail.backends.{}.EmailBackend".format(_EMAIL_MODULES.get(
+    _email := ENV.choice("EMAIL_BACKEND", "smtp" if EMAIL_HOST else "console", sorted(_EMAIL_BACKENDS)).lower(),
+    _email))
 EMAIL_PORT = ENV.integer("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = ENV.text("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = ENV.raw("EMAIL_HOST_PASSWORD") or ""
