@@ -39,7 +39,7 @@ class FakeServer:
                  upload_bad_sha: bool = False, result_bad_sha: bool = False, corrupt_downloads: int = 0,
                  lose_task_after_polls: int | None = None, slow: bool = False, fail: bool = False,
                  token_uses: int | None = None, reject_all_tokens: bool = False, wrong_reference: bool = False,
-                 prefix: str = "/api"):
+                 stall_status_seconds: float = 0.0, prefix: str = "/api"):
         self.requests: list[dict] = []
         self.tasks: dict[str, dict] = {}
         self.confirmations: list[dict] = []
@@ -182,6 +182,8 @@ class FakeServer:
                     return self._send(200, data, "application/zip")
                 if self._gateway("status"):
                     return self._json({"error": "bad gateway"}, 502)
+                if stall_status_seconds:
+                    time.sleep(stall_status_seconds)  # an overloaded server: no answer in time
                 task["polls"] += 1
                 if lose_task_after_polls is not None and task["polls"] > lose_task_after_polls:
                     server.tasks.pop(parts[1], None)  # the server restarted and forgot it
@@ -369,6 +371,15 @@ def test_a_slow_server_is_polled_with_back_off_until_the_time_limit(tmp_path, se
     assert 4 <= len(polls) <= 14, len(polls)  # 30 at a fixed 0.05 s
     assert gaps[-1] > 2 * gaps[0]  # back-off
     assert server.seen("DELETE", "/tasks/t1")
+
+
+def test_a_server_that_does_not_answer_in_time_is_retried_then_given_up(tmp_path, servers, register):
+    server = servers(slow=True, stall_status_seconds=1.0)
+    register(seg=_endpoint(server))
+    job, _ = _run(tmp_path, "http-stall", {"endpoint": "seg", **FAST, "request_timeout": 0.3, "retries": 1})
+    assert job.status == JobStatus.FAILED
+    assert "the status request failed 2 time(s) (last: ReadTimeout)" in job.error
+    assert len(server.seen("GET", "/tasks/t1")) == 2
 
 
 def test_a_failed_task_ends_the_job_with_the_servers_reason(tmp_path, servers, register):
