@@ -8,6 +8,10 @@ does not fit — an ignored file with the reason, counted in the import's report
 An import that refused files raises the alarm once: an ERROR in the log and the :data:`store_full`
 signal (the notifications listen and mail the administrators).
 
+The C-STORE receiver keeps the free-space reserve too: a new data set that would leave less than
+``DICOMFLOW_STORE_MIN_FREE_BYTES`` free is answered 0xA700 (out of resources) and recorded as
+ignored with the reason (intake/network/scp.py); the cap on the store's size is checked by imports.
+
 Upload sessions check their own quotas and free space when they are created (separate module,
 ``DICOMFLOW_UPLOAD_*``); this one guards the store itself, whatever feeds it.
 """
