@@ -72,7 +72,7 @@ def test_environment_is_read_in_settings_only():
         "commands/server.py",  # passes the environment on to the processes it starts
         "accounts/actors.py",  # USER: the operating-system login the CLI operator is audited as
         "processing/processors/external.py",  # the environment an external processor runs in
-        "processing/processors/remote_http.py",  # token_env: the variable a template names for its secret
+        "processing/processors/remote_http.py",  # the DICOMFLOW_TOKEN_* variable of an operator-registered endpoint
         "testing/pytest_home.py",  # the test session's own home
     }
     readers = set()

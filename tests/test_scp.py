@@ -366,6 +366,28 @@ def test_store_failure_answers_out_of_resources(tmp_path, receiver):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_store_under_its_free_space_reserve_answers_out_of_resources(tmp_path, receiver, settings):
+    """DICOMFLOW_STORE_MIN_FREE_BYTES: the file is refused with the reason before it enters the store."""
+    from dicomflow.intake.models import ImportRun
+
+    settings.DICOMFLOW_STORE_MIN_FREE_BYTES = 1 << 60  # more than any disk has
+    info = synth.write_image_series(tmp_path / "ct", n_slices=1, rows=32, cols=32)
+    scp = receiver()
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(CTImageStorage, info.transfer_syntax_uid)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title=AET)
+    try:
+        status = assoc.send_c_store(info.paths[0])
+    finally:
+        assoc.release()
+    assert status.Status == 0xA700
+    scp.stop()
+    assert catalogued() == {}
+    run = ImportRun.objects.get()
+    assert run.instances_new == 0 and "DICOMFLOW_STORE_MIN_FREE_BYTES" in run.ignored[0]["reason"]
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.dcmtk
 def test_concurrent_associations_each_get_their_run(tmp_path, receiver):
     from dicomflow.intake.models import ImportRun

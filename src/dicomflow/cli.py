@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "dicomflow.commands.process",
     "dicomflow.commands.projects",
     "dicomflow.commands.accounts",
+    "dicomflow.commands.retention",
 ]
 
 _app = None

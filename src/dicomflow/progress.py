@@ -21,8 +21,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import QuerySet
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -39,6 +40,11 @@ class Status(models.TextChoices):
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
 
+
+#: Sent once for every long job that ends (finished or failed; cancelled ones are not news), after the
+#: ending commits: ``sender`` is the LongJob model, ``pk`` and ``status`` the row's. Notifications
+#: (:mod:`dicomflow.projects.notifications`) listen: every kind of long job is covered here, once.
+long_job_ended = Signal()
 
 RunStatus = Status  # the name earlier code imported
 ENDED = (Status.FINISHED, Status.FAILED, Status.CANCELLED)
@@ -131,13 +137,36 @@ def claim(rows: QuerySet, stage: str = "", from_status: str = Status.PENDING, **
 def finish(rows: QuerySet, status: str = Status.FINISHED, **fields) -> int:
     """Running → finished (or another ending, e.g. pending for the next step); rows taken away meanwhile
     (an administrator failed a lost job) are left as they are."""
-    ended = {"finished_at": timezone.now()} if status in ENDED else {}
-    return rows.filter(status=Status.RUNNING).update(status=status, **ended, **fields)
+    if status not in ENDED:
+        return rows.filter(status=Status.RUNNING).update(status=status, **fields)
+    now = timezone.now()
+    candidates = list(rows.filter(status=Status.RUNNING).values_list("pk", flat=True))
+    changed = rows.filter(pk__in=candidates, status=Status.RUNNING).update(status=status, finished_at=now, **fields)
+    _announce(rows.model, candidates, status, now)
+    return changed
 
 
 def fail(rows: QuerySet, message: str, **fields) -> int:
     """Mark rows failed with ``message`` (which must hold no identifying values)."""
-    return rows.update(status=Status.FAILED, finished_at=timezone.now(), error=message[:MAX_ERROR], **fields)
+    now = timezone.now()
+    candidates = list(rows.values_list("pk", flat=True))
+    changed = rows.model.objects.filter(pk__in=candidates).update(status=Status.FAILED, finished_at=now,
+                                                                   error=message[:MAX_ERROR], **fields)
+    _announce(rows.model, candidates, Status.FAILED, now)
+    return changed
+
+
+def _announce(model, candidates: list, status: str, at) -> None:
+    """:data:`long_job_ended` for the rows this call ended (their ``finished_at`` is ``at``), on commit."""
+    if not candidates or status == Status.CANCELLED:
+        return
+    ended = list(model.objects.filter(pk__in=candidates, status=status, finished_at=at).values_list("pk", flat=True))
+
+    def send() -> None:
+        for pk in ended:
+            long_job_ended.send_robust(sender=model, pk=pk, status=str(status))
+
+    transaction.on_commit(send)
 
 
 def reset(rows: QuerySet, stage: str = "", status: str = Status.PENDING, **fields) -> int:

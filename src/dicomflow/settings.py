@@ -206,6 +206,10 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"older_than_seconds": ENV.number("DICOMFLOW_STAGE_MAX_SECONDS", 6 * 3600.0, positive=True)},
     },
     "purge-stale-upload-sessions": {"task": "dicomflow.intake.tasks.purge_stale_upload_sessions", "schedule": 3600.0},
+    "retention": {  # working copies older than DICOMFLOW_RETAIN_*_DAYS are deleted (processing.retention)
+        "task": "dicomflow.processing.tasks.apply_retention",
+        "schedule": ENV.number("DICOMFLOW_RETENTION_INTERVAL_SECONDS", 24 * 3600.0, positive=True),
+    },
 }
 
 # --- dicomflow ------------------------------------------------------------------------------------
@@ -239,6 +243,41 @@ DICOMFLOW_UPLOAD_MAX_BYTES = ENV.integer("DICOMFLOW_UPLOAD_MAX_BYTES", 20 * 1024
 DICOMFLOW_UPLOAD_MAX_FILES = ENV.integer("DICOMFLOW_UPLOAD_MAX_FILES", 100_000, minimum=1)
 DICOMFLOW_UPLOAD_MAX_CHUNK = ENV.integer("DICOMFLOW_UPLOAD_MAX_CHUNK", 8 * 1024**2, minimum=1)
 DICOMFLOW_UPLOAD_STALE_DAYS = ENV.number("DICOMFLOW_UPLOAD_STALE_DAYS", 7.0, positive=True)
+# E-mail (Django's mail framework): notifications of failed (and, per project, finished) long jobs.
+# The console backend by default (mails are printed to the log of the process that sends them);
+# EMAIL_HOST set → SMTP. EMAIL_BACKEND may name console, smtp, file (EMAIL_FILE_PATH), locmem or dummy.
+_EMAIL_BACKENDS = {"console", "smtp", "file", "locmem", "dummy"}
+EMAIL_HOST = ENV.text("EMAIL_HOST", "")
+_EMAIL_MODULES = {"file": "filebased"}  # Django's module names
+EMAIL_BACKEND = "django.core.mail.backends.{}.EmailBackend".format(_EMAIL_MODULES.get(
+    _email := ENV.choice("EMAIL_BACKEND", "smtp" if EMAIL_HOST else "console", sorted(_EMAIL_BACKENDS)).lower(),
+    _email))
+EMAIL_PORT = ENV.integer("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = ENV.text("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = ENV.raw("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = ENV.boolean("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = ENV.boolean("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ENV.invalid("EMAIL_USE_SSL", "off when EMAIL_USE_TLS is on (STARTTLS and implicit TLS exclude each other)")
+EMAIL_TIMEOUT = ENV.number("EMAIL_TIMEOUT", 30.0, positive=True)
+EMAIL_FILE_PATH = str(Path(ENV.text("EMAIL_FILE_PATH", str(HOME / "mail"))).expanduser())
+DEFAULT_FROM_EMAIL = ENV.text("DEFAULT_FROM_EMAIL", "dicomflow@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_SUBJECT_PREFIX = "[dicomflow] "
+# Who is told when something fails and no project's data manager can be (plus active superusers).
+DICOMFLOW_ADMIN_EMAILS = ENV.items("DICOMFLOW_ADMIN_EMAILS")
+if not all(re.fullmatch(r"[^\s@,]+@[^\s@,]+", a) for a in DICOMFLOW_ADMIN_EMAILS):
+    raise ENV.invalid("DICOMFLOW_ADMIN_EMAILS", "comma-separated e-mail addresses")
+DICOMFLOW_NOTIFY = ENV.boolean("DICOMFLOW_NOTIFY", True)  # 0: no notification mails at all
+# Disk cap of the file store (intake.diskcap): a new file is refused, with the reason, when the store
+# would hold more than MAX bytes (0: no cap) or its disk keep less than MIN_FREE bytes free (0: none).
+DICOMFLOW_STORE_MAX_BYTES = ENV.integer("DICOMFLOW_STORE_MAX_BYTES", 0, minimum=0)
+DICOMFLOW_STORE_MIN_FREE_BYTES = ENV.integer("DICOMFLOW_STORE_MIN_FREE_BYTES", 1024**3, minimum=0)
+# Retention of working copies (processing.retention), in days; 0 keeps them for ever.
+DICOMFLOW_RETAIN_DATASTORE_DAYS = ENV.number("DICOMFLOW_RETAIN_DATASTORE_DAYS", 30.0, minimum=0)
+DICOMFLOW_RETAIN_JOB_DAYS = ENV.number("DICOMFLOW_RETAIN_JOB_DAYS", 30.0, minimum=0)
+DICOMFLOW_RETAIN_UPLOAD_DAYS = ENV.number("DICOMFLOW_RETAIN_UPLOAD_DAYS", 7.0, minimum=0)
+DICOMFLOW_RETAIN_EXPORT_DAYS = ENV.number("DICOMFLOW_RETAIN_EXPORT_DAYS", 7.0, minimum=0)
 # How far an archive may expand (DICOMFLOW_ARCHIVE_*): parsed once here, handed to core's extraction.
 ARCHIVE_LIMITS = ArchiveLimits.from_env(os.environ)
 # What templates may reach (core.operator_registry): named commands, HTTP endpoints, export roots.

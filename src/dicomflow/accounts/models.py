@@ -34,6 +34,7 @@ class AuditAction(models.TextChoices):
     API_KEY = "api_key", "API key"
     SLOT_LINK = "slot_link", "Slot link"
     WADO_RETRIEVE = "wado_retrieve", "DICOMweb retrieve"
+    RETENTION = "retention", "Retention"
 
 
 class AuditOutcome(models.TextChoices):

@@ -66,13 +66,18 @@ def start_ingestion(paths, workers: int):
     from dicomflow import settings as conf  # the plain module: reading it sets nothing up
     from dicomflow.core.ingest import Ingestion
     from dicomflow.core.store import FileStore
+    from dicomflow.core.store_capacity import StoreCapacity
 
+    if conf.DICOMFLOW_STORE_MAX_BYTES:  # the cap needs the catalogue's figure: import_paths starts it
+        return None
+    capacity = StoreCapacity(conf.STORE_DIR, 0, conf.DICOMFLOW_STORE_MIN_FREE_BYTES)
     return Ingestion(
         paths,
         conf.WORK_DIR,
         conf.ARCHIVE_LIMITS,
         FileStore(conf.STORE_DIR, conf.DICOMFLOW_FSYNC),
         max(1, workers or conf.DICOMFLOW_IMPORT_WORKERS),
+        capacity=capacity if capacity.active else None,
     )
 
 
@@ -93,6 +98,8 @@ def start_from_argv(argv: list[str]) -> ImportArgs | None:
         ingestion = start_ingestion(parsed.paths, parsed.workers)
     except DicomflowError:
         return None  # the command starts it again and reports the error its usual way
+    if ingestion is None:
+        return None
     _early = ([Path(p) for p in parsed.paths], parsed.workers, ingestion)
     atexit.register(_close_untaken)
     return parsed

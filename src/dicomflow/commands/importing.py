@@ -44,7 +44,8 @@ def import_files(paths: list[Path], *, as_json: bool, workers: int, quiet: bool,
             except DicomflowError as exc:
                 fail(str(exc), as_json)
     finally:
-        ingestion.close()
+        if ingestion is not None:  # None: a store cap is set, import_paths started its own (intake.diskcap)
+            ingestion.close()
     doc = report.as_dict()
     human = (
         f"{doc['files_seen']} files: {doc['instances_new']} new, {doc['instances_duplicate']} duplicate, "

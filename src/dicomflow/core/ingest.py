@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dicomflow.core.dicom.header import InstanceHeader, read_header, read_header_bytes
 from dicomflow.core.store import FileStore, StoreResult, relative_store_path
+from dicomflow.core.store_capacity import StoreCapacity
 from dicomflow.core.writeback import BackgroundFlush
 from dicomflow.errors import InputError
 
@@ -45,25 +46,43 @@ def store_path_for(header: InstanceHeader) -> str:
 READ_ONCE_LIMIT = 16 * 1024 * 1024
 
 
-def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) -> StoredFile | IgnoredFile:
-    """Read ``path``'s header and copy it into the store (unless that name is taken)."""
+def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore,
+                capacity: StoreCapacity | None = None) -> StoredFile | IgnoredFile:
+    """Read ``path``'s header and copy it into the store (unless that name is taken).
+
+    With a ``capacity`` (disk cap, free-space reserve) a file that is new to the store is refused
+    — ignored, with the reason — before any byte is written when it does not fit."""
     try:
         size = os.path.getsize(path)
         if size <= READ_ONCE_LIMIT:
             with open(path, "rb") as fh:
                 data = fh.read()
             header = read_header_bytes(data)
-            return StoredFile(display_name, header, store.store_bytes(data, store_path_for(header)))
+            relpath = store_path_for(header)
+            refusal = _refusal(capacity, store, relpath, size)
+            if refusal:
+                return IgnoredFile(display_name, refusal)
+            return StoredFile(display_name, header, store.store_bytes(data, relpath))
         header = read_header(path)
     except InputError as exc:
         return IgnoredFile(display_name, str(exc))
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
+    relpath = store_path_for(header)
+    refusal = _refusal(capacity, store, relpath, size)
+    if refusal:
+        return IgnoredFile(display_name, refusal)
     try:  # a StorageError (the store cannot be written) is not the file's fault: it propagates
-        stored = store.store_file(path, store_path_for(header))
+        stored = store.store_file(path, relpath)
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
     return StoredFile(display_name, header, stored)
+
+
+def _refusal(capacity: StoreCapacity | None, store: FileStore, relpath: str, size: int) -> str | None:
+    if capacity is None or not capacity.active or store.path_of(relpath).exists():
+        return None  # no cap, or a duplicate (takes no room)
+    return capacity.refusal(size)
 
 
 # --- many files on many processes ------------------------------------------------------------------
@@ -73,10 +92,11 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) ->
 #: longer at the end and split small imports unevenly.
 CHUNK_FILES = 16
 _worker_store: FileStore | None = None
+_worker_capacity: StoreCapacity | None = None
 
 
-def _init_worker(store_root: str, fsync: str) -> None:
-    global _worker_store
+def _init_worker(store_root: str, fsync: str, capacity: StoreCapacity | None = None) -> None:
+    global _worker_store, _worker_capacity
     # Ctrl-C reaches the whole process group. A worker interrupted while it waits for work dies
     # holding the pool's queue lock, and the parent's terminate() then waits for that lock forever;
     # the parent decides instead (Ingestion.close terminates the workers).
@@ -84,12 +104,13 @@ def _init_worker(store_root: str, fsync: str) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_store = FileStore(store_root, fsync)
+    _worker_capacity = capacity
 
 
 def _work(item: tuple[str, str]) -> StoredFile | IgnoredFile:
     path, display = item
     assert _worker_store is not None
-    return ingest_file(path, display, _worker_store)
+    return ingest_file(path, display, _worker_store, _worker_capacity)
 
 
 class Ingestion:
@@ -102,7 +123,8 @@ class Ingestion:
     Workers never touch the database: fork this where no database connection is open.
     """
 
-    def __init__(self, paths, work_root, limits, store: FileStore, workers: int):
+    def __init__(self, paths, work_root, limits, store: FileStore, workers: int,
+                 capacity: StoreCapacity | None = None):
         from dicomflow.core.archive import InputFile, iter_input_files
 
         self.work_dir = Path(work_root) / f"import-{uuid.uuid4().hex}"
@@ -110,19 +132,20 @@ class Ingestion:
         self.refused: list = []
         self.seen = 0
         self._store = store
+        self.capacity = capacity
         self._source = iter_input_files([Path(p) for p in paths], self.work_dir, limits)
         self._input_file = InputFile
         self._pool = None
         self._writeback: BackgroundFlush | None = None
         if workers > 1:
             ctx = multiprocessing.get_context("fork")
-            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(store.root), store.fsync))
+            self._pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(store.root), store.fsync, capacity))
             self._results = self._pool.imap_unordered(_work, self._inputs(), chunksize=CHUNK_FILES)
             if store.fsync == "batch":
                 self._writeback = BackgroundFlush(store.root)  # fsync batch: the catalog's syncs stay short
                 self._writeback.start()
         else:
-            self._results = (ingest_file(path, display, store) for path, display in self._inputs())
+            self._results = (ingest_file(path, display, store, capacity) for path, display in self._inputs())
 
     def _inputs(self) -> Iterator[tuple[str, str]]:
         for entry in self._source:

@@ -42,10 +42,14 @@ def worker_count(requested: int | None = None) -> int:
 
 def start_ingestion(paths, workers: int | None = None, limits: ArchiveLimits | None = None) -> Ingestion:
     """Start reading and storing files now (see ``Ingestion``); catalogue them with ``import_paths``."""
+    from dicomflow.intake.diskcap import store_capacity
+
     count = worker_count(workers)
+    capacity = store_capacity()  # the disk cap: reads the catalogue, so before the fork closes connections
     if count > 1:
         connections.close_all()  # forked workers must not inherit open database handles
-    return Ingestion(paths, settings.WORK_DIR, limits or settings.ARCHIVE_LIMITS, file_store(), count)
+    return Ingestion(paths, settings.WORK_DIR, limits or settings.ARCHIVE_LIMITS, file_store(), count,
+                     capacity=capacity)
 
 
 def import_paths(
@@ -106,6 +110,9 @@ def import_paths(
         session.ignore(refused.display_name, refused.reason)
     session.report.files_seen = inputs.seen
     report = session.finish()  # sends import_finished: analysis (if ``analyse``) and rules follow
+    from dicomflow.intake.diskcap import alarm
+
+    alarm(getattr(inputs, "capacity", None), report, source_kind)
     log.info(
         "import %s: %d files, %d new, %d duplicate, %d conflicts, %d ignored",
         report.import_run_id,

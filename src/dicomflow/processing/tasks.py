@@ -53,3 +53,12 @@ def dispatch(job_id: int, stage: str | None) -> None:
 
 def start_job(job_id: int) -> None:
     dispatch(job_id, _services().next_stage(job_id))
+
+
+@app.task(name="dicomflow.processing.tasks.apply_retention", acks_late=True)
+def apply_retention() -> dict:
+    """Beat: delete working copies older than the retention policy (processing.retention)."""
+    from dicomflow.processing.retention import apply_retention as run
+
+    report = run()
+    return {"deleted": len(report.deleted), "freed_bytes": report.freed_bytes, "errors": len(report.errors)}

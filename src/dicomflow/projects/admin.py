@@ -42,7 +42,7 @@ class ProjectForm(forms.ModelForm):
     class Meta:
         model = Project
         fields = ["key", "name", "description", "options", "uid_root", "date_shift_min_days",
-                  "date_shift_max_days", "allow_burned_in"]
+                  "date_shift_max_days", "allow_burned_in", "notify_on_success"]
 
     def clean(self):
         data = super().clean()

@@ -6,6 +6,7 @@ class ProjectsConfig(AppConfig):
     label = "projects"
 
     def ready(self):
-        from dicomflow.projects import uploads
+        from dicomflow.projects import notifications, uploads
 
         uploads.connect()  # uploads into a project are staged (and processed) once imported
+        notifications.connect()  # mails when long jobs fail (or finish), and the store-full alarm

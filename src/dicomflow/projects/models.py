@@ -49,6 +49,9 @@ class Project(models.Model):
     allow_burned_in = models.BooleanField(
         default=False, help_text="Release images with burned-in annotation instead of quarantining them."
     )
+    notify_on_success = models.BooleanField(
+        default=False, help_text="Mail the project's data managers when a job, upload or staging of the project "
+                                 "finishes, not only when one fails.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

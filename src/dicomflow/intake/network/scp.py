@@ -274,6 +274,9 @@ class StorageSCP:
         self.store = store or FileStore(settings.STORE_DIR, settings.DICOMFLOW_FSYNC)
         self.temp_dir = Path(temp_dir) if temp_dir else None
         self.batcher = CatalogBatcher(self.store, batch_size or settings.DICOMFLOW_IMPORT_BATCH, flush_interval)
+        from dicomflow.core.store_capacity import StoreCapacity
+
+        self.reserve = StoreCapacity(self.store.root, 0, settings.DICOMFLOW_STORE_MIN_FREE_BYTES)
         self.max_pdu = max_pdu
         self.fast_path = settings.DICOMFLOW_SCP_FASTPATH if fast_path is None else fast_path
         self._fast_sessions: set = set()
@@ -480,6 +483,11 @@ class StorageSCP:
             self.batcher.ignored(key, source, display, str(exc))
             return STATUS_CANNOT_UNDERSTAND
         relpath = store_path_for(header)
+        refusal = self._over_reserve(path, relpath, digest)
+        if refusal:  # the store's disk keeps its reserve (intake.diskcap): refused before it is stored
+            log.error("receiver: refused a C-STORE data set from %s: %s", source, refusal)
+            self.batcher.ignored(key, source, display, refusal)
+            return STATUS_OUT_OF_RESOURCES
         try:
             stored = self._same_as_stored(path, relpath) or self.store.adopt(path, relpath, digest=digest)
         except StorageError as exc:
@@ -488,6 +496,17 @@ class StorageSCP:
             return STATUS_OUT_OF_RESOURCES
         self.batcher.stored(key, source, StoredFile(display, header, stored))
         return STATUS_SUCCESS
+
+    def _over_reserve(self, path: Path, relpath: str, digest) -> str | None:
+        """Why a new file may not enter the store: its disk would keep less than
+        ``DICOMFLOW_STORE_MIN_FREE_BYTES`` free (the cap on the store's size is the import's)."""
+        if not self.reserve.active or self.store.path_of(relpath).exists():
+            return None
+        try:
+            size = digest[1] if digest else path.stat().st_size
+        except OSError:
+            return None
+        return self.reserve.refusal(size)
 
     # --- the fast path (fastpath.py): plain storage associations, served without pynetdicom's reactor ----
     def _serve_fast(self, sock, address) -> bool:

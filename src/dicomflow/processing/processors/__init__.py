@@ -8,7 +8,8 @@ the name a template's ``processor`` gives. It sees only de-identified data and t
 - ``builtin.ct_body_lungs``: classical CT body + lungs autosegmentation (:mod:`dicomflow.core.segmentation`);
 - ``external.command``: any program given input and output folders, optionally through NIfTI;
 - ``remote.dicom_node``: C-STORE to a processing node, the result comes back through our receiver;
-- ``remote.http``: upload to a processing server, poll, download, checksum verified.
+- ``remote.http``: an operator-registered HTTP processing server (health, token, upload with a confirmed
+  checksum, polling, verified download, confirmation; docs/remote-processing.md).
 """
 
 from __future__ import annotations
