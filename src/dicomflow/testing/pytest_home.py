@@ -18,3 +18,6 @@ os.environ["DICOMFLOW_HOME"] = tempfile.mkdtemp(prefix="dicomflow-test-")
 os.environ["DICOMFLOW_TEST_SESSION_HOME"] = os.environ["DICOMFLOW_HOME"]
 os.environ.setdefault("DICOMFLOW_FSYNC", "never")
 os.environ["DICOMFLOW_PROCESSORS"] = os.path.join(os.environ["DICOMFLOW_HOME"], "processors.json")
+# A secret-looking canary every test process and the session's worker carry: tests check that it never
+# reaches a command's environment or leaves the machine (the operator's real tokens have this prefix).
+os.environ.setdefault("DICOMFLOW_TOKEN_TEST_CANARY", "canary-" + os.urandom(8).hex())
