@@ -6,6 +6,8 @@ class ProjectsConfig(AppConfig):
     label = "projects"
 
     def ready(self):
-        from dicomflow.projects import uploads
+        from dicomflow.catalog import visibility
+        from dicomflow.projects import selectors, uploads
 
+        visibility.install(selectors._scope, selectors.can_see_clinical)  # the admin of lower layers scopes by it
         uploads.connect()  # uploads into a project are staged (and processed) once imported
