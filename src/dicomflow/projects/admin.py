@@ -149,7 +149,8 @@ class SubjectForm(forms.ModelForm):
     def __init__(self, *args, request=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.request = request
-        self.fields["study_subject_id"].required = False
+        if "study_subject_id" in self.fields:  # (a subject's own page is read-only: no fields)
+            self.fields["study_subject_id"].required = False
 
     def clean(self):
         data = super().clean()
