@@ -661,6 +661,9 @@ def process_folder(actor, *, project_key: str, path: str | Path, template_name: 
     Needs Manage in the project; enqueued on commit, or run here with ``inline`` (``on_stage``
     is told each stage before it runs)."""
     require_project(actor, project_key, Capability.MANAGE)
+    if not _everywhere(actor):  # a folder of the server's disk: its operator's (and superusers') choice only
+        raise PermissionDeniedError("only superusers and the command-line operator may process a folder on the "
+                                    "server; send catalogued series instead")
     out_dir = _out_dir_for(actor, out_dir)
     with transaction.atomic():
         job = create_job(project_key=project_key, input_path=path, template_name=template_name, out_dir=out_dir,
