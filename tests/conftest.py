@@ -15,7 +15,8 @@ os.environ.setdefault("DICOMFLOW_FSYNC", "never")
 
 import pytest  # noqa: E402
 
-pytest_plugins = ["fixtures_celery", "fixtures_browser"]  # real Celery worker; real Chromium page
+pytest_plugins = ["fixtures_celery", "fixtures_browser", "fixtures_registry"]  # real Celery worker; real Chromium page;
+# the operator's registry (processors.json) tests write
 
 
 def require_tool(name: str) -> str:

@@ -203,6 +203,10 @@ def test_admin_shows_stored_checks_view_only_and_reviewer_to_superusers_only(tmp
     staff = django_user_model.objects.create_user("staff", password="x" * 12, is_staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="view_seriescheck"))
     client.force_login(staff)
+    assert client.get(url).status_code == 302  # the model permission alone shows no clinical row (issue 14)
+    staff.user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
+    staff = django_user_model.objects.get(pk=staff.pk)  # (fresh permission cache)
+    client.force_login(staff)
     page = client.get(url)
     assert page.status_code == 200 and plan.reviewer_name not in page.content.decode()
 

@@ -185,7 +185,8 @@ def test_job_page_qc_picture_approve_download_and_log(world):
     assert f"#{job.pk}" in jobs and f"#{job.pk}" in alice.get("/jobs/", {"q": "DESK-1"}).content.decode()
 
 
-def test_templates_form_saves_rois_destinations_and_blocking_findings(world, tmp_path):
+def test_templates_form_saves_rois_destinations_and_blocking_findings(world, tmp_path, processors_registry):
+    processors_registry(export_roots=[tmp_path])  # folder destinations live under the operator's export roots
     alice, admin = client_for(world["alice"]), client_for(world["admin"])
     form = {"name": "lungs-to-folder", "description": "d", "processor": "builtin.ct_body_lungs", "modalities": "ct",
             "min_images": "10", "roi-key": ["body", ""], "roi-name": ["Body", ""], "roi-color": ["#00ff00", "#ff0000"],
@@ -204,6 +205,11 @@ def test_templates_form_saves_rois_destinations_and_blocking_findings(world, tmp
     assert saved["blocking_findings"] == ["COMPLETENESS_MISSING_SLICES"]
     page = admin.get("/processing/templates/lungs-to-folder/").content.decode()
     assert 'value="#00ff00"' in page and "COMPLETENESS_MISSING_SLICES\" checked" in page
+    # a folder outside the export roots is refused with the reason, nothing saved
+    outside = {**form, "name": "lungs-to-etc", "dest-target": ["/etc/dicomflow-out"]}
+    page = admin.post("/processing/templates/new/", outside, follow=True).content.decode()
+    assert "outside the allowed export roots" in page
+    assert not Template.objects.filter(name="lungs-to-etc").exists()
 
 
 def test_rule_builder_dry_run_explains_before_saving(world):

@@ -174,14 +174,17 @@ FAILING_UNTIL_FIXED = textwrap.dedent("""
 """)
 
 
-def test_failing_external_command_fails_the_job_and_retry_succeeds(tmp_path, celery_worker_process):
+def test_failing_external_command_fails_the_job_and_retry_succeeds(tmp_path, celery_worker_process,
+                                                                   processors_registry):
     script = tmp_path / "segment.py"
     script.write_text(FAILING_UNTIL_FIXED)
     model = tmp_path / "model.bin"
+    processors_registry(commands={"body-seg": {  # the worker reads the same registry file
+        "argv": [sys.executable, str(script), "{input_file}", "{output}", str(model)],
+        "nifti": True, "timeout_seconds": 60}})
     Template.objects.create(name="ext-body", definition={
         "processor": "external.command",
-        "parameters": {"command": [sys.executable, str(script), "{input_file}", "{output}", str(model)],
-                       "nifti": True, "timeout_seconds": 60},
+        "parameters": {"command": "body-seg"},
         "requires": {"modalities": ["CT"], "min_images": 10},
         "rois": [{"key": "body", "name": "BODY_EXT", "color": [255, 0, 0], "type": "EXTERNAL", "label": 1}],
     })

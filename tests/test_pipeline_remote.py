@@ -15,6 +15,7 @@ from dicomflow.catalog.models import Series
 from dicomflow.core.segmentation import ct_body_lungs
 from dicomflow.intake.network.common import RemoteNode
 from dicomflow.intake.network.scp import StorageSCP
+from dicomflow.export.models import DicomNode
 from dicomflow.export.scu import send_instances
 from dicomflow.intake.services import import_paths
 from dicomflow.processing import services
@@ -90,9 +91,10 @@ def _ct_series(tmp_path, seed: str) -> Series:
 def test_remote_dicom_node_result_comes_back_through_the_receiver(tmp_path, receiver):
     node = SegmentationNode(tmp_path / "node", RemoteNode(OUR_AET, "127.0.0.1", receiver.port))
     try:
+        DicomNode.objects.create(name="remote-seg-node", ae_title=NODE_AET, host="127.0.0.1", port=node.port)
         Template.objects.create(name="remote-seg", definition={
             "processor": "remote.dicom_node",
-            "parameters": {"ae_title": NODE_AET, "host": "127.0.0.1", "port": node.port, "timeout_seconds": 60,
+            "parameters": {"node": "remote-seg-node", "timeout_seconds": 60,
                            "settle_seconds": 1, "poll_seconds": 0.2},
             "requires": {"modalities": ["CT"], "min_images": 10},
         })
@@ -120,9 +122,10 @@ def test_remote_dicom_node_result_comes_back_through_the_receiver(tmp_path, rece
 def test_remote_dicom_node_without_answer_times_out(tmp_path, receiver):
     node = SegmentationNode(tmp_path / "node", RemoteNode(OUR_AET, "127.0.0.1", receiver.port), answer=False)
     try:
+        DicomNode.objects.create(name="remote-silent-node", ae_title=NODE_AET, host="127.0.0.1", port=node.port)
         Template.objects.create(name="remote-silent", definition={
             "processor": "remote.dicom_node",
-            "parameters": {"ae_title": NODE_AET, "host": "127.0.0.1", "port": node.port, "timeout_seconds": 2,
+            "parameters": {"node": "remote-silent-node", "timeout_seconds": 2,
                            "poll_seconds": 0.2},
         })
         series, _ = _ct_series(tmp_path, "remote-silent")

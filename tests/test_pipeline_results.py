@@ -3,6 +3,7 @@ invalid results, quality control, cancel, idempotent stages, export fallback and
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 import zipfile
@@ -13,6 +14,7 @@ import pytest
 from dicomflow.catalog.models import Series
 from dicomflow.core.rules import CT_BODY_LUNGS, SeriesStatus
 from dicomflow.errors import InputError
+from dicomflow.export.models import DicomNode
 from dicomflow.intake.services import import_paths
 from dicomflow.processing import selectors, services
 from dicomflow.processing.models import Job, JobStage, JobStatus, LogEntry, Result, SeriesState, Template
@@ -49,12 +51,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_result_referencing_another_series_is_invalid(tmp_path, ct):
+def test_result_referencing_another_series_is_invalid(tmp_path, ct, processors_registry):
     info, series = ct
     other = write_image_series(tmp_path / "other", patient=PATIENT, n_slices=12, rows=32, cols=32, seed="other")
     rs = write_rtstruct(tmp_path / "other-rs", other)
+    processors_registry(commands={"copy-other": {"argv": [shutil.which("cp"), str(rs.paths[0]), "{output}"]}})
     Template.objects.create(name="wrong-result", definition={
-        "processor": "external.command", "parameters": {"command": ["cp", str(rs.paths[0]), "{output}"]}})
+        "processor": "external.command", "parameters": {"command": "copy-other"}})
     job = services.create_job(project_key="RES", series_id=series.id, template_name="wrong-result")
     job = services.run_job_inline(job.pk)
     assert job.status == JobStatus.FAILED
@@ -128,10 +131,12 @@ def test_stages_are_idempotent_and_in_order(ct):
     assert JobStage.objects.get(job=job, name="checking").attempts == 1
 
 
-def test_export_falls_back_when_the_node_is_unreachable(tmp_path, ct):
+def test_export_falls_back_when_the_node_is_unreachable(tmp_path, ct, processors_registry):
     info, series = ct
+    processors_registry(export_roots=[tmp_path])
+    DicomNode.objects.create(name="nobody", ae_title="NOBODY", host="127.0.0.1", port=free_port())
     _template("ct-fallback", destinations=[{
-        "type": "dicom", "ae_title": "NOBODY", "host": "127.0.0.1", "port": free_port(), "timeout": 5,
+        "type": "dicom", "node": "nobody", "timeout": 5,
         "fallback": {"type": "folder", "path": str(tmp_path / "fallback")}}])
     job = services.create_job(project_key="RES", series_id=series.id, template_name="ct-fallback")
     job = services.run_job_inline(job.pk)
@@ -146,8 +151,9 @@ def test_export_falls_back_when_the_node_is_unreachable(tmp_path, ct):
         assert zf.namelist() == [copy.name]
 
 
-def test_export_failure_without_fallback_is_export_failed_and_retry_works(tmp_path, ct):
+def test_export_failure_without_fallback_is_export_failed_and_retry_works(tmp_path, ct, processors_registry):
     _, series = ct
+    processors_registry(export_roots=[tmp_path])
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the export folder should be")
     _template("ct-bad-folder", destinations=[{"type": "folder", "path": str(blocker / "sub")}])
@@ -180,10 +186,12 @@ def test_unknown_processor_and_template_mismatch_fail_with_reasons(tmp_path, ct)
     assert job.status == JobStatus.FAILED and "RULE_NOT_MATCHED" in job.error
 
 
-def test_external_command_timeout_is_reported(tmp_path, ct):
+def test_external_command_timeout_is_reported(tmp_path, ct, processors_registry):
     _, series = ct
+    processors_registry(commands={"slow": {"argv": [sys.executable, "-c", "import time; time.sleep(30)"],
+                                           "timeout_seconds": 1}})
     Template.objects.create(name="slow", definition={"processor": "external.command", "parameters": {
-        "command": [sys.executable, "-c", "import time; time.sleep(30)"], "timeout_seconds": 1}})
+        "command": "slow"}})
     job = services.run_job_inline(services.create_job(project_key="RES", series_id=series.id,
                                                       template_name="slow").pk)
     assert job.status == JobStatus.FAILED and "did not finish within 1 s" in job.error

@@ -222,8 +222,10 @@ def test_folder_jobs_and_key_store_projects_need_the_right_people(world, tmp_pat
     refused(NotFoundError, services.process_folder, world["charlie"], project_key="proc-a", path=folder)
     refused(PermissionDeniedError, services.process_folder, world["bob"], project_key="proc-b", path=folder)
     refused(NotFoundError, services.process_folder, world["alice"], project_key="no-row", path=folder)
-    job = services.process_folder(world["alice"], project_key="proc-a", path=folder)
-    assert (job.input_path, job.created_by, job.status) == (str(folder.resolve()), world["alice"], JobStatus.PENDING)
+    # a folder of the server's disk is the operator's (and superusers') to choose, not a data manager's (issue 14)
+    refused(PermissionDeniedError, services.process_folder, world["alice"], project_key="proc-a", path=folder)
+    job = services.process_folder(world["admin"], project_key="proc-a", path=folder)
+    assert (job.input_path, job.created_by, job.status) == (str(folder.resolve()), world["admin"], JobStatus.PENDING)
     # a project known only to the key store (the CLI's) belongs to superusers and the operator
     keyed = services.process_folder(world["admin"], project_key="no-row", path=folder)
     assert not selectors.visible_jobs(world["alice"]).filter(pk=keyed.pk).exists()

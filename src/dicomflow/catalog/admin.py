@@ -9,6 +9,7 @@ from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
 
+from dicomflow.catalog import visibility
 from dicomflow.catalog.models import (
     ROI,
     ImageInformation,
@@ -25,9 +26,17 @@ from dicomflow.catalog.models import (
 
 
 class ViewOnlyAdmin(admin.ModelAdmin):
-    """Browse and search; no add, change or delete (files in the store would fall out of step)."""
+    """Browse and search; no add, change or delete (files in the store would fall out of step).
+
+    Rows are scoped by the one visibility rule of API and web (:mod:`dicomflow.catalog.visibility`,
+    installed by the projects app): staff see the clinical pool only with its permission and a
+    project's copy only as its members, whatever model permissions they hold."""
 
     list_per_page = 50
+    project_path = "project"  # from this model to the catalog row's project (null = clinical pool)
+
+    def get_queryset(self, request):
+        return visibility.scoped(super().get_queryset(request), request.user, self.project_path)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -197,6 +206,7 @@ class SeriesAdmin(ViewOnlyAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(ViewOnlyAdmin):
+    project_path = "series__project"
     list_display = ["instance_label", "modality", "series_link", "size", "received_from", "received_at", "uid"]
     list_display_links = ["instance_label"]
     search_fields = [
@@ -230,6 +240,7 @@ class InstanceAdmin(ViewOnlyAdmin):
 
 @admin.register(RTStructureSet)
 class RTStructureSetAdmin(ViewOnlyAdmin):
+    project_path = "instance__series__project"
     list_display = ["label", "name", "approval_status", "structure_set_date", "referenced_series_uid", "n_rois"]
     search_fields = ["label", "name", "instance__sop_instance_uid", "referenced_series_uid", "rois__name"]
     list_filter = ["approval_status"]
@@ -245,6 +256,7 @@ class RTStructureSetAdmin(ViewOnlyAdmin):
 
 @admin.register(RTPlan)
 class RTPlanAdmin(ViewOnlyAdmin):
+    project_path = "instance__series__project"
     list_display = ["label", "name", "approval_status", "fractions_planned", "beam_count", "referenced_structure_set_uid"]
     search_fields = ["label", "name", "instance__sop_instance_uid", "referenced_structure_set_uid"]
     list_filter = ["approval_status"]
@@ -252,6 +264,7 @@ class RTPlanAdmin(ViewOnlyAdmin):
 
 @admin.register(RTDose)
 class RTDoseAdmin(ViewOnlyAdmin):
+    project_path = "instance__series__project"
     list_display = ["instance", "dose_type", "dose_summation_type", "dose_units", "referenced_plan_uid"]
     search_fields = ["instance__sop_instance_uid", "referenced_plan_uid"]
     list_filter = ["dose_type", "dose_summation_type"]

@@ -31,6 +31,7 @@ class CheckFindingInline(ViewOnlyInline, admin.TabularInline):
 
 @admin.register(SeriesCheck)
 class SeriesCheckAdmin(ViewOnlyAdmin):
+    project_path = "series__project"
     list_display = ("series", "modality", "complete", "worst_severity", "approval_status", "instances", "checked_at")
     list_filter = ("modality", "complete", "worst_severity", "approval_status")
     search_fields = ("series__series_instance_uid", "study__study_instance_uid")
@@ -43,6 +44,7 @@ class SeriesCheckAdmin(ViewOnlyAdmin):
 
 @admin.register(CheckFinding)
 class CheckFindingAdmin(ViewOnlyAdmin):
+    project_path = "series__project"
     list_display = ("code", "severity", "series", "message")
     list_filter = ("severity", "code")
     search_fields = ("series__series_instance_uid", "code")
@@ -51,6 +53,7 @@ class CheckFindingAdmin(ViewOnlyAdmin):
 
 @admin.register(SeriesReference)
 class SeriesReferenceAdmin(ViewOnlyAdmin):
+    project_path = "source__project"
     list_display = ("source", "target_uid", "via", "missing", "study")
     list_filter = ("missing", "via")
     search_fields = ("source__series_instance_uid", "target_uid", "study__study_instance_uid")
@@ -66,6 +69,7 @@ class SanityOverrideInline(ViewOnlyInline, admin.TabularInline):
 
 @admin.register(SanityResult)
 class SanityResultAdmin(ViewOnlyAdmin):
+    project_path = "study__project"
     list_display = ("id", "patient", "study", "status", "expected_source", "checked_at")
     list_filter = ("status", "expected_source")
     search_fields = ("subject_ref", "study__study_instance_uid")
@@ -74,6 +78,7 @@ class SanityResultAdmin(ViewOnlyAdmin):
 
 @admin.register(InstanceRefRecord)
 class InstanceRefRecordAdmin(ViewOnlyAdmin):
+    project_path = "instance__series__project"
     list_display = ("instance", "study", "format_version", "created_at")
     search_fields = ("instance__sop_instance_uid",)
     list_select_related = ("instance", "study")

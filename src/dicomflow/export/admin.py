@@ -1,4 +1,8 @@
-"""Admin of export destinations: DICOM nodes (configuration rows), with a C-ECHO check."""
+"""Admin of export destinations: DICOM nodes (configuration rows), with a C-ECHO check.
+
+A DICOM node is where templates may send data (exports, ``remote.dicom_node`` processing): like the
+operator's registry of commands and endpoints, only superusers add, change or delete nodes — staff
+holding the model permissions may look at them and check them with C-ECHO, nothing more."""
 
 from django.contrib import admin, messages
 
@@ -13,7 +17,16 @@ class DicomNodeAdmin(admin.ModelAdmin):
     search_fields = ["name", "ae_title", "host"]
     actions = ["echo_nodes"]
 
-    @admin.action(description="Check with C-ECHO")
+    def has_add_permission(self, request):
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_change_permission(self, request, obj=None):
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_delete_permission(self, request, obj=None):
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    @admin.action(description="Check with C-ECHO", permissions=["view"])
     def echo_nodes(self, request, queryset):
         from dicomflow.export.scu import echo
 

@@ -17,12 +17,13 @@ def enabled_node(name: str) -> DicomNode:
     return node
 
 
-def destination_node(destination: dict):
-    """The node a template's DICOM destination names: ``node`` (a configured name) or
-    ``ae_title``/``host``/``port`` (a dict :func:`dicomflow.export.scu.as_remote_node` takes)."""
-    if destination.get("node"):
-        return enabled_node(destination["node"])
-    try:
-        return {"ae_title": destination["ae_title"], "host": destination["host"], "port": int(destination["port"])}
-    except (KeyError, TypeError, ValueError):
-        raise InputError("a DICOM destination needs 'node' or 'ae_title', 'host' and 'port'") from None
+def destination_node(destination: dict) -> DicomNode:
+    """The node a template's DICOM destination (or a ``remote.dicom_node`` template) names: ``node``, a
+    DICOM node configured by a superuser. Templates never give an AE title, host and port themselves
+    (they are edited by people who must not reach arbitrary hosts); the command line's operator can
+    (``dicomflow export ... --to AET@HOST:PORT``)."""
+    if any(k in destination for k in ("ae_title", "host", "port")):
+        raise InputError("a DICOM destination names a configured node ('node'), never an AE title, host or port")
+    if not destination.get("node"):
+        raise InputError("a DICOM destination needs 'node' (a configured DICOM node)")
+    return enabled_node(destination["node"])

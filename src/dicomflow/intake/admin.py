@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from dicomflow.catalog import visibility
 from dicomflow.intake import uploads, watch
 from dicomflow.intake.models import (
     FolderIntake,
@@ -26,6 +27,15 @@ from dicomflow.intake.models import (
     WatchedFolder,
     ZipUpload,
 )
+
+class ClinicalPoolAdmin(admin.ModelAdmin):
+    """Imports feed the clinical pool: their rows are shown to those who may see it (the visibility
+    rule of API and web, :mod:`dicomflow.catalog.visibility`), whatever model permissions staff hold."""
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return queryset if visibility.sees_clinical(request.user) else queryset.none()
+
 
 class ZipUploadForm(forms.ModelForm):
     class Meta:
@@ -42,7 +52,7 @@ class ZipUploadForm(forms.ModelForm):
 
 
 @admin.register(ZipUpload)
-class ZipUploadAdmin(admin.ModelAdmin):
+class ZipUploadAdmin(ClinicalPoolAdmin):
     form = ZipUploadForm
     list_display = ["id", "name", "status_badge", "stage_progress", "row_actions", "summary", "uploaded"]
     list_display_links = ["id", "name"]
@@ -134,7 +144,7 @@ class ZipUploadAdmin(admin.ModelAdmin):
             reverse("intake:upload-error", args=[obj.pk]),
         )
 
-    @admin.action(description="Process selected ZIP uploads now")
+    @admin.action(description="Process selected ZIP uploads now", permissions=["change"])
     def process_selected(self, request, queryset):
         with transaction.atomic():
             queued = uploads.request_processing(list(queryset.values_list("pk", flat=True)))
@@ -143,7 +153,7 @@ class ZipUploadAdmin(admin.ModelAdmin):
         if skipped:
             self.message_user(request, f"Skipped {skipped} upload(s) already in progress or completed.", messages.INFO)
 
-    @admin.action(description="Mark selected stuck uploads (worker lost) as failed")
+    @admin.action(description="Mark selected stuck uploads (worker lost) as failed", permissions=["change"])
     def abandon_selected(self, request, queryset):
         n = uploads.abandon(queryset.values_list("pk", flat=True))
         self.message_user(request, f"Marked {n} in-progress upload(s) as failed; process them again.", messages.SUCCESS)
@@ -191,7 +201,10 @@ class FolderIntakeInline(admin.TabularInline):
 
 
 @admin.register(WatchedFolder)
-class WatchedFolderAdmin(admin.ModelAdmin):
+class WatchedFolderAdmin(ClinicalPoolAdmin):
+    """Which server folders are read into the catalog: configured by superusers only (like the
+    operator's registry), looked at and scanned by staff with the permissions."""
+
     list_display = ["name", "path", "enabled", "stable_minutes", "last_scan_at", "last_scan_error", "taken"]
     list_filter = ["enabled"]
     search_fields = ["name", "path"]
@@ -202,11 +215,20 @@ class WatchedFolderAdmin(admin.ModelAdmin):
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []  # nothing to list before the folder exists
 
+    def has_add_permission(self, request):
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_change_permission(self, request, obj=None):
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_delete_permission(self, request, obj=None):
+        return bool(request.user.is_active and request.user.is_superuser)
+
     @admin.display(description="folders taken")
     def taken(self, obj):
         return obj.intakes.exclude(status=FolderIntakeStatus.WAITING).count()
 
-    @admin.action(description="Scan watched folders now")
+    @admin.action(description="Scan watched folders now", permissions=["change"])
     def scan_now(self, request, queryset):
         from dicomflow.intake.tasks import scan_watched_folders
 
@@ -215,7 +237,7 @@ class WatchedFolderAdmin(admin.ModelAdmin):
 
 
 @admin.register(FolderIntake)
-class FolderIntakeAdmin(admin.ModelAdmin):
+class FolderIntakeAdmin(ClinicalPoolAdmin):
     list_display = [
         "folder_name", "watched_folder", "status", "stage", "first_seen_at", "claimed_by", "copied_at", "copy_path",
         "files_copied", "finished_at", "import_run",
@@ -230,7 +252,7 @@ class FolderIntakeAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Retry the selected failed or stuck folders")
+    @admin.action(description="Retry the selected failed or stuck folders", permissions=["change"])
     def retry_import(self, request, queryset):
         from dicomflow.intake.tasks import import_watched_folder
 
@@ -244,7 +266,7 @@ class FolderIntakeAdmin(admin.ModelAdmin):
 
 
 @admin.register(ImportRun)
-class ImportRunAdmin(admin.ModelAdmin):
+class ImportRunAdmin(ClinicalPoolAdmin):
     list_display = [
         "id", "source_kind", "source", "started_at", "finished_at", "files_seen", "instances_new",
         "instances_duplicate", "n_conflicts", "n_ignored",

@@ -1,6 +1,11 @@
-"""Admin: rulesets and templates (validated by the core, written by the services), series states
-with a template chosen by hand, jobs (added, retried, cancelled, approved and downloaded through
-the services, as request.user) and the searchable log. Nothing here writes those models itself."""
+"""Admin: rulesets and templates (validated by the core and against the operator's registry,
+written by the services), series states with a template chosen by hand, jobs (added, retried,
+cancelled, approved and downloaded through the services, as request.user) and the searchable log.
+Nothing here writes those models itself.
+
+Series states, jobs and log entries are scoped by the visibility rule of API and web (the series a
+user may see, the jobs of their projects); actions declare the model permission they need (write
+actions: change; the download: view — the service then checks the role and audits)."""
 
 from __future__ import annotations
 
@@ -72,7 +77,12 @@ class SeriesStateAdmin(admin.ModelAdmin):
     readonly_fields = ("series", "status", "explanation", "chosen_by", "evaluated_at")
     actions = ["evaluate"]
 
-    @admin.action(description="Evaluate the rules again")
+    def get_queryset(self, request):
+        from dicomflow.projects.selectors import visible_series
+
+        return super().get_queryset(request).filter(series__in=visible_series(request.user).values("pk"))
+
+    @admin.action(description="Evaluate the rules again", permissions=["change"])
     def evaluate(self, request, queryset):
         ids = list(queryset.values_list("series_id", flat=True))
         tasks.evaluate_series.delay(ids, override_manual=True)
@@ -152,6 +162,11 @@ class JobAdmin(admin.ModelAdmin):
     inlines = [JobStageInline, ResultInline]
     actions = ["retry", "cancel", "approve", "download_results"]
 
+    def get_queryset(self, request):
+        from dicomflow.processing.selectors import visible_jobs
+
+        return super().get_queryset(request).filter(pk__in=visible_jobs(request.user).values("pk"))
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = type("JobAddFormFor", (JobAddForm,), {"actor": request.user})
@@ -183,19 +198,19 @@ class JobAdmin(admin.ModelAdmin):
         if done:
             self.message_user(request, f"{verb} {done} job(s)")
 
-    @admin.action(description="Retry the failed stage")
+    @admin.action(description="Retry the failed stage", permissions=["change"])
     def retry(self, request, queryset):
         self._each(request, queryset, services.retry_job, "retried")
 
-    @admin.action(description="Cancel")
+    @admin.action(description="Cancel", permissions=["change"])
     def cancel(self, request, queryset):
         self._each(request, queryset, services.cancel_job, "cancelled")
 
-    @admin.action(description="Quality control: approve the result")
+    @admin.action(description="Quality control: approve the result", permissions=["change"])
     def approve(self, request, queryset):
         self._each(request, queryset, services.approve_qc, "approved")
 
-    @admin.action(description="Download the re-identified results (ZIP, one job)")
+    @admin.action(description="Download the re-identified results (ZIP, one job)", permissions=["view"])
     def download_results(self, request, queryset):
         from django.http import FileResponse
 
@@ -218,6 +233,19 @@ class LogEntryAdmin(admin.ModelAdmin):
     search_fields = ("message",)
     readonly_fields = ("time", "level", "job", "series", "stage", "message")
     date_hierarchy = "time"
+
+    def get_queryset(self, request):
+        from django.db.models import Q
+
+        from dicomflow.processing.selectors import visible_jobs
+        from dicomflow.projects.selectors import visible_series
+
+        jobs = visible_jobs(request.user).values("pk")
+        series = visible_series(request.user).values("pk")
+        allowed = Q(job__in=jobs) | Q(job__isnull=True, series__in=series)
+        if request.user.is_active and request.user.is_superuser:
+            allowed |= Q(job__isnull=True, series__isnull=True)  # the scheduler's own entries
+        return super().get_queryset(request).filter(allowed)
 
     def has_add_permission(self, request):
         return False

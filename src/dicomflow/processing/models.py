@@ -49,6 +49,11 @@ class Template(models.Model):
             core = CoreTemplate.from_dict({**(self.definition or {}), "name": self.name})
         except RuleDefinitionError as exc:
             raise ValidationError({"definition": str(exc)}) from None
+        from dicomflow.processing.registry import template_reach_problems
+
+        problems = template_reach_problems(core.to_dict())  # only what the operator configured, by name
+        if problems:
+            raise ValidationError({"definition": problems})
         self.definition = core.to_dict()
 
     def save(self, *args, **kwargs) -> None:

@@ -260,9 +260,10 @@ def quality_control(job: Job) -> None:
 
 def exporting(job: Job) -> None:
     services.catalogue_results(job)  # linked to the job by its results' UIDs (selectors.result_series)
-    destinations = list(job.template.core().destinations)
-    if job.out_dir:
-        destinations.append({"type": "folder", "path": job.out_dir})
+    destinations = list(job.template.core().destinations) if job.template else []
+    out_dir = {"type": "folder", "path": job.out_dir} if job.out_dir else None
+    if out_dir:  # checked against the export roots when the job was made (any folder for the CLI's operator)
+        destinations.append(out_dir)
     rows = list(Result.objects.filter(job=job))
     if not destinations:
         _log(job, Stage.EXPORTING, "the template names no destination: results are available for download")
@@ -271,7 +272,7 @@ def exporting(job: Job) -> None:
     files = [Path(r.path) for r in rows]
     outcomes = []
     for destination in destinations:
-        outcome = results.export_with_fallback(files, destination)
+        outcome = results.export_with_fallback(files, destination, any_folder=destination is out_dir)
         outcomes.append(outcome)
         level = LogLevel.INFO if outcome["ok"] else LogLevel.ERROR
         _log(job, Stage.EXPORTING, f"export to {outcome['destination']}: "

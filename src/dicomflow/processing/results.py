@@ -149,22 +149,27 @@ def export_node(files: Sequence[Path], destination: dict) -> dict[str, str]:
     return {str(f): describe(destination) for f in files}
 
 
-def export_to(files: Sequence[Path], destination: dict) -> dict[str, str]:
+def export_to(files: Sequence[Path], destination: dict, *, any_folder: bool = False) -> dict[str, str]:
+    """Export ``files`` to one destination. A folder must lie inside an export root of the operator's
+    registry unless ``any_folder`` (the folder the command-line operator gave: ``process --out``)."""
+    from dicomflow.processing.registry import require_export_folder
+
     kind = destination.get("type", "folder")
     if kind == "folder":
         if not destination.get("path"):
             raise InputError("a folder destination needs a 'path'")
-        return export_folder(files, destination["path"])
+        folder = destination["path"] if any_folder else require_export_folder(destination["path"])
+        return export_folder(files, folder)
     if kind == "dicom":
         return export_node(files, destination)
     raise InputError(f"unknown destination type '{kind}' (use 'folder' or 'dicom')")
 
 
-def export_with_fallback(files: Sequence[Path], destination: dict) -> dict:
+def export_with_fallback(files: Sequence[Path], destination: dict, *, any_folder: bool = False) -> dict:
     """Export to a destination; on failure to its ``fallback`` destination when it has one."""
     outcome = {"destination": describe(destination), "ok": False, "reason": "", "paths": {}}
     try:
-        outcome["paths"] = export_to(files, destination)
+        outcome["paths"] = export_to(files, destination, any_folder=any_folder)
         outcome["ok"] = True
         return outcome
     except DicomflowError as exc:

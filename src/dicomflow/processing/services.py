@@ -600,6 +600,21 @@ def _rules_decision(series_id: int, rulesets=None):
     return core_evaluate_series(series_context(series_id), rulesets, names)
 
 
+def _out_dir_for(actor, out_dir: str | Path | None) -> Path | None:
+    """The job's extra output folder: anywhere for the command-line operator (``process --out``), inside
+    an export root of the operator's registry for everybody else (web, admin, API)."""
+    from dicomflow.accounts.actors import is_operator
+    from dicomflow.processing.registry import require_export_folder
+
+    if not out_dir:
+        return None
+    if is_operator(actor):
+        return Path(out_dir)
+    if not Path(out_dir).is_absolute():
+        raise InputError(f"output folder {str(out_dir)[:200]!r} must be an absolute path inside an export root")
+    return require_export_folder(out_dir)
+
+
 def send_for_processing(actor, *, project_key: str, series_uids: Iterable[str] | None = None,
                         study_uid: str | None = None, template_name: str | None = None,
                         out_dir: str | Path | None = None, require_qc: bool = False,
@@ -612,6 +627,7 @@ def send_for_processing(actor, *, project_key: str, series_uids: Iterable[str] |
     left out; a study none of whose series fits is refused. ``inline`` runs the jobs here (the CLI).
     """
     project = require_project(actor, project_key, Capability.MANAGE)
+    out_dir = _out_dir_for(actor, out_dir)
     template = get_template(template_name) if template_name else None
     candidates, whole_study = _series_to_send(actor, project, series_uids, study_uid)
     chosen, reasons = [], []
@@ -645,6 +661,10 @@ def process_folder(actor, *, project_key: str, path: str | Path, template_name: 
     Needs Manage in the project; enqueued on commit, or run here with ``inline`` (``on_stage``
     is told each stage before it runs)."""
     require_project(actor, project_key, Capability.MANAGE)
+    if not _everywhere(actor):  # a folder of the server's disk: its operator's (and superusers') choice only
+        raise PermissionDeniedError("only superusers and the command-line operator may process a folder on the "
+                                    "server; send catalogued series instead")
+    out_dir = _out_dir_for(actor, out_dir)
     with transaction.atomic():
         job = create_job(project_key=project_key, input_path=path, template_name=template_name, out_dir=out_dir,
                          require_qc=require_qc, created_by=_creator(actor))

@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from dicomflow.errors import DicomflowError, NotFoundError, PermissionDeniedError
-from dicomflow.projects import services
+from dicomflow.projects import selectors, services
 from dicomflow.projects.models import (
     Event,
     Project,
@@ -29,6 +29,18 @@ from dicomflow.projects.models import (
     UploadSlot,
     UploadSlotLink,
 )
+
+class ProjectScoped:
+    """Rows of the projects ``request.user`` may see (members, superusers: ``selectors.projects_for``),
+    the rule of the API and the web, whatever model permissions a staff user holds."""
+
+    project_path = "project"  # from this model to its Project ("" for the Project itself)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        visible = selectors.projects_for(request.user).values("pk")
+        return queryset.filter(**{f"{self.project_path}__in" if self.project_path else "pk__in": visible})
+
 
 class ReadOnlyMixin:
     def has_add_permission(self, request, obj=None):
@@ -74,7 +86,8 @@ class ServiceWrites:
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
+    project_path = ""
     form = ProjectForm
     list_display = ["key", "name", "member_count", "subject_count", "created_at"]
     search_fields = ["key", "name"]
@@ -136,7 +149,8 @@ class SubjectForm(forms.ModelForm):
     def __init__(self, *args, request=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.request = request
-        self.fields["study_subject_id"].required = False
+        if "study_subject_id" in self.fields:  # (a subject's own page is read-only: no fields)
+            self.fields["study_subject_id"].required = False
 
     def clean(self):
         data = super().clean()
@@ -157,7 +171,7 @@ class SubjectForm(forms.ModelForm):
 
 
 @admin.register(Subject)
-class SubjectAdmin(admin.ModelAdmin):
+class SubjectAdmin(ProjectScoped, admin.ModelAdmin):
     """Subjects are enrolled here with the service's checks; once enrolled they are read-only
     (their ID is in staged data)."""
 
@@ -181,6 +195,24 @@ class SubjectAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    @staticmethod
+    def may_see_identity(request, obj) -> bool:
+        """Pseudonym ↔ clinical patient: Re-identifiers of the subject's project and superusers only."""
+        user = request.user
+        return bool(user.is_active and (user.is_superuser or selectors.can_reidentify(user, obj.project)))
+
+    def get_fields(self, request, obj=None):
+        fields = list(super().get_fields(request, obj))
+        if obj is not None and not self.may_see_identity(request, obj):
+            fields = [f for f in fields if f != "patient"]
+        return fields
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and not self.may_see_identity(request, obj):
+            readonly = [f for f in readonly if f != "patient"]
+        return readonly
+
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         subject = ServiceWrites.call(
@@ -199,7 +231,8 @@ class UploadSlotInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ProjectScoped, admin.ModelAdmin):
+    project_path = "subject__project"
     """Events are added with ``services.add_event``; then read-only."""
 
     list_display = ["name", "subject", "date", "order"]
@@ -224,7 +257,8 @@ class UploadSlotLinkInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(UploadSlot)
-class UploadSlotAdmin(admin.ModelAdmin):
+class UploadSlotAdmin(ProjectScoped, admin.ModelAdmin):
+    project_path = "event__subject__project"
     """Slots are added with ``services.add_slot``; studies are linked through ``services.link_study``
     (web, API, uploads), which asks before replacing and keeps the history shown here."""
 
@@ -244,7 +278,7 @@ class UploadSlotAdmin(admin.ModelAdmin):
 
 
 @admin.register(StagingJob)
-class StagingJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class StagingJobAdmin(ProjectScoped, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["id", "project", "status_badge", "stage", "progress", "files_out", "created_by", "created_at"]
     list_filter = ["status", "project"]
     readonly_fields = ["record_downloads"] + [f.name for f in StagingJob._meta.fields]
@@ -257,7 +291,7 @@ class StagingJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
         """The job's de-identification record (tag, keyword, action, option — never values)."""
         if not self.has_view_permission(request):
             raise Http404
-        job = get_object_or_404(StagingJob, pk=job_id)
+        job = get_object_or_404(self.get_queryset(request), pk=job_id)  # scoped to the user's projects
         if fmt == "json":
             body = json.dumps({"record": job.deid_record, "rt_integrity": job.rt_integrity}, indent=1)
             content_type = "application/json"
@@ -288,13 +322,13 @@ class StagingJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(StagedSeries)
-class StagedSeriesAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class StagedSeriesAdmin(ProjectScoped, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["project", "source_series", "copy_series", "source_instances", "updated_at"]
     list_filter = ["project"]
 
 
 @admin.register(ProjectUpload)
-class ProjectUploadAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ProjectUploadAdmin(ProjectScoped, ReadOnlyMixin, admin.ModelAdmin):
     """Uploads made into a project (through the API, the SDK or the upload page): read-only."""
 
     list_display = ["session", "project", "subject", "slot", "template", "created_at"]

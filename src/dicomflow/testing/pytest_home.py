@@ -5,6 +5,10 @@ pytest-django loads the settings in its ``pytest_load_initial_conftests`` hook, 
 ``./var`` — the developer's store — and concurrent sessions clobbered one test database). Plugins
 named with ``-p`` (see ``addopts`` in pyproject.toml) are imported before that hook runs.
 Subprocesses the tests start (CLI, Celery worker) inherit the same HOME through the environment.
+
+The operator's registry (``DICOMFLOW_PROCESSORS``) is pinned to ``$DICOMFLOW_HOME/processors.json``
+(never a developer's own file): tests write it with the ``processors_registry`` fixture
+(tests/fixtures_registry.py), and the session's Celery worker, started once, reads the same path.
 """
 
 import os
@@ -13,3 +17,7 @@ import tempfile
 os.environ["DICOMFLOW_HOME"] = tempfile.mkdtemp(prefix="dicomflow-test-")
 os.environ["DICOMFLOW_TEST_SESSION_HOME"] = os.environ["DICOMFLOW_HOME"]
 os.environ.setdefault("DICOMFLOW_FSYNC", "never")
+os.environ["DICOMFLOW_PROCESSORS"] = os.path.join(os.environ["DICOMFLOW_HOME"], "processors.json")
+# A secret-looking canary every test process and the session's worker carry: tests check that it never
+# reaches a command's environment or leaves the machine (the operator's real tokens have this prefix).
+os.environ.setdefault("DICOMFLOW_TOKEN_TEST_CANARY", "canary-" + os.urandom(8).hex())

@@ -1,28 +1,37 @@
-"""``external.command``: run a configured program on the de-identified series — the way to plug in
-any segmentation model.
+"""``external.command``: run a program the operator registered on the de-identified series — the way
+to plug in any segmentation model.
 
 Template parameters:
-- ``command``: argv list; ``{input}`` and ``{output}`` are replaced by the input and output folders
-  (with ``nifti``: ``{input}`` holds ``image.nii.gz``, ``{input_file}`` is that file, ``{output}``
-  must receive one label NIfTI on the same grid);
-- ``nifti`` (false): go through NIfTI both ways (core bridge: correct affine; label values become
-  ROIs by the template's ``rois`` ``label`` values);
-- ``timeout_seconds`` (3600), ``env`` (extra environment variables).
-Without ``nifti`` the program writes DICOM files into ``{output}``. Its stdout and stderr go to the
-processing log (the last lines). The command runs without a shell: no quoting surprises.
+- ``command``: the NAME of a command in the operator's registry (``processors.json``, see
+  :mod:`dicomflow.core.operator_registry`). The registry entry gives the argv (``{input}``,
+  ``{output}`` and ``{input_file}`` are replaced by the input and output folders and, with ``nifti``,
+  the input NIfTI file), ``timeout_seconds``, ``nifti`` and extra ``env``. A template never gives an
+  argv, an environment or a working folder (refused when it is saved);
+- ``structure_set_label`` (nifti only): the label of the RTSTRUCT made from the label map.
+With ``nifti`` the series goes through NIfTI both ways (core bridge: correct affine; label values
+become ROIs by the template's ``rois`` ``label`` values); without it the program writes DICOM files
+into ``{output}``.
+
+The program runs without a shell, stdin closed, in its job's folder, with a minimal environment:
+``PATH=/usr/bin:/bin``, ``LANG``/``LC_ALL=C.UTF-8``, ``HOME`` and ``TMPDIR`` inside the job's folder,
+plus the registry entry's ``env`` — never the server's environment (no secret key, database URL or
+tokens). It sees only its job's de-identified input. On timeout its whole process group is killed.
+Its stdout and stderr go to the processing log (the last lines).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
-from dicomflow.errors import ProcessingError
+from dicomflow.errors import ConfigurationError, ProcessingError
 from dicomflow.processing.processors import ProcessorRequest
 
 NAME = "external.command"
 MAX_LOG_CHARS = 4000
+MINIMAL_PATH = "/usr/bin:/bin"
 
 
 def _tail(text: str) -> str:
@@ -30,19 +39,65 @@ def _tail(text: str) -> str:
     return text if len(text) <= MAX_LOG_CHARS else "..." + text[-MAX_LOG_CHARS:]
 
 
-def _argv(command, mapping: dict[str, str]) -> list[str]:
-    if isinstance(command, str) or not command or not all(isinstance(a, str) for a in command):
-        raise ProcessingError(f"{NAME}: parameter 'command' must be a non-empty list of strings (argv)")
+def registered_command(name: object):
+    """The registry entry a template's ``command`` names; ProcessingError saying what to do otherwise."""
+    from dicomflow.processing.registry import UNREGISTERED_COMMAND, UNREGISTERED_MESSAGE, operator_registry
+
+    if isinstance(name, list) or name == UNREGISTERED_COMMAND:
+        raise ProcessingError(f"{NAME}: {UNREGISTERED_MESSAGE}")
     try:
-        return [a.format_map(mapping) for a in command]
-    except (KeyError, ValueError) as exc:
-        raise ProcessingError(f"{NAME}: unknown placeholder in 'command' ({exc}); use {{input}} and {{output}}") from None
+        return operator_registry().command(name)
+    except ConfigurationError as exc:
+        raise ProcessingError(f"{NAME}: {exc}") from None
+
+
+def _argv(argv: tuple[str, ...], mapping: dict[str, str]) -> list[str]:
+    try:
+        return [a.format_map(mapping) for a in argv]
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ProcessingError(f"{NAME}: unknown placeholder in the registered command ({exc}); "
+                              "use {input}, {output} and {input_file}") from None
+
+
+def minimal_environment(work_dir: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The whole environment of a command: nothing of the server's own (secrets, tokens, database URL)."""
+    home = work_dir / "home"
+    tmp = work_dir / "tmp"
+    home.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {"PATH": MINIMAL_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(home), "TMPDIR": str(tmp),
+            **{str(k): str(v) for k, v in extra.items()}}
+
+
+def _run(argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``argv`` in its own session (process group); the whole group is killed on timeout."""
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, errors="replace", env=env, cwd=cwd, start_new_session=True,
+                          close_fds=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
+            raise
+        except BaseException:
+            _kill_group(process)
+            raise
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()
 
 
 def run(request: ProcessorRequest) -> list[Path]:
     params = request.parameters
-    nifti = bool(params.get("nifti", False))
-    timeout = float(params.get("timeout_seconds", 3600))
+    command = registered_command(params.get("command"))
+    nifti = command.nifti
+    timeout = command.timeout_seconds
     mapping = {"input": str(request.input_dir), "output": str(request.output_dir), "input_file": ""}
     if nifti:
         from dicomflow.core.segmentation.nifti import series_to_nifti
@@ -54,16 +109,16 @@ def run(request: ProcessorRequest) -> list[Path]:
         image = series_to_nifti(request.paths, nifti_in / "image.nii.gz")
         mapping = {"input": str(nifti_in), "output": str(nifti_out), "input_file": str(image)}
         request.log("INFO", f"{NAME}: series written as NIfTI for the command")
-    argv = _argv(params.get("command"), mapping)
-    env = dict(os.environ) | {str(k): str(v) for k, v in (params.get("env") or {}).items()}
-    request.log("INFO", f"{NAME}: running {Path(argv[0]).name} (timeout {timeout:.0f} s)")
+    argv = _argv(command.argv, mapping)
+    env = minimal_environment(request.work_dir, dict(command.env))
+    request.log("INFO", f"{NAME}: running '{command.name}' (timeout {timeout:.0f} s)")
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
-                              env=env, stdin=subprocess.DEVNULL, cwd=request.work_dir)
+        done = _run(argv, env=env, cwd=request.work_dir, timeout=timeout)
     except FileNotFoundError:
-        raise ProcessingError(f"{NAME}: program '{argv[0]}' not found; fix the template's command") from None
+        raise ProcessingError(f"{NAME}: the program of command '{command.name}' was not found; "
+                              "the operator must fix processors.json") from None
     except PermissionError:
-        raise ProcessingError(f"{NAME}: program '{argv[0]}' is not executable") from None
+        raise ProcessingError(f"{NAME}: the program of command '{command.name}' is not executable") from None
     except subprocess.TimeoutExpired:
         raise ProcessingError(f"{NAME}: the command did not finish within {timeout:.0f} s and was stopped") from None
     if done.stdout.strip():

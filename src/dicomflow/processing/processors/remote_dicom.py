@@ -7,7 +7,8 @@ received data (under the project's pseudonym); they are copied from the store in
 folder once no new instance has arrived for ``settle_seconds``; verification then checks they
 reference exactly the series sent.
 
-Template parameters: ``node`` (a configured DicomNode name) or ``ae_title``/``host``/``port``;
+Template parameters: ``node`` (the name of a DICOM node a superuser configured; never an AE title,
+host or port — refused when the template is saved);
 ``timeout_seconds`` (3600): how long to wait for the result; ``settle_seconds`` (2);
 ``poll_seconds`` (1).
 """
@@ -44,6 +45,7 @@ def run(request: ProcessorRequest) -> list[Path]:
 
     params = request.parameters
     destination = {"type": "dicom", **{k: params[k] for k in ("node", "ae_title", "host", "port") if k in params}}
+    # destination_node refuses anything but a configured node's name (ae_title/host/port included)
     timeout = float(params.get("timeout_seconds", 3600))
     settle = float(params.get("settle_seconds", 2))
     poll = float(params.get("poll_seconds", 1))
