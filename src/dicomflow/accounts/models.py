@@ -33,6 +33,7 @@ class AuditAction(models.TextChoices):
     LOGIN_FAILED = "login_failed", "Failed login"
     API_KEY = "api_key", "API key"
     SLOT_LINK = "slot_link", "Slot link"
+    AUTO_PROCESS = "auto_process", "Automatic processing"
 
 
 class AuditOutcome(models.TextChoices):
