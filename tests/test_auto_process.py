@@ -266,3 +266,42 @@ def test_automatic_processing_needs_a_project(world, settings):
     assert services.start_automatic_jobs(quiet_seconds=0) == ([], None)
     assert not Job.objects.exists()
     assert LogEntry.objects.filter(message__contains="names no project").exists()
+
+
+# --- the desk pages ---------------------------------------------------------------------------------------------------
+def test_desk_template_form_switches_automatic_processing_and_lists_show_it(world):
+    from django.test import Client
+
+    admin, alice = Client(), Client()
+    admin.force_login(world["admin"])
+    world["alice"].user_permissions.add(Permission.objects.get(codename="change_template"))
+    alice.force_login(world["alice"])
+    url = f"/processing/templates/{CT_BODY_LUNGS}/"
+    page = admin.get(url).content.decode()
+    assert 'name="auto_process"' in page and "Automatic processing" in page
+    form = {"name": CT_BODY_LUNGS, "processor": "builtin.ct_body_lungs", "modalities": "CT", "min_images": "10",
+            "roi-key": ["body"], "roi-name": ["Body"], "roi-color": ["#00c800"], "roi-type": ["EXTERNAL"],
+            "roi-label": ["1"], "blocking_findings": ["COMPLETENESS_MISSING_SLICES"], "auto_process": "on",
+            "auto_project": "proc-b"}
+    # alice manages A only: naming B is refused, nothing changes
+    assert alice.post(url, form).status_code == 404
+    assert Template.objects.get(name=CT_BODY_LUNGS).auto_process is False
+    assert alice.post(url, {**form, "auto_project": "proc-a"}).status_code == 302
+    row = Template.objects.get(name=CT_BODY_LUNGS)
+    assert (row.auto_process, row.auto_project) == (True, "proc-a")
+    assert AuditEntry.objects.filter(action="auto_process", outcome="ok", user=world["alice"]).count() == 1
+    page = admin.get(url).content.decode()
+    assert 'id="t-auto" name="auto_process" checked' in page and '<option value="proc-a" selected>' in page
+    assert "proc-a" in admin.get("/processing/templates/").content.decode()
+    rulesets = admin.get("/processing/rulesets/").content.decode()
+    assert "automatic</span> project proc-a" in rulesets
+    # switched off again from the form (the box unticked)
+    assert admin.post(url, {k: v for k, v in form.items() if k != "auto_process"}).status_code == 302
+    assert Template.objects.get(name=CT_BODY_LUNGS).auto_process is False
+    assert "by a person" in admin.get("/processing/rulesets/").content.decode()
+    # a series a blocking finding stopped shows "Check failed" in the series list
+    Template.objects.filter(name=CT_BODY_LUNGS).update(auto_process=True, auto_project="proc-a")
+    services.start_automatic_jobs(quiet_seconds=0)
+    listing = admin.get("/processing/series/?status=check_failed").content.decode()
+    assert world["series"]["gap"].series_instance_uid in listing and "Check failed" in listing
+    assert world["series"]["ct"].series_instance_uid not in listing
