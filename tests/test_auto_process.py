@@ -305,3 +305,19 @@ def test_desk_template_form_switches_automatic_processing_and_lists_show_it(worl
     listing = admin.get("/processing/series/?status=check_failed").content.decode()
     assert world["series"]["gap"].series_instance_uid in listing and "Check failed" in listing
     assert world["series"]["ct"].series_instance_uid not in listing
+
+
+def test_switching_on_processes_new_series_not_the_backlog(world, tmp_path):
+    """Series catalogued before automatic processing was switched on are not swept into jobs."""
+    ct = world["series"]["ct"]
+    services.update_template(world["admin"], CT_BODY_LUNGS, auto_process=True, auto_project="proc-a")
+    assert Template.objects.get(name=CT_BODY_LUNGS).auto_since is not None
+    assert services.start_automatic_jobs(quiet_seconds=0) == ([], None)  # the CT came before: a person decides
+    info = write_image_series(tmp_path / "new", PatientSpec("AUTO-NEW"), n_slices=12, rows=16, cols=16, seed="new")
+    import_paths([tmp_path / "new"], workers=1)
+    new = Series.objects.get(series_instance_uid=info.series_uid)
+    tasks.evaluate_imported([new.pk], quiet_seconds=0)
+    assert list(Job.objects.values_list("series_id", flat=True)) == [new.pk]
+    assert not Job.objects.filter(series=ct).exists()
+    services.update_template(world["admin"], CT_BODY_LUNGS, auto_process=False)
+    assert Template.objects.get(name=CT_BODY_LUNGS).auto_since is None

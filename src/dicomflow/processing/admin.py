@@ -44,7 +44,7 @@ class TemplateAdmin(DefinitionAdmin):
     fields_to_save = ("definition", "auto_process", "auto_project")
     list_display = ("name", "auto_process", "auto_project", "builtin", "updated_at")
     search_fields = ("name",)
-    readonly_fields = ("builtin",)
+    readonly_fields = ("builtin", "auto_since")
 
     def get_deleted_objects(self, objs, request):
         """A template a ruleset names is protected like one a job uses: the admin refuses to delete it."""

@@ -39,6 +39,9 @@ class Template(models.Model):
     auto_project = models.CharField(max_length=64, blank=True, default="",
                                     help_text="Research project whose keys de-identify automatically processed "
                                               "series (empty: DICOMFLOW_AUTO_PROCESS_PROJECT).")
+    auto_since = models.DateTimeField(null=True, blank=True, editable=False,
+                                      help_text="When automatic processing was switched on: only series catalogued "
+                                                "since are processed automatically (not the backlog).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

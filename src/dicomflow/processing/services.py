@@ -205,15 +205,17 @@ def automatic_project(template: Template) -> str:
 
 
 def automatic_candidates(series_ids: Iterable[int] | None = None):
-    """States of clinical series the rules gave a template with automatic processing, with no job yet
-    and no template chosen by hand (a person decides those), annotated with ``last_received``."""
-    from django.db.models import Exists, OuterRef
+    """States of clinical series the rules gave a template with automatic processing, catalogued since
+    it was switched on, with no job yet and no template chosen by hand (a person decides those),
+    annotated with ``last_received``."""
+    from django.db.models import Exists, F, OuterRef, Q
 
     from dicomflow.catalog.models import Series
 
     qs = (SeriesState.objects.filter(status=SeriesStatus.RULE_MATCHED.value, template__auto_process=True,
                                      chosen_by__isnull=True,
                                      series__in=_clinical_input(Series.objects.all()))
+          .filter(Q(template__auto_since__isnull=True) | Q(series__created_at__gte=F("template__auto_since")))
           .filter(~Exists(Job.objects.filter(series_id=OuterRef("series_id"))))
           .select_related("template").annotate(last_received=_last_received("series_id")))
     if series_ids is not None:
@@ -941,6 +943,10 @@ def _automatic_settings(actor, row: Template, auto_process: bool | None, auto_pr
         row.auto_project = auto_project.strip()
     if (row.auto_process, row.auto_project) == before:
         return None
+    if row.auto_process and not before[0]:
+        row.auto_since = timezone.now()  # new series from now on: switching on never processes the backlog
+    elif not row.auto_process:
+        row.auto_since = None
     key = automatic_project(row)
     if row.auto_process and not key:
         raise InputError("automatic processing needs a research project whose keys de-identify the series: "
