@@ -149,23 +149,20 @@ def test_dry_run_with_the_database_rules_explains_every_decision(tmp_path):
     assert SeriesState.objects.count() == before
 
 
-def test_auto_start_creates_one_job_per_matched_series(tmp_path):
-    ct = _import_series(tmp_path, "auto-ct")
-    mr = _import_series(tmp_path, "auto-mr", modality="MR")
-    states = services.evaluate_series([ct.id, mr.id])
-    jobs = services.auto_start_jobs(states, "AUTO")
-    assert [(j.series_id, j.template.name, j.project_key) for j in jobs] == [(ct.id, CT_BODY_LUNGS, "AUTO")]
-    assert services.auto_start_jobs(services.evaluate_series([ct.id, mr.id]), "AUTO") == []  # never twice
-
-
-def test_evaluate_task_starts_jobs_only_when_auto_processing_is_on(tmp_path, settings):
+def test_evaluate_task_starts_jobs_only_for_templates_with_automatic_processing(tmp_path, settings):
     from dicomflow.processing import tasks
     from dicomflow.processing.models import Job
 
     ct = _import_series(tmp_path, "auto-task")
-    settings.DICOMFLOW_AUTO_PROCESS_PROJECT = ""
-    assert tasks.evaluate_series([ct.id]) == {str(ct.id): SeriesStatus.RULE_MATCHED.value}
-    assert not Job.objects.filter(series=ct).exists()
-    settings.DICOMFLOW_AUTO_PROCESS_PROJECT = "AUTO2"
-    tasks.evaluate_series([ct.id])
-    assert Job.objects.get(series=ct).project_key == "AUTO2"
+    mr = _import_series(tmp_path, "auto-mr", modality="MR")
+    settings.DICOMFLOW_AUTO_PROCESS_PROJECT = "AUTO2"  # a default project alone switches nothing on
+    settings.DICOMFLOW_AUTO_PROCESS_QUIET_SECONDS = 0
+    assert tasks.evaluate_series([ct.id, mr.id]) == {str(ct.id): SeriesStatus.RULE_MATCHED.value,
+                                                     str(mr.id): SeriesStatus.RULE_NOT_MATCHED.value}
+    assert not Job.objects.exists()
+    Template.objects.filter(name=CT_BODY_LUNGS).update(auto_process=True)  # no auto_project: the default
+    tasks.evaluate_series([ct.id, mr.id])
+    job = Job.objects.get()
+    assert (job.series_id, job.project_key, job.automatic, job.template.name) == (ct.id, "AUTO2", True, CT_BODY_LUNGS)
+    tasks.evaluate_series([ct.id, mr.id])  # never twice
+    assert Job.objects.count() == 1

@@ -38,6 +38,8 @@ def _stats(tmp_path, **env) -> subprocess.CompletedProcess:
     ("DICOMFLOW_UPLOAD_STALE_DAYS", "-1", "a number greater than 0"),
     ("DICOMFLOW_SCP_ALLOW", "CT1", "comma-separated AET@HOST entries (AET or HOST may be *, HOST may be an IP "
                                    "address, a CIDR network or a host name)"),
+    ("DICOMFLOW_AUTO_PROCESS_PROJECT", "../etc", "a research project key (letters, digits, '_', '.', '-')"),
+    ("DICOMFLOW_AUTO_PROCESS_QUIET_SECONDS", "-5", "a number of at least 0"),
 ])
 def test_a_bad_value_is_one_clear_line(tmp_path, variable, value, accepted):
     result = _stats(tmp_path, **{variable: value})

@@ -210,6 +210,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dicomflow.processing.tasks.apply_retention",
         "schedule": ENV.number("DICOMFLOW_RETENTION_INTERVAL_SECONDS", 24 * 3600.0, positive=True),
     },
+    # the automatic path's safety net: series quiet for long enough whose job was not started yet
+    # (the countdown sent after each import normally starts them; see processing.tasks)
+    "start-automatic-processing": {"task": "dicomflow.processing.tasks.start_automatic_jobs", "schedule": 30.0},
 }
 
 # --- dicomflow ------------------------------------------------------------------------------------
@@ -236,8 +239,14 @@ DICOMFLOW_SCP_FASTPATH = ENV.boolean("DICOMFLOW_SCP_FASTPATH", True)
 DICOMFLOW_WEB_PORT = ENV.integer("DICOMFLOW_WEB_PORT", 8000, minimum=1, maximum=65535)
 # Rules are evaluated on the new series of every finished import (processing.signals); 0 turns it off.
 DICOMFLOW_EVALUATE_ON_IMPORT = ENV.boolean("DICOMFLOW_EVALUATE_ON_IMPORT", True)
-# A project key: series the rules give a template are processed automatically into that project.
+# The automatic path is switched on per template (Template.auto_process / auto_project); this key is
+# only the default project of templates that switch it on without naming one ('' = they must name one).
 DICOMFLOW_AUTO_PROCESS_PROJECT = ENV.text("DICOMFLOW_AUTO_PROCESS_PROJECT", "")
+if DICOMFLOW_AUTO_PROCESS_PROJECT and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", DICOMFLOW_AUTO_PROCESS_PROJECT):
+    raise ENV.invalid("DICOMFLOW_AUTO_PROCESS_PROJECT", "a research project key (letters, digits, '_', '.', '-')")
+# A series starts its automatic job once no instance of it arrived for this long (a modality that
+# sends one series in several associations still gets one job, on the whole series).
+DICOMFLOW_AUTO_PROCESS_QUIET_SECONDS = ENV.number("DICOMFLOW_AUTO_PROCESS_QUIET_SECONDS", 30.0, minimum=0)
 # Resumable uploads (intake.resumable.UploadLimits) and how long an idle one is kept.
 DICOMFLOW_UPLOAD_MAX_BYTES = ENV.integer("DICOMFLOW_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1)
 DICOMFLOW_UPLOAD_MAX_FILES = ENV.integer("DICOMFLOW_UPLOAD_MAX_FILES", 100_000, minimum=1)

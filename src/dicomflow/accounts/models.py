@@ -35,6 +35,7 @@ class AuditAction(models.TextChoices):
     SLOT_LINK = "slot_link", "Slot link"
     WADO_RETRIEVE = "wado_retrieve", "DICOMweb retrieve"
     RETENTION = "retention", "Retention"
+    AUTO_PROCESS = "auto_process", "Automatic processing"
 
 
 class AuditOutcome(models.TextChoices):

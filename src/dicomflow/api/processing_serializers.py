@@ -89,6 +89,12 @@ class TemplateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, help_text="Unique name; rulesets name templates by it.")
     definition = serializers.JSONField(help_text="The template: processor, parameters, requires, rois, "
                                                  "destinations, blocking_findings (check codes that stop processing).")
+    auto_process = serializers.BooleanField(required=False, help_text="A rule match starts processing by itself "
+                                                                      "(the automatic path).")
+    auto_project = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                         help_text="Research project whose keys de-identify automatically processed "
+                                                   "series (empty: the server's default project). Setting it needs "
+                                                   "the data-manager role there.")
     builtin = serializers.BooleanField(read_only=True, help_text="Shipped with dicomflow (may be edited).")
     updated_at = serializers.DateTimeField(read_only=True, help_text="Last change.")
 
@@ -96,6 +102,9 @@ class TemplateSerializer(serializers.Serializer):
 class TemplateUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, max_length=100, help_text="A new name.")
     definition = serializers.JSONField(required=False, help_text="The new definition (whole).")
+    auto_process = serializers.BooleanField(required=False, help_text="Switch the automatic path on or off.")
+    auto_project = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                         help_text="The project of the automatic path (data-manager role there).")
 
 
 class RulesetSerializer(serializers.Serializer):

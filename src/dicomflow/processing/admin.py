@@ -46,9 +46,10 @@ class DefinitionAdmin(admin.ModelAdmin):
 @admin.register(Template)
 class TemplateAdmin(DefinitionAdmin):
     kind = "template"
-    list_display = ("name", "builtin", "updated_at")
+    fields_to_save = ("definition", "auto_process", "auto_project")
+    list_display = ("name", "auto_process", "auto_project", "builtin", "updated_at")
     search_fields = ("name",)
-    readonly_fields = ("builtin",)
+    readonly_fields = ("builtin", "auto_since")
 
     def get_deleted_objects(self, objs, request):
         """A template a ruleset names is protected like one a job uses: the admin refuses to delete it."""
@@ -156,7 +157,7 @@ class JobAddForm(forms.ModelForm):
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "status", "stage", "template", "project_key", "series", "created_at")
-    list_filter = ("status", "stage", "template")
+    list_filter = ("status", "stage", "template", "automatic")
     search_fields = ("project_key", "error")
     raw_id_fields = ("series",)
     inlines = [JobStageInline, ResultInline]

@@ -33,6 +33,15 @@ class Template(models.Model):
     definition = models.JSONField(help_text="dicomflow.core.rules Template: processor, parameters, requires, rois, "
                                             "destinations.")
     builtin = models.BooleanField(default=False, help_text="Shipped with dicomflow (re-created if missing).")
+    # The automatic path: a new series the rules give this template is de-identified with the keys of
+    # ``auto_project`` and processed with no one clicking (processing.services.start_automatic_jobs).
+    auto_process = models.BooleanField(default=False, help_text="A rule match starts processing by itself.")
+    auto_project = models.CharField(max_length=64, blank=True, default="",
+                                    help_text="Research project whose keys de-identify automatically processed "
+                                              "series (empty: DICOMFLOW_AUTO_PROCESS_PROJECT).")
+    auto_since = models.DateTimeField(null=True, blank=True, editable=False,
+                                      help_text="When automatic processing was switched on: only series catalogued "
+                                                "since are processed automatically (not the backlog).")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -172,6 +181,8 @@ class Job(LongJob):
     status = status_field(waiting="Waiting for quality control")
     stage = stage_field(Stage)
     require_qc = models.BooleanField(default=False, help_text="A person approves the result before export.")
+    automatic = models.BooleanField(default=False, help_text="Started by a rule match (the template's automatic "
+                                                             "processing), not by a person.")
     out_dir = models.CharField(max_length=1024, blank=True, default="", help_text="Extra folder destination.")
     cancel_requested = models.BooleanField(default=False)
     state = models.JSONField(default=dict, blank=True,
@@ -183,6 +194,10 @@ class Job(LongJob):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [  # the automatic path starts one job per series, whoever asks and however often
+            models.UniqueConstraint(fields=["series"], condition=models.Q(automatic=True),
+                                    name="uniq_automatic_job_per_series"),
+        ]
 
     def __str__(self) -> str:
         return f"job #{self.pk} ({self.get_status_display()})"

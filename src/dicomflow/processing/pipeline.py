@@ -115,31 +115,40 @@ def _choose_series(job: Job) -> tuple[int, object]:
     return matched[0], states[matched[0]].template
 
 
-def checking(job: Job) -> None:
+def blocking_findings(series_id: int, template, overridden=frozenset(), log=None) -> list[str]:
+    """The check findings of a catalogued series that block ``template`` (``"CODE: message"``), those
+    in ``overridden`` aside; ``log(message, level)`` hears every finding worth telling."""
     from dicomflow.core.checks import Severity, record_from_dataset, run_checks
 
-    series_id, template = _choose_series(job)
-    Job.objects.filter(pk=job.pk).update(series_id=series_id, template=template)
-    job.series_id, job.template = series_id, template
-    SeriesState.objects.filter(series_id=series_id).update(template=template)
     paths = services.instance_paths(series_id)
-    _log(job, Stage.CHECKING, f"template '{template.name}' for a series of {len(paths)} instances")
     records = [record_from_dataset(pydicom.dcmread(p, stop_before_pixels=True), str(p)) for p in paths]
-    services.update_progress(job.pk, Stage.CHECKING, len(paths), len(paths))
     blocking = set(template.core().blocking_findings)
-    overridden = {o["code"] for o in (job.state or {}).get("overrides", [])}
     blockers = []
     for report in run_checks(records):
         for finding in report.findings:
             if finding.severity == Severity.INFO and finding.code not in blocking:
                 continue
             if finding.code in blocking and finding.code not in overridden:
-                _log(job, Stage.CHECKING, f"check {finding.code} (blocks '{template.name}'): {finding.message}",
-                     LogLevel.ERROR)
+                if log:
+                    log(f"check {finding.code} (blocks '{template.name}'): {finding.message}", LogLevel.ERROR)
                 blockers.append(f"{finding.code}: {finding.message}")
-            else:
+            elif log:
                 note = " (blocking finding overridden)" if finding.code in blocking else ""
-                _log(job, Stage.CHECKING, f"check {finding.code}{note}: {finding.message}", LogLevel.WARNING)
+                log(f"check {finding.code}{note}: {finding.message}", LogLevel.WARNING)
+    return blockers
+
+
+def checking(job: Job) -> None:
+    series_id, template = _choose_series(job)
+    Job.objects.filter(pk=job.pk).update(series_id=series_id, template=template)
+    job.series_id, job.template = series_id, template
+    SeriesState.objects.filter(series_id=series_id).update(template=template)
+    paths = services.instance_paths(series_id)
+    _log(job, Stage.CHECKING, f"template '{template.name}' for a series of {len(paths)} instances")
+    overridden = {o["code"] for o in (job.state or {}).get("overrides", [])}
+    blockers = blocking_findings(series_id, template, overridden,
+                                 log=lambda message, level: _log(job, Stage.CHECKING, message, level))
+    services.update_progress(job.pk, Stage.CHECKING, len(paths), len(paths))
     if blockers:
         raise InputError(f"the series has {len(blockers)} finding(s) that block template '{template.name}': "
                          + "; ".join(blockers[:5])

@@ -94,12 +94,12 @@ def series_states(status: str | None = None) -> QuerySet[SeriesState]:
 #: What the desk calls a series' state: its latest visible job's state, else the rules' verdict.
 DESK_STATUSES = {
     "matched": "Matched", "not_matched": "Not matched", "multiple": "Multiple matches", "no_template": "No template",
-    "not_evaluated": "Not evaluated", "sent": "Sent", "processing": "Processing", "processed": "Processed",
-    "failed": "Failed",
+    "check_failed": "Check failed", "not_evaluated": "Not evaluated", "sent": "Sent", "processing": "Processing",
+    "processed": "Processed", "failed": "Failed",
 }
 _RULE_TO_DESK = {
     "RULE_MATCHED": "matched", "RULE_NOT_MATCHED": "not_matched", "MULTIPLE_RULES_MATCHED": "multiple",
-    "NO_TEMPLATE_FOUND": "no_template", "ERROR": "failed", "DEIDENTIFICATION_FAILED": "failed",
+    "NO_TEMPLATE_FOUND": "no_template", "CHECK_FAILED": "check_failed", "ERROR": "failed", "DEIDENTIFICATION_FAILED": "failed",
     "RESULT_INVALID": "failed", "EXPORT_FAILED": "failed", "RESULT_EXPORTED": "processed",
 }
 _JOB_TO_DESK = {"pending": "sent", "running": "processing", "waiting": "processing",

@@ -153,36 +153,143 @@ def evaluate_series(series_ids: Iterable[int], job: Job | None = None, *, overri
     return states
 
 
-def evaluate_new_series() -> list[SeriesState]:
-    """Evaluate every clinical series that has no processing state yet (hook after imports)."""
+# Statuses in which the rules' decision may still change: no job took the series on yet.
+_UNDECIDED = frozenset({SeriesStatus.UNPROCESSED.value, SeriesStatus.RULE_MATCHED.value,
+                        SeriesStatus.RULE_NOT_MATCHED.value, SeriesStatus.MULTIPLE_RULES_MATCHED.value,
+                        SeriesStatus.NO_TEMPLATE_FOUND.value, SeriesStatus.CHECK_FAILED.value})
+
+
+def _clinical_input(series_qs):
+    """Series that are processing input: the clinical pool, not project copies nor our own results."""
+    return (series_qs.filter(project__isnull=True)  # de-identified project copies are not clinical input
+            .exclude(instances__received_from__startswith=RESULTS_SOURCE))  # our own results are no input
+
+
+def _last_received(series_ref: str = "pk"):
+    """Subquery: when the newest instance of the series (``OuterRef(series_ref)``) arrived."""
+    from django.db.models import OuterRef, Subquery
+
+    from dicomflow.catalog.models import Instance
+
+    return Subquery(Instance.objects.filter(series_id=OuterRef(series_ref)).order_by("-received_at")
+                    .values("received_at")[:1])
+
+
+def series_to_evaluate(series_ids: Iterable[int] | None = None) -> list[int]:
+    """Clinical series (of ``series_ids``, or all) the rules have not decided on yet, or whose decision
+    is older than their newest instance (more of the series arrived since), and that no person and no
+    job has taken on. Each series is decided once; a series arriving in parts is decided again on the
+    whole."""
+    from django.db.models import Exists, F, OuterRef, Q
+
     from dicomflow.catalog.models import Series
 
-    pending = Series.objects.filter(processing_state__isnull=True)
-    if any(f.name == "project" for f in Series._meta.get_fields()):
-        pending = pending.filter(project__isnull=True)  # de-identified project copies are not clinical input
-    pending = pending.exclude(instances__received_from__startswith=RESULTS_SOURCE)  # our own results are no input
-    return evaluate_series(list(pending.values_list("id", flat=True)))
+    qs = Series.objects.all() if series_ids is None else Series.objects.filter(pk__in=list(series_ids))
+    qs = (_clinical_input(qs).annotate(last_received=_last_received(),
+                                       has_job=Exists(Job.objects.filter(series_id=OuterRef("pk"))))
+          .filter(Q(processing_state__isnull=True)
+                  | Q(processing_state__status__in=_UNDECIDED, processing_state__chosen_by__isnull=True,
+                      processing_state__evaluated_at__lt=F("last_received"), has_job=False)))
+    return sorted(set(qs.values_list("id", flat=True)))
 
 
-def auto_project_key() -> str:
-    """The project new rule-matched series are processed for automatically ('' = off).
+def evaluate_new_series(series_ids: Iterable[int] | None = None) -> list[SeriesState]:
+    """Evaluate the series :func:`series_to_evaluate` names (hook after imports)."""
+    return evaluate_series(series_to_evaluate(series_ids))
 
-    ``DICOMFLOW_AUTO_PROCESS_PROJECT``: the DRAW way — a series arrives, its rule matches, the job
-    starts with no one clicking. Off by default: processing needs a project chosen on purpose.
+
+# --- the automatic path ---------------------------------------------------------------------------------------
+def automatic_project(template: Template) -> str:
+    """The project whose keys de-identify the template's automatically processed series ('' = none)."""
+    return template.auto_project or settings.DICOMFLOW_AUTO_PROCESS_PROJECT
+
+
+def automatic_candidates(series_ids: Iterable[int] | None = None):
+    """States of clinical series the rules gave a template with automatic processing, catalogued since
+    it was switched on, with no job yet and no template chosen by hand (a person decides those),
+    annotated with ``last_received``."""
+    from django.db.models import Exists, F, OuterRef, Q
+
+    from dicomflow.catalog.models import Series
+
+    qs = (SeriesState.objects.filter(status=SeriesStatus.RULE_MATCHED.value, template__auto_process=True,
+                                     chosen_by__isnull=True,
+                                     series__in=_clinical_input(Series.objects.all()))
+          .filter(Q(template__auto_since__isnull=True) | Q(series__created_at__gte=F("template__auto_since")))
+          .filter(~Exists(Job.objects.filter(series_id=OuterRef("series_id"))))
+          .select_related("template").annotate(last_received=_last_received("series_id")))
+    if series_ids is not None:
+        qs = qs.filter(series_id__in=list(series_ids))
+    return qs.order_by("series_id")
+
+
+def start_automatic_jobs(series_ids: Iterable[int] | None = None, *, quiet_seconds: float | None = None
+                         ) -> tuple[list[Job], float | None]:
+    """Start the automatic job of every candidate series (:func:`automatic_candidates`) whose newest
+    instance arrived at least ``quiet_seconds`` ago (default ``DICOMFLOW_AUTO_PROCESS_QUIET_SECONDS``).
+
+    A series decided on part of itself is evaluated again first; one whose template's blocking
+    check findings fail gets ``CHECK_FAILED`` and no job (a person decides). Returns the jobs
+    started (enqueued on commit) and, when candidates are not quiet yet, the seconds until the
+    first of them will be (None when none waits). One job per series, also when several workers
+    ask at once: the database's unique constraint on automatic jobs decides.
     """
-    return settings.DICOMFLOW_AUTO_PROCESS_PROJECT
+    quiet = settings.DICOMFLOW_AUTO_PROCESS_QUIET_SECONDS if quiet_seconds is None else max(float(quiet_seconds), 0)
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=quiet)
+    started, wait = [], None
+    for state in automatic_candidates(series_ids):
+        if (state.explanation or {}).get("chosen_by_hand") or state.last_received is None:
+            continue
+        if state.last_received > cutoff:  # still arriving: wait until it has been quiet long enough
+            remaining = (state.last_received - cutoff).total_seconds()
+            wait = remaining if wait is None else min(wait, remaining)
+            continue
+        if state.evaluated_at is None or state.evaluated_at < state.last_received:
+            [state] = evaluate_series([state.series_id])  # decided on a part: decide on the whole series
+            if state.status != SeriesStatus.RULE_MATCHED.value or not (state.template and state.template.auto_process):
+                continue
+        job = _start_automatic_job(state)
+        if job is not None:
+            started.append(job)
+    return started, wait
 
 
-def auto_start_jobs(states: Iterable[SeriesState], project_key: str) -> list[Job]:
-    """A job for every RULE_MATCHED series that never had one (idempotent); the caller starts them."""
-    jobs = []
-    for state in states:
-        if state.status != SeriesStatus.RULE_MATCHED.value or state.template_id is None:
-            continue
-        if Job.objects.filter(series_id=state.series_id).exists():
-            continue
-        jobs.append(create_job(project_key=project_key, series_id=state.series_id, template_name=state.template.name))
-    return jobs
+def _start_automatic_job(state: SeriesState) -> Job | None:
+    from django.db import IntegrityError
+
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.models import AuditAction
+    from dicomflow.processing import pipeline, tasks
+
+    template, series_id = state.template, state.series_id
+    project_key = automatic_project(template)
+    if not project_key:
+        write_log(f"automatic processing: template '{template.name}' names no project and "
+                  "DICOMFLOW_AUTO_PROCESS_PROJECT is empty; the series waits for a person", level=LogLevel.WARNING,
+                  series_id=series_id)
+        return None
+    blockers = pipeline.blocking_findings(series_id, template)
+    if blockers:
+        state.status = SeriesStatus.CHECK_FAILED.value
+        state.explanation = {**(state.explanation or {}), "summary": f"{len(blockers)} finding(s) block template "
+                             f"'{template.name}': " + "; ".join(blockers[:5]), "blocking_findings": blockers[:20]}
+        state.save(update_fields=["status", "explanation", "updated_at"])
+        write_log(f"automatic processing: not started, {len(blockers)} check finding(s) block template "
+                  f"'{template.name}': " + "; ".join(blockers[:5]), level=LogLevel.WARNING, series_id=series_id)
+        return None
+    try:
+        with transaction.atomic():
+            job = create_job(project_key=project_key, series_id=series_id, template_name=template.name,
+                             automatic=True)
+            write_log(f"started automatically: the rules chose template '{template.name}', de-identified with "
+                      f"the keys of project '{project_key}'", job=job, series_id=series_id)
+            audit.record(None, AuditAction.AUTO_PROCESS, project=project_key, obj=f"job #{job.pk}",
+                         detail=f"series #{series_id} sent for processing automatically (template '{template.name}')")
+            tasks.dispatch(job.pk, next_stage(job.pk))
+    except IntegrityError:  # another worker started this series' job first
+        return None
+    return job
 
 
 def choose_template(series_id: int, template_name: str, user=None) -> SeriesState:
@@ -206,7 +313,7 @@ def choose_template(series_id: int, template_name: str, user=None) -> SeriesStat
 # --- jobs ------------------------------------------------------------------------------------------------
 def create_job(*, project_key: str, series_id: int | None = None, input_path: str | Path | None = None,
                template_name: str | None = None, out_dir: str | Path | None = None, require_qc: bool = False,
-               created_by=None) -> Job:
+               created_by=None, automatic: bool = False) -> Job:
     """A job for a catalogued series or for a folder to import first; stages created pending."""
     from dicomflow.core.deid import KeyStore
 
@@ -224,7 +331,7 @@ def create_job(*, project_key: str, series_id: int | None = None, input_path: st
         job = Job.objects.create(
             series_id=series_id, input_path=str(Path(input_path).resolve()) if input_path else "", template=template,
             project_key=project_key, out_dir=str(Path(out_dir).resolve()) if out_dir else "", require_qc=qc,
-            created_by=created_by,
+            created_by=created_by, automatic=automatic,
         )
         skipped = {Stage.UPLOADING.value}  # local files and catalogued series need no upload
         if series_id is not None:
@@ -839,23 +946,84 @@ def _save_definition(row) -> None:
     row.save()
 
 
-def create_template(actor, *, name: str, definition: dict) -> Template:
+def _automatic_settings(actor, row: Template, auto_process: bool | None, auto_project: str | None) -> str | None:
+    """Apply the automatic-path fields to ``row`` (unsaved); returns what changed in words (None: nothing).
+
+    Switching automatic processing on, or naming its project, is a send for processing made once
+    for every future match: it needs the Manage capability in the project, as a manual send does
+    (refusals audited)."""
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.models import AuditAction
+    from dicomflow.core.deid import KeyStore
+
+    before = (row.auto_process, row.auto_project)
+    if auto_process is not None:
+        if not isinstance(auto_process, bool):
+            raise InputError("auto_process must be true or false")
+        row.auto_process = auto_process
+    if auto_project is not None:
+        if not isinstance(auto_project, str):
+            raise InputError("auto_project must be a project key")
+        row.auto_project = auto_project.strip()
+    if (row.auto_process, row.auto_project) == before:
+        return None
+    if row.auto_process and not before[0]:
+        row.auto_since = timezone.now()  # new series from now on: switching on never processes the backlog
+    elif not row.auto_process:
+        row.auto_since = None
+    key = automatic_project(row)
+    if row.auto_process and not key:
+        raise InputError("automatic processing needs a research project whose keys de-identify the series: "
+                         "set auto_project (or the operator sets DICOMFLOW_AUTO_PROCESS_PROJECT)")
+    if row.auto_project:
+        KeyStore(settings.PROJECT_KEYS_DIR)._path(row.auto_project, ".key")  # the key's spelling (InputError)
+    if key and (row.auto_process or row.auto_project):
+        try:
+            require_project(actor, key, Capability.MANAGE)
+        except (NotFoundError, PermissionDeniedError) as exc:
+            audit.denied(actor, AuditAction.AUTO_PROCESS, project=key, obj=f"template '{row.name[:100]}'",
+                         detail=str(exc))
+            raise
+    if row.auto_process:
+        return f"automatic processing on, de-identified with the keys of project '{key}'"
+    return "automatic processing off"
+
+
+def _audit_automatic(actor, row: Template, change: str | None) -> None:
+    from dicomflow.accounts import audit
+    from dicomflow.accounts.models import AuditAction
+
+    if change:
+        audit.record(actor, AuditAction.AUTO_PROCESS, project=automatic_project(row), obj=f"template '{row.name}'",
+                     detail=change)
+
+
+def create_template(actor, *, name: str, definition: dict, auto_process: bool | None = None,
+                    auto_project: str | None = None) -> Template:
     """A new template, validated by the core (InputError saying what is wrong)."""
     _require_definition_permission(actor, "template", "add")
     row = Template(name=name, definition=definition)
-    _save_definition(row)
+    change = _automatic_settings(actor, row, auto_process, auto_project)  # a refusal's audit entry stays
+    with transaction.atomic():
+        _save_definition(row)
+        _audit_automatic(actor, row, change)
     return row
 
 
-def update_template(actor, name: str, *, new_name: str | None = None, definition: dict | None = None) -> Template:
-    """Edit a template (built-in ones too); validated by the core."""
+def update_template(actor, name: str, *, new_name: str | None = None, definition: dict | None = None,
+                    auto_process: bool | None = None, auto_project: str | None = None) -> Template:
+    """Edit a template (built-in ones too); validated by the core. ``auto_process`` and
+    ``auto_project`` (None: unchanged) set the automatic path (Manage in the project; audited)."""
     _require_definition_permission(actor, "template", "change")
     row = _definition("template", name)
     if new_name is not None:
         row.name = new_name
     if definition is not None:
         row.definition = definition
-    _save_definition(row)
+    change = _automatic_settings(actor, row, auto_process, auto_project)  # a refusal's audit entry stays
+    with transaction.atomic():
+        _save_definition(row)
+        _audit_automatic(actor, row, change)
     return row
 
 

@@ -120,6 +120,11 @@ def template_initial(name: str, definition: dict) -> dict:
     }
 
 
+def automatic_from_post(post) -> tuple[bool, str]:
+    """(auto_process, auto_project) from the template form's "Automatic processing" fields."""
+    return bool(post.get("auto_process")), post.get("auto_project", "").strip()
+
+
 def ruleset_from_post(post) -> tuple[str, dict, bool, int]:
     """(name, definition, enabled, order) from the ruleset form; ``match`` is the builder's JSON."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
@@ -19,6 +20,7 @@ from dicomflow.web.desk import rights
 from dicomflow.web.desk.common import attempt, back, desk_view
 from dicomflow.web.desk.definition_forms import (
     ROI_TYPES,
+    automatic_from_post,
     ruleset_from_post,
     template_from_post,
     template_initial,
@@ -43,6 +45,7 @@ def template_list(request):
     _see(request)
     return render(request, "web/desk/templates.html", {
         "templates": Template.objects.order_by("name"), "may_add": rights.may_edit(request.user, "template", "add"),
+        "default_project": settings.DICOMFLOW_AUTO_PROCESS_PROJECT,
         "tab": "templates", "nav": "desk-definitions",
     })
 
@@ -58,6 +61,7 @@ def template_form(request, name: str | None = None):
     may_save = rights.may_edit(request.user, "template", "change" if row else "add")
     initial = template_initial(row.name, row.definition) if row else template_initial("", {
         "processor": "builtin.ct_body_lungs", "requires": {"modalities": ["CT"]}})
+    automatic = (row.auto_process, row.auto_project) if row else (False, "")
     if request.method == "POST":
         try:
             new_name, definition = template_from_post(request.POST)
@@ -65,17 +69,28 @@ def template_form(request, name: str | None = None):
             messages.error(request, str(exc))
         else:
             initial = template_initial(new_name, definition)
+            automatic = automatic_from_post(request.POST)
+            auto = {"auto_process": automatic[0], "auto_project": automatic[1]}
             saved = (attempt(request, services.update_template, request.user, row.name, new_name=new_name,
-                             definition=definition) if row else
-                     attempt(request, services.create_template, request.user, name=new_name, definition=definition))
+                             definition=definition, **auto) if row else
+                     attempt(request, services.create_template, request.user, name=new_name, definition=definition,
+                             **auto))
             if saved is not None:
                 messages.success(request, f"Template '{saved.name}' saved.")
                 return back(request, reverse("desk-templates"))
     return render(request, "web/desk/template_form.html", {
         "row": row, "t": initial, "processors": processor_names(), "roi_types": ROI_TYPES,
         "codes": [c.value for c in Code], "may_save": may_save, "tab": "templates", "nav": "desk-definitions",
-        "next": request.GET.get("next", ""),
+        "next": request.GET.get("next", ""), "auto_process": automatic[0], "auto_project": automatic[1],
+        "auto_projects": _project_choices(request.user, automatic[1]),
+        "default_project": settings.DICOMFLOW_AUTO_PROCESS_PROJECT,
     })
+
+
+def _project_choices(user, current: str) -> list[str]:
+    """Projects the user may name for automatic processing (Manage there), and the current one."""
+    keys = list(rights.managed_projects(user).values_list("key", flat=True))
+    return keys if not current or current in keys else [current, *keys]
 
 
 def _delete(request, delete, kind: str, name: str, listing: str):
@@ -97,11 +112,20 @@ def template_delete(request, name: str):
     return _delete(request, services.delete_template, "Template", name, "desk-templates")
 
 
+def _automatic_templates() -> dict[str, str]:
+    """``{template name: project key}`` of the templates that process a match automatically."""
+    return {t.name: services.automatic_project(t) or "?" for t in Template.objects.filter(auto_process=True)}
+
+
 @desk_view
 def ruleset_list(request):
     _see(request)
+    automatic = _automatic_templates()
+    rulesets = list(Ruleset.objects.order_by("order", "name"))
+    for ruleset in rulesets:  # the project its template processes a match into automatically ('' = a person sends)
+        ruleset.auto_key = automatic.get(ruleset.definition.get("template") or "", "")
     return render(request, "web/desk/rulesets.html", {
-        "rulesets": Ruleset.objects.order_by("order", "name"), "may_add": rights.may_edit(request.user, "ruleset", "add"),
+        "rulesets": rulesets, "may_add": rights.may_edit(request.user, "ruleset", "add"),
         "tab": "rulesets", "nav": "desk-definitions",
     })
 
@@ -154,6 +178,7 @@ def ruleset_form(request, name: str | None = None):
         "row": row, "v": values, "match_json": json.dumps(values["match"]), "outcome": outcome,
         "series_uid": series_uid, "series_choices": _series_choices(request.user),
         "templates": Template.objects.order_by("name").values_list("name", flat=True),
+        "automatic": _automatic_templates(),
         "attributes": ATTRIBUTES, "operators": OPERATORS, "may_save": may_save, "tab": "rulesets",
         "nav": "desk-definitions",
     })

@@ -8,7 +8,7 @@ register = template.Library()
 
 BADGE = {"matched": "ok", "processed": "ok", "finished": "ok", "done": "ok",
          "failed": "bad", "error": "bad", "ERROR": "bad", "not_matched": "muted", "not_evaluated": "muted",
-         "cancelled": "muted", "skipped": "muted", "multiple": "warn", "no_template": "warn", "waiting": "warn",
+         "cancelled": "muted", "skipped": "muted", "multiple": "warn", "no_template": "warn", "check_failed": "warn", "waiting": "warn",
          "WARNING": "warn", "running": "run", "processing": "run",
          "sent": "run", "pending": "muted"}
 
