@@ -33,6 +33,9 @@ class AuditAction(models.TextChoices):
     LOGIN_FAILED = "login_failed", "Failed login"
     API_KEY = "api_key", "API key"
     SLOT_LINK = "slot_link", "Slot link"
+    QR_FIND = "qr_find", "Query of a DICOM node (C-FIND)"
+    QR_RETRIEVE = "qr_retrieve", "Retrieve from a DICOM node (C-GET/C-MOVE)"
+    QR_SERVE = "qr_serve", "Query/retrieve by a DICOM peer"
 
 
 class AuditOutcome(models.TextChoices):

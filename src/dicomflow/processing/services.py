@@ -161,6 +161,7 @@ def evaluate_new_series() -> list[SeriesState]:
     if any(f.name == "project" for f in Series._meta.get_fields()):
         pending = pending.filter(project__isnull=True)  # de-identified project copies are not clinical input
     pending = pending.exclude(instances__received_from__startswith=RESULTS_SOURCE)  # our own results are no input
+    pending = pending.filter(processing_excluded="")  # kept out by the source's intake filter (localizers, scouts)
     return evaluate_series(list(pending.values_list("id", flat=True)))
 
 

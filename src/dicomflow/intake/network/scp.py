@@ -184,8 +184,10 @@ class CatalogBatcher(threading.Thread):
         from dicomflow.intake.models import SourceKind
         from dicomflow.intake.sessions import ImportSession
 
+        from dicomflow.intake.filters import receiver_filter
+
         session = ImportSession(self.store, source_kind=SourceKind.DICOM, source=source,
-                                received_from=f"dicom:{source}")
+                                received_from=f"dicom:{source}", intake_filter=receiver_filter())
         return _Run(source, session)
 
     def _flush_all(self) -> None:
