@@ -254,6 +254,22 @@ def _response(request: Dataset, level: str, row: dict) -> Dataset:
     return out
 
 
+def _move_contexts(files) -> list:
+    """The storage contexts a C-MOVE's sub-association proposes: each SOP class with the files' own
+    transfer syntaxes and the uncompressed ones (at most 128 contexts; Verification when empty)."""
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom.presentation import build_context
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    syntaxes: dict[str, list[str]] = {}
+    for _, sop_class, syntax in files:
+        known = syntaxes.setdefault(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        if syntax and syntax not in known:
+            known.insert(0, syntax)
+    contexts = [build_context(sop_class, list(ts)) for sop_class, ts in sorted(syntaxes.items()) if sop_class]
+    return contexts[:128] or [build_context(Verification)]
+
+
 # --- the provider -------------------------------------------------------------------------------------
 class QueryRetrieveSCP:
     """What :class:`~dicomflow.intake.network.scp.StorageSCP` needs to serve Query/Retrieve."""
@@ -312,27 +328,28 @@ class QueryRetrieveSCP:
         finally:
             connection.close()
 
-    def _retrieval(self, event, what: str) -> tuple[Peer, list[tuple[str, str]] | None]:
-        """The peer and the (stored path, SOP class) pairs it may retrieve; None: refused (audited)."""
+    def _retrieval(self, event, what: str) -> tuple[Peer, list[tuple[str, str, str]] | None]:
+        """The peer and the (stored path, SOP class, transfer syntax) it may retrieve; None: refused (audited)."""
         peer = peer_of(event.assoc)
         ds = event.identifier
         if peer.user is None:
             log.warning("Q/R: refused a %s from %s@%s: not a configured peer", what, peer.ae_title, peer.address)
             denied(peer, AuditAction.QR_SERVE, obj=f"peer {peer.ae_title}", detail=f"{what}: not a configured peer")
             return peer, None
-        rows = list(_instances(peer.user, ds).values_list("stored_path", "series_id")[:MAX_RETRIEVE + 1]) \
+        rows = list(_instances(peer.user, ds).values_list("stored_path", "series_id", "sop_class_uid",
+                                                           "transfer_syntax_uid")[:MAX_RETRIEVE + 1]) \
             if _retrieve_keys_given(ds) else []
         if not rows or len(rows) > MAX_RETRIEVE:
             denied(peer.user, AuditAction.QR_SERVE, obj=f"peer {peer.ae_title}",
                    detail=f"{what}: nothing the peer account may retrieve matches")
             return peer, None
-        series = len({s for _, s in rows})
+        series = len({row[1] for row in rows})
         record(peer.user, AuditAction.QR_SERVE, obj=f"peer {peer.ae_title}",
                detail=f"{what}: {len(rows)} instances of {series} series")
-        return peer, [(str(self.store_root / p), "") for p, _ in rows]
+        return peer, [(str(self.store_root / path), sop_class, syntax) for path, _, sop_class, syntax in rows]
 
     def _send(self, event, files):
-        for path, _ in files:
+        for path, _, _ in files:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
@@ -367,7 +384,8 @@ class QueryRetrieveSCP:
             _, files = self._retrieval(event, f"C-MOVE to {destination.name}")
         finally:
             connection.close()
-        yield destination.host, int(destination.port), {"ae_title": destination.ae_title}
+        yield destination.host, int(destination.port), {"ae_title": destination.ae_title,
+                                                         "contexts": _move_contexts(files or [])}
         if files is None:
             yield 1
             yield STATUS_NOT_AUTHORISED, None
