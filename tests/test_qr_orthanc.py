@@ -191,3 +191,79 @@ def test_orthanc_really_serves_dicom(pacs):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert httpx.get(pacs["orthanc"].url + "/system", timeout=10).json()["DicomAet"] == PACS_AET
+
+
+# --- the same services through the API and the lookup page (in-process, on the test database) ---------
+@pytest.fixture
+def pacs_node(pacs, db):
+    from dicomflow.export.models import DicomNode
+
+    port = int(pacs["node"].rsplit(":", 1)[1])
+    return DicomNode.objects.create(name="clinical-pacs", ae_title=PACS_AET, host="127.0.0.1", port=port,
+                                    our_ae_title=OUR_AET)
+
+
+def _api(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_api_find_and_retrieve_are_role_checked_and_audited(pacs, pacs_node, admin_user, django_user_model):
+    from dicomflow.accounts.models import AuditEntry
+    from dicomflow.catalog.models import Instance
+
+    jane = pacs["jane"]
+    charlie = django_user_model.objects.create_user("charlie")
+    assert _api(charlie).get("/api/qr/nodes/").status_code == 403
+    refused = _api(charlie).post("/api/qr/find/", {"node": "clinical-pacs", "patient_id": "QR-PAT-1"}, format="json")
+    assert refused.status_code == 403
+    assert AuditEntry.objects.filter(action="qr_find", outcome="denied", username="charlie").count() == 1
+
+    admin = _api(admin_user)
+    assert admin.get("/api/qr/nodes/").json() == [{"name": "clinical-pacs", "ae_title": PACS_AET}]
+    address = admin.post("/api/qr/find/", {"node": pacs["node"], "patient_id": "QR-PAT-1"}, format="json")
+    assert address.status_code == 400  # never an address from the web: configured nodes only
+    found = admin.post("/api/qr/find/", {"node": "clinical-pacs", "patient_name": "Doe*"}, format="json")
+    assert found.status_code == 200, found.content
+    assert [s["study_uid"] for s in found.json()["studies"]] == [jane.study_uid]
+
+    assert _api(charlie).post("/api/qr/retrieve/", {"node": "clinical-pacs", "study": jane.study_uid},
+                              format="json").status_code == 403
+    pulled = admin.post("/api/qr/retrieve/", {"node": "clinical-pacs", "study": jane.study_uid,
+                                              "series": [jane.series_uid]}, format="json")
+    assert pulled.status_code == 200, pulled.content
+    assert (pulled.json()["instances_new"], pulled.json()["method"]) == (SLICES, "c-get")
+    assert Instance.objects.filter(series__series_instance_uid=jane.series_uid).count() == SLICES
+    entry = AuditEntry.objects.filter(action="qr_retrieve").get()
+    assert entry.outcome == "ok" and entry.object == "node clinical-pacs" and jane.study_uid not in entry.detail
+
+    unknown = admin.post("/api/qr/retrieve/", {"node": "nope", "study": jane.study_uid}, format="json")
+    assert unknown.status_code == 400
+
+
+@pytest.mark.django_db
+def test_lookup_page_find_in_pacs_then_pull_then_stage_button(pacs, pacs_node, admin_user, client):
+    from dicomflow.projects.models import Project
+
+    richard = pacs["richard"]
+    project = Project.objects.create(key="QR-LOOKUP", name="Lookup")
+    client.force_login(admin_user)
+    url = f"/projects/{project.key}/lookup/"
+    page = client.get(url)
+    assert b"Find in PACS" in page.content and b"clinical-pacs" in page.content
+    found = client.get(url, {"pacs_node": "clinical-pacs", "pacs_id": "QR-PAT-2", "pacs_find": "1"})
+    html = found.content.decode()
+    assert f'data-study="{richard.study_uid}"' in html and ">Pull</button>" in html
+    assert pacs["jane"].study_uid not in html
+
+    pulled = client.post(f"/projects/{project.key}/lookup/pull/?pacs_node=clinical-pacs&pacs_id=QR-PAT-2&pacs_find=1",
+                         {"node": "clinical-pacs", "study": richard.study_uid, "patient_id": "QR-PAT-2"})
+    html = pulled.content.decode()
+    assert pulled.status_code == 200
+    assert "Pulled</strong>: 3 files, 3 new" in html
+    assert 'class="df-edit"' in html and f'data-study="{richard.study_uid}"' in html  # now in the lookup: Stage
+    assert '<span class="badge ok">yes</span>' in html  # the PACS row now shows "in catalog"

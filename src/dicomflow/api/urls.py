@@ -4,6 +4,7 @@ Catalog: ``patients/``, ``studies/<uid>/`` (+ ``rt-tree/``), ``series/<uid>/`` (
 ``instances/<uid>/``; ``imports/``; ``projects/``; resumable ``uploads/`` (+ ``files/<n>/``, ``finalize/``);
 processing (``processing_views``): ``jobs/`` (+ ``retry|cancel|approve|reject|override/``, ``results/``,
 ``log/``), ``templates/``, ``rulesets/``, ``rules/dry-run/``, ``audit/``;
+``qr/`` (``nodes/``, ``find/``, ``series/``, ``retrieve/``: Query/Retrieve from a configured DICOM node);
 ``auth/token/`` gives a new API key for a username and password (for the SDK's ``Client.login``).
 Research projects under ``projects/<key>/``: ``staging/`` (+ ``<id>/``), ``subjects/`` (+ ``<id>/``, ``<id>/events/``,
 ``<id>/events/<id>/slots/``), ``slots/<id>/`` (+ ``link/``), ``sanity-overrides/``, ``members/``
@@ -14,7 +15,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from dicomflow.api import processing_views, project_views, views
+from dicomflow.api import processing_views, project_views, qr_views, views
 
 router = DefaultRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -52,5 +53,9 @@ urlpatterns = project_urlpatterns + [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("rules/dry-run/", processing_views.RulesDryRunView.as_view(), name="rules-dry-run"),
     path("auth/token/", views.ApiKeyLoginView.as_view(), name="api-token"),
+    path("qr/nodes/", qr_views.QueryNodesView.as_view(), name="qr-nodes"),
+    path("qr/find/", qr_views.FindView.as_view(), name="qr-find"),
+    path("qr/series/", qr_views.SeriesView.as_view(), name="qr-series"),
+    path("qr/retrieve/", qr_views.RetrieveView.as_view(), name="qr-retrieve"),
     path("", include(router.urls)),
 ]
