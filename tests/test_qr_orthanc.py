@@ -238,7 +238,8 @@ def test_api_find_and_retrieve_are_role_checked_and_audited(pacs, pacs_node, adm
     assert pulled.status_code == 200, pulled.content
     assert (pulled.json()["instances_new"], pulled.json()["method"]) == (SLICES, "c-get")
     assert Instance.objects.filter(series__series_instance_uid=jane.series_uid).count() == SLICES
-    entry = AuditEntry.objects.filter(action="qr_retrieve").get()
+    assert AuditEntry.objects.filter(action="qr_retrieve", username="charlie", outcome="denied").count() == 1
+    entry = AuditEntry.objects.filter(action="qr_retrieve", username=admin_user.username).get()
     assert entry.outcome == "ok" and entry.object == "node clinical-pacs" and jane.study_uid not in entry.detail
 
     unknown = admin.post("/api/qr/retrieve/", {"node": "nope", "study": jane.study_uid}, format="json")
