@@ -294,14 +294,22 @@ def dicomflow_has_command(name: str) -> bool:
 
 # --- Orthanc ------------------------------------------------------------------------------------------
 class Orthanc:
-    """Debian's Orthanc on a free loopback port with its own temporary storage and index."""
+    """Debian's Orthanc on a free loopback port with its own temporary storage and index.
 
-    def __init__(self, root: Path):
+    ``dicom_aet``: also run its DICOM server (C-FIND/C-GET/C-MOVE SCP) under this AE title on a
+    free port (``dicom_port``); ``modalities``: its DicomModalities (``{name: [AET, host, port]}``),
+    the C-MOVE destinations it knows. Without ``dicom_aet`` the DICOM server stays off (benchmarks).
+    """
+
+    def __init__(self, root: Path, *, dicom_aet: str | None = None, modalities: dict | None = None):
         self.binary = tool("Orthanc")
         if not self.binary:
             raise Unavailable("Orthanc is not installed (Debian package 'orthanc')")
         self.root = root
         self.port = free_port()
+        self.dicom_aet = dicom_aet
+        self.dicom_port = free_port() if dicom_aet else None
+        self.modalities = modalities or {}
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Orthanc":
@@ -320,6 +328,18 @@ class Orthanc:
             "StorageCompression": False,
             "Plugins": [],
         }
+        if self.dicom_aet:
+            config.update({
+                "DicomServerEnabled": True,
+                "DicomAet": self.dicom_aet,
+                "DicomPort": self.dicom_port,
+                "DicomModalities": self.modalities,
+                "DicomCheckCalledAet": True,
+                "DicomAlwaysAllowEcho": True,
+                "DicomAlwaysAllowFind": False,
+                "DicomAlwaysAllowMove": False,
+                "DicomAlwaysAllowGet": False,
+            })
         conf = self.root / "orthanc.json"
         conf.write_text(json.dumps(config, indent=2))
         self.log = self.root / "orthanc.log"
@@ -330,13 +350,22 @@ class Orthanc:
                 if self.proc.poll() is not None:
                     raise PeerError(f"Orthanc exited with status {self.proc.returncode}" + _tail(self.log))
                 try:
-                    if client.get("/system").status_code == 200:
+                    if client.get("/system").status_code == 200 and self._dicom_ready():
                         return self
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
                     raise PeerError("Orthanc did not answer /system within 60 s" + _tail(self.log))
                 time.sleep(0.05)
+
+    def _dicom_ready(self) -> bool:
+        if not self.dicom_port:
+            return True
+        try:
+            with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None:

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "dicomflow.commands.catalog",
     "dicomflow.commands.network",
     "dicomflow.commands.export",
+    "dicomflow.commands.qr",
     "dicomflow.commands.process",
     "dicomflow.commands.projects",
     "dicomflow.commands.accounts",

@@ -236,6 +236,11 @@ if not all(re.fullmatch(rf"(\*|{_AE_TITLE})@[^\s@]+", rule) for rule in DICOMFLO
 # Plain storage associations are served by the receiver's own fast path (intake/network/fastpath.py);
 # 0 hands every association to pynetdicom (the fallback that serves everything else anyway).
 DICOMFLOW_SCP_FASTPATH = ENV.boolean("DICOMFLOW_SCP_FASTPATH", True)
+# The receiver's intake filter (a configured IntakeFilter's name); empty: the default filter
+# (localizers and scouts catalogued but kept out of processing, nothing dropped).
+DICOMFLOW_SCP_INTAKE_FILTER = ENV.text("DICOMFLOW_SCP_INTAKE_FILTER", "")
+if DICOMFLOW_SCP_INTAKE_FILTER and not re.fullmatch(r"[-a-zA-Z0-9_]{1,64}", DICOMFLOW_SCP_INTAKE_FILTER):
+    raise ENV.invalid("DICOMFLOW_SCP_INTAKE_FILTER", "the name (slug) of a configured intake filter")
 DICOMFLOW_WEB_PORT = ENV.integer("DICOMFLOW_WEB_PORT", 8000, minimum=1, maximum=65535)
 # Rules are evaluated on the new series of every finished import (processing.signals); 0 turns it off.
 DICOMFLOW_EVALUATE_ON_IMPORT = ENV.boolean("DICOMFLOW_EVALUATE_ON_IMPORT", True)

@@ -36,6 +36,9 @@ class AuditAction(models.TextChoices):
     WADO_RETRIEVE = "wado_retrieve", "DICOMweb retrieve"
     RETENTION = "retention", "Retention"
     AUTO_PROCESS = "auto_process", "Automatic processing"
+    QR_FIND = "qr_find", "Query of a DICOM node (C-FIND)"
+    QR_RETRIEVE = "qr_retrieve", "Retrieve from a DICOM node (C-GET/C-MOVE)"
+    QR_SERVE = "qr_serve", "Query/retrieve by a DICOM peer"
 
 
 class AuditOutcome(models.TextChoices):

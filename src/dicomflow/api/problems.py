@@ -20,6 +20,7 @@ from dicomflow.errors import (
     DicomflowError,
     InputError,
     NotAcceptableError,
+    NetworkError,
     NotFoundError,
     PermissionDeniedError,
     RequestTooLargeError,
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE = "https://dicomflow.invalid/problems/"
 TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
           406: "Not acceptable", 409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
-          422: "Unprocessable content", 429: "Too many requests", 500: "Internal error"}
+          422: "Unprocessable content", 429: "Too many requests", 500: "Internal error", 502: "Bad gateway"}
 
 
 def error_status(exc: DicomflowError) -> int:
@@ -52,6 +53,8 @@ def error_status(exc: DicomflowError) -> int:
         return status.HTTP_422_UNPROCESSABLE_ENTITY
     if isinstance(exc, InputError):
         return status.HTTP_400_BAD_REQUEST
+    if isinstance(exc, NetworkError):  # a DICOM node (PACS) that cannot be reached or refuses
+        return status.HTTP_502_BAD_GATEWAY
     return status.HTTP_500_INTERNAL_SERVER_ERROR
 
 

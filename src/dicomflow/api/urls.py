@@ -6,6 +6,7 @@ processing (``processing_views``): ``jobs/`` (+ ``retry|cancel|approve|reject|ov
 ``log/``), ``templates/``, ``rulesets/``, ``rules/dry-run/``, ``audit/``;
 RT quality (``quality_views``): ``jobs/<id>/rating/`` (GET, PUT), ``jobs/<id>/comparisons/``, ``ratings.csv``,
 ``statistics/``, ``templates/<name>/structures/eclipse/`` (Eclipse XML);
+``qr/`` (``nodes/``, ``find/``, ``series/``, ``retrieve/``: Query/Retrieve from a configured DICOM node);
 ``auth/token/`` gives a new API key for a username and password (for the SDK's ``Client.login``).
 Research projects under ``projects/<key>/``: ``staging/`` (+ ``<id>/``), ``subjects/`` (+ ``<id>/``, ``<id>/events/``,
 ``<id>/events/<id>/slots/``), ``slots/<id>/`` (+ ``link/``), ``sanity-overrides/``, ``members/``
@@ -16,7 +17,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from dicomflow.api import processing_views, project_views, quality_views, views
+from dicomflow.api import processing_views, project_views, qr_views, quality_views, views
 
 router = DefaultRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -60,5 +61,9 @@ urlpatterns = project_urlpatterns + [
     path("statistics/", quality_views.StatisticsView.as_view(), name="statistics"),
     path("templates/<str:name>/structures/eclipse/", quality_views.EclipseStructuresView.as_view(),
          name="template-eclipse-structures"),
+    path("qr/nodes/", qr_views.QueryNodesView.as_view(), name="qr-nodes"),
+    path("qr/find/", qr_views.FindView.as_view(), name="qr-find"),
+    path("qr/series/", qr_views.SeriesView.as_view(), name="qr-series"),
+    path("qr/retrieve/", qr_views.RetrieveView.as_view(), name="qr-retrieve"),
     path("", include(router.urls)),
 ]

@@ -66,6 +66,11 @@ class Series(models.Model):
         "projects.Project", null=True, blank=True, on_delete=models.PROTECT, related_name="series",
         help_text="Null: the clinical pool (Study0); else the research project holding this de-identified copy.",
     )
+    processing_excluded = models.CharField(
+        max_length=200, blank=True, default="",
+        help_text="Why the source's intake filter keeps this series out of processing (e.g. a localizer); "
+                  "empty: not excluded.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

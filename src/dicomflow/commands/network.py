@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
             "Run the C-STORE/C-ECHO receiver in the foreground (Ctrl-C or SIGTERM stops it cleanly). "
             "The called AE title must be TITLE. --allow AET@HOST (repeatable; AET or HOST may be '*', "
             "HOST may be an IP, a CIDR network or a host name) lists who may send; without it only "
-            "loopback peers are accepted. Others are rejected at association time."
+            "loopback peers are accepted. Others are rejected at association time. It also answers "
+            "Query/Retrieve (C-FIND, C-GET, C-MOVE) over the catalog for DICOM nodes bound to an account "
+            "(admin: DICOM nodes → Q/R peer account), within what that account may see."
         ),
     )(scp_command)
 
@@ -48,9 +50,10 @@ def scp_command(
     _log_to_stderr()
     from dicomflow.errors import DicomflowError
     from dicomflow.intake.network.scp import run_scp
+    from dicomflow.projects.qr_scp import QueryRetrieveSCP
 
     try:
-        summary = run_scp(aet, port, allow or None, host=host, grace=grace)
+        summary = run_scp(aet, port, allow or None, host=host, grace=grace, query_retrieve=QueryRetrieveSCP())
     except DicomflowError as exc:
         fail(str(exc), as_json)
     emit(

@@ -12,7 +12,8 @@ from dicomflow.export.models import DicomNode
 
 @admin.register(DicomNode)
 class DicomNodeAdmin(admin.ModelAdmin):
-    list_display = ["name", "ae_title", "host", "port", "our_ae_title", "enabled"]
+    list_display = ["name", "ae_title", "host", "port", "our_ae_title", "enabled", "qr_user", "intake_filter"]
+    raw_id_fields = ["qr_user"]
     list_filter = ["enabled"]
     search_fields = ["name", "ae_title", "host"]
     actions = ["echo_nodes"]

@@ -23,6 +23,7 @@ from dicomflow.intake.models import (
     FolderIntake,
     FolderIntakeStatus,
     ImportRun,
+    IntakeFilter,
     UploadStatus,
     WatchedFolder,
     ZipUpload,
@@ -205,7 +206,8 @@ class WatchedFolderAdmin(ClinicalPoolAdmin):
     """Which server folders are read into the catalog: configured by superusers only (like the
     operator's registry), looked at and scanned by staff with the permissions."""
 
-    list_display = ["name", "path", "enabled", "stable_minutes", "last_scan_at", "last_scan_error", "taken"]
+    list_display = ["name", "path", "enabled", "stable_minutes", "intake_filter", "last_scan_at", "last_scan_error",
+                    "taken"]
     list_filter = ["enabled"]
     search_fields = ["name", "path"]
     readonly_fields = ["created_at", "last_scan_at", "last_scan_error"]
@@ -287,3 +289,12 @@ class ImportRunAdmin(ClinicalPoolAdmin):
     @admin.display(description="ignored")
     def n_ignored(self, obj):
         return len(obj.ignored or [])
+
+
+@admin.register(IntakeFilter)
+class IntakeFilterAdmin(admin.ModelAdmin):
+    """Named intake filters: used by watched folders, DICOM nodes (Q/R pulls) and the receiver
+    (``DICOMFLOW_SCP_INTAKE_FILTER``)."""
+
+    list_display = ["name", "pull_start", "study_date_from", "study_date_to", "excluded_series"]
+    search_fields = ["name"]

@@ -13,6 +13,7 @@ class SourceKind(models.TextChoices):
     WATCHED_FOLDER = "watched_folder", "Watched folder"
     DICOM = "dicom", "DICOM C-STORE"
     DICOMWEB = "dicomweb", "DICOMweb STOW-RS"
+    QUERY_RETRIEVE = "query_retrieve", "DICOM Query/Retrieve (C-GET)"
 
 
 class ImportRun(models.Model):
@@ -110,6 +111,10 @@ class WatchedFolder(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_scan_at = models.DateTimeField(null=True, blank=True)
     last_scan_error = models.TextField(blank=True, default="")
+    intake_filter = models.ForeignKey(
+        "intake.IntakeFilter", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Intake filter of this folder (empty: the default — localizers and scouts kept out of processing).",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -241,3 +246,56 @@ class UploadFile(models.Model):
     class Meta:
         ordering = ["session_id", "index"]
         constraints = [models.UniqueConstraint(fields=["session", "index"], name="uniq_upload_file_index")]
+
+
+# --- intake filters (per watched folder, per receiver, per Q/R node or pull) ------------------------
+class ExcludedSeries(models.TextChoices):
+    CATALOGUE = "catalogue", "Catalogue, but keep out of processing"
+    DROP = "drop", "Drop (not catalogued)"
+
+
+class IntakeFilter(models.Model):
+    """A named intake filter (``dicomflow.core.intake_filter``): which instances a source takes and
+    which series stay out of processing. Sources without one use the built-in default: localizers
+    and scouts catalogued but kept out of processing, nothing dropped."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    pull_start = models.DateTimeField(
+        null=True, blank=True, help_text="Drop instances of studies that took place before this date-time.")
+    study_date_from = models.DateField(null=True, blank=True, help_text="Drop studies dated before this day.")
+    study_date_to = models.DateField(null=True, blank=True, help_text="Drop studies dated after this day.")
+    exclude_descriptions = models.TextField(
+        blank=True, default="\n".join(("*localizer*", "*localiser*", "*scout*", "*topogram*", "*surview*",
+                                       "*scanogram*")),
+        help_text="Series Description patterns (one per line; * and ? wildcards; case is ignored).")
+    exclude_image_types = models.TextField(
+        blank=True, default="LOCALIZER", help_text="Image Type value patterns (one per line), e.g. LOCALIZER.")
+    excluded_series = models.CharField(max_length=16, choices=ExcludedSeries.choices,
+                                       default=ExcludedSeries.CATALOGUE)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.study_date_from and self.study_date_to and self.study_date_from > self.study_date_to:
+            raise ValidationError({"study_date_to": "The window ends before it starts."})
+
+    def core(self):
+        """This filter as :class:`dicomflow.core.intake_filter.IntakeFilter`."""
+        from django.utils import timezone
+
+        from dicomflow.core.intake_filter import IntakeFilter as CoreFilter
+
+        pull_start = self.pull_start
+        if pull_start is not None and timezone.is_aware(pull_start):
+            pull_start = timezone.make_naive(pull_start)  # DICOM date-times are local, without a zone
+        return CoreFilter(pull_start=pull_start, study_date_from=self.study_date_from,
+                          study_date_to=self.study_date_to, exclude_descriptions=self.exclude_descriptions,
+                          exclude_image_types=self.exclude_image_types, excluded_series=self.excluded_series,
+                          name=self.name)
+

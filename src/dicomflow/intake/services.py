@@ -63,6 +63,7 @@ def import_paths(
     project=None,
     analyse: bool = True,
     ingestion: Ingestion | None = None,
+    intake_filter=None,
 ) -> ImportReport:
     """Import files, folders and archives (also archives found inside folders) into the catalog.
 
@@ -70,6 +71,7 @@ def import_paths(
     The import runs as one :class:`ImportSession`, which signals ``import_finished`` once at the end;
     with ``analyse`` its listeners queue the touched studies for analysis (RT edges, checks) on commit.
     ``ingestion``: one already started for these paths (the CLI starts it before Django).
+    ``intake_filter``: the source's :class:`~dicomflow.core.intake_filter.IntakeFilter` (watched folders).
     """
     paths = [Path(p) for p in paths]
     for p in paths:
@@ -79,7 +81,7 @@ def import_paths(
             raise InputError(f"no such file or folder: {p}")
     session = ImportSession(
         file_store(), source_kind=source_kind, source=received_from or ", ".join(map(str, paths)),
-        received_from=received_from, project=project, analyse=analyse,
+        received_from=received_from, project=project, analyse=analyse, intake_filter=intake_filter,
     )
     session.open()
     inputs = ingestion or start_ingestion(paths, workers, limits)

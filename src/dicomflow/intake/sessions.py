@@ -53,10 +53,16 @@ class ImportSession:
     ``received_from`` is what instances record as their origin (default: the source kind);
     ``project`` files the rows as that research project's copy; ``analyse=False`` leaves the
     analysis of the touched studies to the caller (the signal says so to its listeners).
+    ``intake_filter`` (:class:`dicomflow.core.intake_filter.IntakeFilter`, for watched folders, the
+    receiver and Q/R pulls) drops instances outside its dates (ignored, with the rule as reason;
+    a file this import put in the store is removed again) and marks or drops excluded series.
     """
 
     def __init__(self, store: FileStore, *, source_kind: str, source: str, received_from: str = "",
-                 project=None, analyse: bool = True):
+                 project=None, analyse: bool = True, intake_filter=None):
+        self.store = store
+        self.intake_filter = intake_filter
+        self._series_verdicts: dict[str, str | None] = {}
         self.source_kind = source_kind
         self.source = source[:1024]
         self.analyse = analyse
@@ -75,6 +81,10 @@ class ImportSession:
     def record(self, batch: list[StoredFile]) -> None:
         """Catalogue stored files (new / duplicate / conflict) and count them."""
         self.open()
+        if self.intake_filter is not None and batch:
+            from dicomflow.intake.filters import apply_filter
+
+            batch = apply_filter(self, batch)
         if not batch:
             return
         outcome = self.writer.record(batch)
@@ -85,6 +95,10 @@ class ImportSession:
         report.patient_ids |= outcome.patient_ids
         report.study_ids |= outcome.study_ids
         report.series_ids |= outcome.series_ids
+        if self.intake_filter is not None:
+            from dicomflow.intake.filters import mark_excluded_series
+
+            mark_excluded_series(self, batch)
 
     def ignore(self, display_name: str, reason: str) -> None:
         self.report.ignored.append({"path": display_name, "reason": reason})

@@ -50,6 +50,7 @@ from django.utils import timezone
 from dicomflow import progress
 from dicomflow.errors import DicomflowError, StorageError
 from dicomflow.intake.models import FolderIntake, FolderIntakeStage, FolderIntakeStatus, SourceKind, WatchedFolder
+from dicomflow.intake.filters import folder_filter
 from dicomflow.intake.services import import_paths
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ def import_intake(intake_id: int):
             [intake.copy_path], source_kind=SourceKind.WATCHED_FOLDER,
             received_from=f"watched folder {intake.watched_folder.name}/{intake.folder_name}",
             progress=lambda done, total: report(FolderIntakeStage.IMPORT, done, total or 0),
+            intake_filter=folder_filter(intake.watched_folder),
         ))
         return {"import_run_id": reports[0].import_run_id}
 

@@ -162,7 +162,8 @@ _UNDECIDED = frozenset({SeriesStatus.UNPROCESSED.value, SeriesStatus.RULE_MATCHE
 def _clinical_input(series_qs):
     """Series that are processing input: the clinical pool, not project copies nor our own results."""
     return (series_qs.filter(project__isnull=True)  # de-identified project copies are not clinical input
-            .exclude(instances__received_from__startswith=RESULTS_SOURCE))  # our own results are no input
+            .exclude(instances__received_from__startswith=RESULTS_SOURCE)  # our own results are no input
+            .filter(processing_excluded=""))  # kept out by the source's intake filter (localizers, scouts)
 
 
 def _last_received(series_ref: str = "pk"):

@@ -184,8 +184,10 @@ class CatalogBatcher(threading.Thread):
         from dicomflow.intake.models import SourceKind
         from dicomflow.intake.sessions import ImportSession
 
+        from dicomflow.intake.filters import receiver_filter
+
         session = ImportSession(self.store, source_kind=SourceKind.DICOM, source=source,
-                                received_from=f"dicom:{source}")
+                                received_from=f"dicom:{source}", intake_filter=receiver_filter())
         return _Run(source, session)
 
     def _flush_all(self) -> None:
@@ -264,7 +266,10 @@ class StorageSCP:
         temp_dir: str | os.PathLike | None = None,
         max_pdu: int = MAX_PDU,
         fast_path: bool | None = None,
+        query_retrieve=None,
     ):
+        """``query_retrieve``: also serve C-FIND/C-GET/C-MOVE with this provider (its ``contexts``,
+        ``handlers()`` and ``wants(raw_request)``; see ``dicomflow.projects.qr_scp``), on the pynetdicom path."""
         from django.conf import settings
 
         self.aet = check_ae_title(aet, "receiver AE title")
@@ -290,6 +295,7 @@ class StorageSCP:
         self._bound_port = 0
         self._thread: threading.Thread | None = None
         self._previous_tempdir: str | None = None
+        self.query_retrieve = query_retrieve
         self.ae = self._make_ae()
         self._acceptor = fastpath.Acceptor(
             aet=self.aet,
@@ -311,6 +317,8 @@ class StorageSCP:
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES[:4])
+        if self.query_retrieve is not None:
+            self.query_retrieve.configure(ae)
         return ae
 
     @property
@@ -331,6 +339,8 @@ class StorageSCP:
             (evt.EVT_ABORTED, self._on_end),
             (evt.EVT_CONN_CLOSE, self._on_end),
         ]
+        if self.query_retrieve is not None:
+            handlers += self.query_retrieve.handlers()
         try:
             self._server = self.ae.make_server(
                 (self.host, self.requested_port),
@@ -535,6 +545,8 @@ class StorageSCP:
             return True
         if raw is None:
             return False
+        if self.query_retrieve is not None and self.query_retrieve.wants(raw):
+            return False  # a Query/Retrieve association: pynetdicom serves it
         negotiated = fastpath.negotiate(raw, host, self._acceptor)
         if negotiated is None:
             return False
@@ -622,6 +634,7 @@ def run_scp(
     grace: float = 10.0,
     stop_event: threading.Event | None = None,
     on_ready=None,
+    query_retrieve=None,
 ) -> dict:
     """Run the receiver until SIGINT/SIGTERM (or ``stop_event``), then stop cleanly.
 
@@ -641,6 +654,7 @@ def run_scp(
         list(settings.DICOMFLOW_SCP_ALLOW if allow is None else allow),
         host=host,
         temp_dir=Path(settings.WORK_DIR) / f"scp-incoming-{os.getpid()}",
+        query_retrieve=query_retrieve,
     )
     stop = stop_event or threading.Event()
     previous = {}

@@ -1,17 +1,23 @@
 """``/projects/<key>/lookup/``: find patients by Patient ID or study subject ID (autocomplete, or a
 bulk list of partial IDs), see which of their studies are pseudonymized in the project, choose
-series (table or RT tree) and Stage them; then watch the staging job and its verification."""
+series (table or RT tree) and Stage them; then watch the staging job and its verification.
+
+**Find in PACS** (users who see the clinical pool, with a configured DICOM node): C-FIND a clinical
+PACS by Patient ID, name (wildcards) and study dates, **Pull** a study into the clinical pool
+(``dicomflow.projects.pacs``, audited) — it then shows in the lookup, ready to **Stage**."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from dicomflow.errors import InputError
-from dicomflow.projects import selectors, services
+from dicomflow.errors import DicomflowError, InputError
+from dicomflow.export.qr import Query
+from dicomflow.projects import pacs, selectors, services
 from dicomflow.projects.models import Capability
 from dicomflow.web.research.context import remember
 from dicomflow.web.research.http import json_body, json_endpoint, project_or_404
@@ -43,7 +49,54 @@ def lookup(request, key: str):
     return render(request, "web/research/lookup.html", {
         "project": project, "query": query, "rows": rows, "error": error, "searched": bool(query.strip()),
         "can_stage": may_stage(request.user, project), "clinical": selectors.can_see_clinical(request.user),
-        "nav": "lookup",
+        "nav": "lookup", **_pacs_context(request),
+    })
+
+
+def may_pull(user) -> bool:
+    """Pulling from a PACS adds to the clinical pool: sight of it and the right to add to it."""
+    return selectors.can_see_clinical(user) and selectors.can_upload(user)
+
+
+def _pacs_context(request, pulled: dict | None = None) -> dict:
+    """The "Find in PACS" panel: the nodes, the query as given and, when asked, its studies."""
+    if not selectors.can_see_clinical(request.user):
+        return {"pacs_nodes": []}
+    nodes = list(pacs.query_nodes())
+    params = {k: request.GET.get(f"pacs_{k}", "").strip() for k in ("node", "id", "name", "from", "to", "modality")}
+    context = {"pacs_nodes": nodes, "pacs": params, "can_pull": may_pull(request.user), "pacs_pulled": pulled,
+               "pacs_searched": False, "pacs_studies": [], "pacs_error": ""}
+    if params["node"] and request.GET.get("pacs_find"):
+        context["pacs_searched"] = True
+        query = Query(patient_id=params["id"], patient_name=params["name"], date_from=params["from"],
+                      date_to=params["to"], modality=params["modality"])
+        try:
+            if not (params["id"] or params["name"]):
+                raise InputError("give a Patient ID or a name to find in the PACS")
+            context["pacs_studies"] = pacs.find_studies(request.user, params["node"], query)
+        except DicomflowError as exc:
+            context["pacs_error"] = str(exc)
+    return context
+
+
+@login_required
+@require_http_methods(["POST"])
+def pacs_pull(request, key: str):
+    """Pull: retrieve one study from the chosen PACS into the clinical pool, then show it in the lookup."""
+    project = project_or_404(request, key, Capability.VIEW)
+    node, study, patient_id = (request.POST.get(k, "").strip() for k in ("node", "study", "patient_id"))
+    pulled: dict = {"error": ""}
+    try:
+        pulled.update(pacs.retrieve(request.user, node, study, move=request.POST.get("move") == "1"))
+    except DicomflowError as exc:
+        pulled["error"] = str(exc)
+    query, rows = patient_id, []
+    if patient_id:
+        rows = selectors.lookup_patients(request.user, project, [patient_id])
+    return render(request, "web/research/lookup.html", {
+        "project": project, "query": query, "rows": rows, "error": "", "searched": bool(query),
+        "can_stage": may_stage(request.user, project), "clinical": selectors.can_see_clinical(request.user),
+        "nav": "lookup", **_pacs_context(request, pulled),
     })
 
 

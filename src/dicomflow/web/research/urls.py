@@ -16,5 +16,6 @@ urlpatterns = [
     path("projects/<str:key>/lookup/suggest.json", lookup.suggest, name="research-lookup-suggest"),
     path("projects/<str:key>/lookup/series.json", lookup.study_series, name="research-lookup-series"),
     path("projects/<str:key>/lookup/stage/", lookup.stage, name="research-lookup-stage"),
+    path("projects/<str:key>/lookup/pull/", lookup.pacs_pull, name="research-lookup-pull"),
     path("projects/<str:key>/staging/<int:job>.json", lookup.staging, name="research-staging"),
 ]
