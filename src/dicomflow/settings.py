@@ -228,6 +228,10 @@ if not all(re.fullmatch(rf"(\*|{_AE_TITLE})@[^\s@]+", rule) for rule in DICOMFLO
 # Plain storage associations are served by the receiver's own fast path (intake/network/fastpath.py);
 # 0 hands every association to pynetdicom (the fallback that serves everything else anyway).
 DICOMFLOW_SCP_FASTPATH = ENV.boolean("DICOMFLOW_SCP_FASTPATH", True)
+# A connection must have sent its whole A-ASSOCIATE-RQ within this many seconds or it is closed; no
+# more than DICOMFLOW_SCP_MAX_PENDING connections may wait for theirs at once (intake/network/scp.py).
+DICOMFLOW_SCP_REQUEST_TIMEOUT = ENV.number("DICOMFLOW_SCP_REQUEST_TIMEOUT", 5.0, positive=True)
+DICOMFLOW_SCP_MAX_PENDING = ENV.integer("DICOMFLOW_SCP_MAX_PENDING", 64, minimum=1)
 DICOMFLOW_WEB_PORT = ENV.integer("DICOMFLOW_WEB_PORT", 8000, minimum=1, maximum=65535)
 # Rules are evaluated on the new series of every finished import (processing.signals); 0 turns it off.
 DICOMFLOW_EVALUATE_ON_IMPORT = ENV.boolean("DICOMFLOW_EVALUATE_ON_IMPORT", True)

@@ -35,6 +35,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,7 @@ TAG_DATA_SET_TYPE = 0x0800
 TAG_STATUS = 0x0900
 TAG_AFFECTED_SOP_INSTANCE = 0x1000
 
-MAX_ASSOCIATE_RQ = 1024 * 1024  # a request larger than this goes to pynetdicom
+MAX_ASSOCIATE_RQ = 64 * 1024  # a longer request is refused before anyone decodes it (a real one is a few kB)
 MAX_PDU_ACCEPTED = 64 * 1024 * 1024  # a P-DATA-TF beyond this is refused (A-ABORT), not buffered
 MAX_COMMAND_SET = 64 * 1024  # a C-STORE-RQ command set is a few hundred bytes; beyond this: A-ABORT
 
@@ -167,28 +168,54 @@ class Negotiated:
     peer_max_pdu: int
 
 
-def peek_request(sock: socket.socket, timeout: float) -> bytes | None:
-    """The whole A-ASSOCIATE-RQ PDU, peeked (left in the socket), or None if it is not one / too long.
+class RequestRefused(Exception):
+    """The first bytes of a connection are not an acceptable A-ASSOCIATE-RQ (another PDU, too long)."""
 
-    Raises TimeoutError when no complete request arrived within ``timeout`` (the ARTIM timer).
+
+_REQUEST_FIXED = 68  # protocol version, reserved, called and calling AE titles, reserved (PS3.8 9.3.2)
+
+
+def peek_request(sock: socket.socket, timeout: float) -> bytes:
+    """The whole A-ASSOCIATE-RQ PDU, peeked (left in the socket for whoever serves it).
+
+    ``timeout`` bounds the whole wait, not each read: a peer trickling a byte now and then is cut
+    off as surely as one that sends nothing. Raises TimeoutError when no complete request arrived
+    in time (the ARTIM timer), RequestRefused when the bytes cannot be a request we serve (another
+    PDU type, shorter than its fixed fields, longer than MAX_ASSOCIATE_RQ), ConnectionError when
+    the peer closed or reset the connection first.
     """
+    deadline = time.monotonic() + timeout
     previous = sock.gettimeout()
-    sock.settimeout(timeout)
+    want, pause = 6, 0.002
     try:
-        head = sock.recv(6, socket.MSG_PEEK | socket.MSG_WAITALL)
-        if len(head) < 6 or head[0] != A_ASSOCIATE_RQ:
-            return None
-        total = 6 + int.from_bytes(head[2:6], "big")
-        if total > MAX_ASSOCIATE_RQ:
-            return None
-        data = sock.recv(total, socket.MSG_PEEK | socket.MSG_WAITALL)
-        return data if len(data) == total else None
-    except TimeoutError:
-        raise
-    except OSError:  # reset and the like: pynetdicom deals with it (its own logging)
-        return None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no complete association request in time")
+            sock.settimeout(remaining)
+            data = sock.recv(want, socket.MSG_PEEK)
+            if not data:
+                raise ConnectionError("peer closed the connection before its association request")
+            if want == 6 and len(data) >= 6:
+                if data[0] != A_ASSOCIATE_RQ:
+                    raise RequestRefused(f"PDU type 0x{data[0]:02X} where an A-ASSOCIATE-RQ was expected")
+                total = 6 + int.from_bytes(data[2:6], "big")
+                if total > MAX_ASSOCIATE_RQ:
+                    raise RequestRefused(f"A-ASSOCIATE-RQ of {total} bytes (at most {MAX_ASSOCIATE_RQ} accepted)")
+                if total < 6 + _REQUEST_FIXED:
+                    raise RequestRefused("A-ASSOCIATE-RQ shorter than its fixed fields")
+                want = total
+                continue
+            if len(data) >= want:
+                return data[:want]
+            # Part of it is here: wait for the rest without spinning (readiness would be immediate).
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.05)
     finally:
-        sock.settimeout(previous)
+        try:
+            sock.settimeout(previous)
+        except OSError:
+            pass
 
 
 def _user_item_types(raw: bytes) -> list[int] | None:

@@ -264,6 +264,8 @@ class StorageSCP:
         temp_dir: str | os.PathLike | None = None,
         max_pdu: int = MAX_PDU,
         fast_path: bool | None = None,
+        request_timeout: float | None = None,
+        max_pending: int | None = None,
     ):
         from django.conf import settings
 
@@ -276,6 +278,16 @@ class StorageSCP:
         self.batcher = CatalogBatcher(self.store, batch_size or settings.DICOMFLOW_IMPORT_BATCH, flush_interval)
         self.max_pdu = max_pdu
         self.fast_path = settings.DICOMFLOW_SCP_FASTPATH if fast_path is None else fast_path
+        self.request_timeout = float(request_timeout or settings.DICOMFLOW_SCP_REQUEST_TIMEOUT)
+        self.max_pending = int(max_pending or settings.DICOMFLOW_SCP_MAX_PENDING)
+        self._pending = 0  # connections accepted whose A-ASSOCIATE-RQ has not fully arrived yet
+        #: connections closed before any association: host not allowed, too many pending, no/bad request
+        self.connections_closed = {"host": 0, "pending": 0, "request": 0}
+        self._warned: dict[str, tuple[float, int]] = {}
+        self.sweep_interval = 60.0  # seconds between sweeps of the incoming folder
+        self.swept = 0  # temporary files of aborted stores removed (tests, monitoring)
+        self._sweep_wake = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self._fast_sessions: set = set()
         self._stopping = False  # set by stop(): no association starts after it, on either path
         self._awaiting_request: set = set()  # fast-path candidates whose A-ASSOCIATE-RQ is awaited
@@ -334,7 +346,8 @@ class StorageSCP:
                 evt_handlers=handlers,
                 server_class=NoDelayAssociationServer,
             )
-            self._server.fast_path = self._serve_fast
+            self._server.admit = self._admit
+            self._server.fast_path = self._serve
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {self.host}:{self.requested_port} ({exc.strerror or exc}); "
@@ -343,6 +356,10 @@ class StorageSCP:
         self.ae._servers.append(self._server)
         self._bound_port = int(self._server.server_address[1])
         self.batcher.start()
+        self._sweep_stale_folders()
+        self.sweep()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="dicomflow-scp-sweep", daemon=True)
+        self._sweeper.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicomflow-scp", daemon=True
         )
@@ -386,6 +403,9 @@ class StorageSCP:
             time.sleep(0.05)
         if self._thread is not None:
             self._thread.join(5)
+        self._sweep_wake.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
         self.batcher.stop()
         if self.temp_dir is not None:
             tempfile.tempdir = self._previous_tempdir
@@ -450,6 +470,8 @@ class StorageSCP:
             known = self._assoc_keys.pop(event.assoc, None)
         if known is not None:
             self.batcher.close_run(known[0])
+        if event.event in (evt.EVT_ABORTED, evt.EVT_CONN_CLOSE):
+            self._sweep_wake.set()  # an aborted store may have left its temporary file
 
     def _on_store(self, event) -> int:
         """pynetdicom's C-STORE event: the data set was streamed to ``event.dataset_path``."""
@@ -490,31 +512,83 @@ class StorageSCP:
         return STATUS_SUCCESS
 
     # --- the fast path (fastpath.py): plain storage associations, served without pynetdicom's reactor ----
-    def _serve_fast(self, sock, address) -> bool:
-        """Serve this connection on the fast path if it qualifies; False leaves it to pynetdicom."""
-        if not (self.fast_path and fastpath.is_plain_socket(sock)):
-            return False
+    # --- admission: before anything reaches pynetdicom or the fast path ------------------------------------
+    def _admit(self, sock, address) -> bool:
+        """On the accepting thread, before a byte is read: is the host allowed, is there room to wait?
+
+        A host no allowlist rule names is closed at once (whatever AE title it would claim); so is
+        any connection beyond ``max_pending`` still owing its association request. Nothing here
+        counts against the association limit.
+        """
         host = str(address[0])
-        timeout = self.ae.acse_timeout or 30
+        if not self.allowlist.allows_host(host):
+            self._closed("host", "receiver: closed a connection from %s: host not on the allowlist", host)
+            return False
         with self._lock:
-            if self._stopping:
-                return False  # pynetdicom rejects it ("temporary congestion")
-            self._awaiting_request.add(sock)
+            full = self._pending >= self.max_pending
+            if not full:
+                self._pending += 1
+        if full:
+            self._closed("pending", "receiver: closed a connection from %s: %d connections already wait for "
+                         "their association request", host, self.max_pending)
+            return False
+        return True
+
+    def _closed(self, kind: str, message: str, *args) -> None:
+        """Count a connection closed before association; log it, at most once a second per kind."""
+        now = time.monotonic()
+        with self._lock:
+            self.connections_closed[kind] += 1
+            last, suppressed = self._warned.get(kind, (0.0, 0))
+            if now - last < 1.0:
+                self._warned[kind] = (last, suppressed + 1)
+                return
+            self._warned[kind] = (now, 0)
+        if suppressed:
+            message += f" (and {suppressed} more like it)"
+        log.warning(message, *args)
+
+    def _serve(self, sock, address) -> bool:
+        """Each admitted connection, on its own thread: wait (bounded) for a complete association
+        request, then serve it on the fast path if it qualifies; False leaves it to pynetdicom,
+        which then finds the whole request waiting and never holds a slot for a silent peer."""
+        host = str(address[0])
+        timeout = min(self.request_timeout, self.ae.acse_timeout or self.request_timeout)
         try:
-            raw = fastpath.peek_request(sock, timeout)
-        except TimeoutError:
-            # No association request in time: close, as ARTIM expiry does (PS3.8 AA-2) — once,
-            # rather than handing the idle connection to pynetdicom to wait out its timer again.
-            log.warning("receiver: closed a connection from %s that sent no association request in %g s", host, timeout)
-            sock.close()
-            return True
+            with self._lock:
+                stopping = self._stopping
+                if not stopping:
+                    self._awaiting_request.add(sock)
+            if stopping:
+                _close(sock)
+                return True
+            try:
+                raw = fastpath.peek_request(sock, timeout)
+            except TimeoutError:
+                # No complete association request in time: close, as ARTIM expiry does (PS3.8 AA-2).
+                self._closed("request", "receiver: closed a connection from %s that sent no complete association "
+                             "request in %g s", host, timeout)
+                _close(sock)
+                return True
+            except fastpath.RequestRefused as exc:
+                self._closed("request", "receiver: aborted a connection from %s: %s", host, exc)
+                try:
+                    sock.sendall(fastpath.abort_pdu(2, 0))
+                except OSError:
+                    pass
+                _close(sock)
+                return True
+            except OSError:  # closed or reset before its request: nothing to answer
+                _close(sock)
+                return True
         finally:
             with self._lock:
                 self._awaiting_request.discard(sock)
-        if raw is None and self._stopping:  # stop() closed it while it waited
-            sock.close()
+                self._pending -= 1
+        if self._stopping:  # stop() began while it waited
+            _close(sock)
             return True
-        if raw is None:
+        if not (self.fast_path and fastpath.is_plain_socket(sock)):
             return False
         negotiated = fastpath.negotiate(raw, host, self._acceptor)
         if negotiated is None:
@@ -546,11 +620,79 @@ class StorageSCP:
             with self._lock:
                 self._fast_sessions.discard(session)
             self.batcher.close_run(key)
+            _close(sock)
+        return True
+
+    # --- the incoming folder: temporary files of aborted stores --------------------------------------
+    def _incoming_dirs(self) -> list[Path]:
+        from django.conf import settings
+
+        dirs = [self.temp_dir] if self.temp_dir is not None else []
+        dirs.append(Path(settings.WORK_DIR) / "scp-incoming")
+        return dirs
+
+    def sweep(self) -> int:
+        """Remove temporary files no store is writing any more; returns how many.
+
+        pynetdicom leaves the file of a data set whose association was aborted mid-transfer. In the
+        receiver's own folder (``temp_dir``) every file older than this call goes when no association
+        is running; otherwise, and in the shared folder, files untouched for longer than the network
+        timeout (a live transfer writes more often than that, or is cut off) go.
+        """
+        with self._lock:
+            idle = not self._fast_sessions and not self.ae.active_associations
+        now = time.time()
+        stale = now - (self.ae.network_timeout or 60) - 5
+        removed = 0
+        for folder in self._incoming_dirs():
+            cutoff = now - 0.5 if (idle and folder == self.temp_dir) else stale
             try:
-                sock.close()
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:
+                    pass
+        if removed:
+            self.swept += removed
+            log.info("receiver: removed %d temporary file(s) of aborted stores", removed)
+        return removed
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping:
+            woken = self._sweep_wake.wait(self.sweep_interval)
+            self._sweep_wake.clear()
+            if self._stopping:
+                return
+            if woken:  # let the association that just ended leave the active list
+                for _ in range(10):
+                    if self._stopping:
+                        return
+                    time.sleep(0.1)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("receiver: sweeping the incoming folder failed")
+
+    def _sweep_stale_folders(self) -> None:
+        """Incoming folders of receiver processes that no longer run (killed before their cleanup)."""
+        from django.conf import settings
+
+        for folder in Path(settings.WORK_DIR).glob("scp-incoming-*"):
+            pid_text = folder.name.removeprefix("scp-incoming-")
+            if not pid_text.isdigit() or (self.temp_dir is not None and folder == self.temp_dir):
+                continue
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("receiver: removed the incoming folder of a receiver that no longer runs")
             except OSError:
                 pass
-        return True
 
     def _incoming_dir(self) -> Path:
         """Where the fast path streams data sets: the receiver's temp dir, else ``$DICOMFLOW_HOME/work``."""
@@ -580,6 +722,13 @@ class StorageSCP:
         except (OSError, ValueError, EOFError):
             return None
         return StoreResult(relpath, sha, size, created=False)
+
+
+def _close(sock) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def _data_set_digest(path: Path) -> str:
