@@ -165,6 +165,9 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     # thread until it ends, and the receiver's stop() gives those a grace period, then aborts them.
     block_on_close = False
     daemon_threads = True
+    # listen() backlog: socketserver's 5 makes a burst of connections (a flood, or many modalities at
+    # once) wait out 1 s SYN retransmissions while the accepting thread catches up.
+    request_queue_size = 128
 
     def verify_request(self, request, client_address):  # type: ignore[override]
         return self.admit is None or self.admit(request, client_address)
