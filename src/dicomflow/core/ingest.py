@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicomflow.core.dicom.catalogable import refusal
 from dicomflow.core.dicom.header import InstanceHeader, read_header, read_header_bytes
 from dicomflow.core.store import FileStore, StoreResult, relative_store_path
 from dicomflow.core.writeback import BackgroundFlush
@@ -53,12 +54,18 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) ->
             with open(path, "rb") as fh:
                 data = fh.read()
             header = read_header_bytes(data)
+            problem = refusal(header)
+            if problem is not None:
+                return IgnoredFile(display_name, problem)
             return StoredFile(display_name, header, store.store_bytes(data, store_path_for(header)))
         header = read_header(path)
     except InputError as exc:
         return IgnoredFile(display_name, str(exc))
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
+    problem = refusal(header)
+    if problem is not None:
+        return IgnoredFile(display_name, problem)
     try:  # a StorageError (the store cannot be written) is not the file's fault: it propagates
         stored = store.store_file(path, store_path_for(header))
     except OSError as exc:

@@ -54,6 +54,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _c
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomflow.core.dicom.catalogable import refusal
 from dicomflow.core.dicom.fastheader import parse_plain_image_header
 from dicomflow.core.dicom.header import read_header
 from dicomflow.core.ingest import StoredFile, store_path_for
@@ -199,15 +200,15 @@ class CatalogBatcher(threading.Thread):
         batch, state.pending = state.pending, []
         self._pending = max(0, self._pending - len(batch))
         report = state.session.report
-        before = (report.instances_new, report.instances_duplicate, len(report.conflicts))
+        before = (report.instances_new, report.instances_duplicate, len(report.conflicts), len(report.ignored))
         try:
-            state.session.record(batch)
+            state.session.record(batch)  # a file the database refuses is retried alone, then ignored
             if batch:
                 self.batches += 1
                 self.totals["new"] += report.instances_new - before[0]
                 self.totals["duplicate"] += report.instances_duplicate - before[1]
                 self.totals["conflicts"] += len(report.conflicts) - before[2]
-            state.session.save()
+                self.totals["not_catalogued"] += len(report.ignored) - before[3]
         except Exception as exc:  # a database outage must not kill the receiver
             log.error(
                 "receiver: could not catalogue %d stored file(s) from %s (%s); they stay in the store "
@@ -219,6 +220,11 @@ class CatalogBatcher(threading.Thread):
             for item in batch:
                 state.session.ignore(item.display_name, "stored, catalogue write failed")
             self.totals["not_catalogued"] += len(batch)
+            return
+        try:
+            state.session.save()
+        except Exception as exc:
+            log.error("receiver: could not save the import record of %s (%s)", state.source, exc.__class__.__name__)
 
     def _finish(self, state: _Run) -> None:
         try:
@@ -500,6 +506,11 @@ class StorageSCP:
         except InputError as exc:
             log.warning("receiver: refused a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, str(exc))
+            return STATUS_CANNOT_UNDERSTAND
+        problem = refusal(header)  # answered before storing: success only for what can be catalogued
+        if problem is not None:
+            log.warning("receiver: refused a C-STORE data set from %s: %s", source, problem)
+            self.batcher.ignored(key, source, display, problem)
             return STATUS_CANNOT_UNDERSTAND
         relpath = store_path_for(header)
         try:
