@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dicomflow.core.dicom.catalogable import refusal
 from dicomflow.core.dicom.header import InstanceHeader, read_header, read_header_bytes
-from dicomflow.core.store import FileStore, StoreResult, relative_store_path
+from dicomflow.core.store import FileStore, StoreResult, relative_store_path, sha256_of, variant_path
 from dicomflow.core.writeback import BackgroundFlush
 from dicomflow.errors import InputError
 
@@ -42,6 +42,16 @@ def store_path_for(header: InstanceHeader) -> str:
     )
 
 
+def _occupied_by_other(store: FileStore, stored: StoreResult) -> bool:
+    """The instance's path holds different bytes (a conflicting copy, or a leftover of a crash):
+    ours then go beside it (``variant_path``), and the catalog decides — a conflict if the UID is
+    catalogued, else a new instance. Only read when the name was taken (re-imports, conflicts)."""
+    try:
+        return sha256_of(store.path_of(stored.relpath))[0] != stored.sha256
+    except OSError:
+        return False
+
+
 #: Files up to this size are read once into memory: header, hash and copy come from one read.
 READ_ONCE_LIMIT = 16 * 1024 * 1024
 
@@ -57,7 +67,10 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) ->
             problem = refusal(header)
             if problem is not None:
                 return IgnoredFile(display_name, problem)
-            return StoredFile(display_name, header, store.store_bytes(data, store_path_for(header)))
+            stored = store.store_bytes(data, store_path_for(header))
+            if not stored.created and _occupied_by_other(store, stored):
+                stored = store.store_bytes(data, variant_path(stored.relpath, stored.sha256))
+            return StoredFile(display_name, header, stored)
         header = read_header(path)
     except InputError as exc:
         return IgnoredFile(display_name, str(exc))
@@ -68,6 +81,8 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore) ->
         return IgnoredFile(display_name, problem)
     try:  # a StorageError (the store cannot be written) is not the file's fault: it propagates
         stored = store.store_file(path, store_path_for(header))
+        if not stored.created and _occupied_by_other(store, stored):
+            stored = store.store_file(path, variant_path(stored.relpath, stored.sha256))
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
     return StoredFile(display_name, header, stored)

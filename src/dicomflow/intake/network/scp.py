@@ -58,7 +58,7 @@ from dicomflow.core.dicom.catalogable import refusal
 from dicomflow.core.dicom.fastheader import parse_plain_image_header
 from dicomflow.core.dicom.header import read_header
 from dicomflow.core.ingest import StoredFile, store_path_for
-from dicomflow.core.store import FileStore, StoreResult, sha256_of
+from dicomflow.core.store import FileStore, StoreResult, sha256_of, variant_path
 from dicomflow.errors import ConfigurationError, InputError, StorageError
 from dicomflow.intake.network import fastpath
 from dicomflow.intake.network.common import Allowlist, NoDelayAE, NoDelayAssociationServer, check_ae_title
@@ -514,8 +514,13 @@ class StorageSCP:
             return STATUS_CANNOT_UNDERSTAND
         relpath = store_path_for(header)
         try:
-            stored = self._same_as_stored(path, relpath) or self.store.adopt(path, relpath, digest=digest)
-        except StorageError as exc:
+            stored = self._same_as_stored(path, relpath)
+            if stored is None:
+                if self.store.path_of(relpath).exists():  # different bytes hold the name: ours go beside them
+                    sha, size = digest or sha256_of(path)
+                    digest, relpath = (sha, size), variant_path(relpath, sha)
+                stored = self.store.adopt(path, relpath, digest=digest)
+        except (StorageError, OSError) as exc:
             log.error("receiver: could not store a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, "could not be stored (out of resources)")
             return STATUS_OUT_OF_RESOURCES
