@@ -241,6 +241,12 @@ DICOMFLOW_AUTO_PROCESS_PROJECT = ENV.text("DICOMFLOW_AUTO_PROCESS_PROJECT", "")
 DICOMFLOW_UPLOAD_MAX_BYTES = ENV.integer("DICOMFLOW_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1)
 DICOMFLOW_UPLOAD_MAX_FILES = ENV.integer("DICOMFLOW_UPLOAD_MAX_FILES", 100_000, minimum=1)
 DICOMFLOW_UPLOAD_MAX_CHUNK = ENV.integer("DICOMFLOW_UPLOAD_MAX_CHUNK", 8 * 1024**2, minimum=1)
+# Quotas on uploads in progress (declared bytes of resumable sessions not yet imported, ZIP uploads not yet
+# imported), per user and for the whole server, and the free space every new upload must leave on the
+# upload (and store) file system (intake.resumable.check_room).
+DICOMFLOW_UPLOAD_QUOTA_USER = ENV.integer("DICOMFLOW_UPLOAD_QUOTA_USER", 50 * 1024**3, minimum=1)
+DICOMFLOW_UPLOAD_QUOTA_TOTAL = ENV.integer("DICOMFLOW_UPLOAD_QUOTA_TOTAL", 200 * 1024**3, minimum=1)
+DICOMFLOW_UPLOAD_RESERVE = ENV.integer("DICOMFLOW_UPLOAD_RESERVE", 2 * 1024**3, minimum=0)
 DICOMFLOW_UPLOAD_STALE_DAYS = ENV.number("DICOMFLOW_UPLOAD_STALE_DAYS", 7.0, positive=True)
 # How far an archive may expand (DICOMFLOW_ARCHIVE_*): parsed once here, handed to core's extraction.
 ARCHIVE_LIMITS = ArchiveLimits.from_env(os.environ)

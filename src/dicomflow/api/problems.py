@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE = "https://dicomflow.invalid/problems/"
 TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
           406: "Not acceptable", 409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
-          422: "Unprocessable content", 429: "Too many requests", 500: "Internal error"}
+          422: "Unprocessable content", 429: "Too many requests", 500: "Internal error",
+          507: "Insufficient storage"}
 
 
 def error_status(exc: DicomflowError) -> int:
@@ -39,6 +40,8 @@ def error_status(exc: DicomflowError) -> int:
         return status.HTTP_404_NOT_FOUND
     if isinstance(exc, ConfirmationRequiredError | resumable.UploadOffsetError | resumable.UploadStateError):
         return status.HTTP_409_CONFLICT
+    if isinstance(exc, resumable.UploadSpaceError):
+        return status.HTTP_507_INSUFFICIENT_STORAGE
     if isinstance(exc, resumable.UploadLimitError):
         return status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     if isinstance(exc, resumable.UploadChecksumError):
