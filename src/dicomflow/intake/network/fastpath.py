@@ -11,12 +11,14 @@ file (no decode, no copy into Python objects), and each C-STORE-RSP is a few doz
 What it does not do is left to pynetdicom, which stays the fallback and the test oracle:
 
 - The decision is made on the *peeked* A-ASSOCIATE-RQ (``MSG_PEEK``: nothing is consumed), so an
-  association the fast path declines reaches pynetdicom byte for byte as the peer sent it.
+  association the fast path declines reaches pynetdicom byte for byte as the peer sent it. The
+  receiver peeks every connection's request this way (:func:`peek_request`, bounded in time and
+  size) before either path sees it, so pynetdicom is never handed a connection still waiting.
 - Declined: TLS, a called AE title that is not ours or a caller not on the allowlist (pynetdicom
   sends the A-ASSOCIATE-RJ, one implementation of rejection), any user-information item beyond
   maximum length / implementation UID / version name (user identity, role selection, extended
-  negotiation, asynchronous operations), an over-long or malformed request, and more concurrent
-  associations than allowed.
+  negotiation, asynchronous operations), a malformed request, and more concurrent associations
+  than allowed. (A request over ``MAX_ASSOCIATE_RQ`` or another PDU type is aborted by the receiver.)
 - Negotiation itself uses pynetdicom's ``negotiate_as_acceptor`` and its PDU classes (once per
   association, not on the hot path), and stored files get the File Meta pynetdicom writes
   (``create_file_meta``), so a file received either way is byte-identical — the tests compare them.

@@ -2,10 +2,14 @@
 
 Why it is built this way:
 
-- **Access at association time.** The called AE title must be ours and the calling ``AET@host``
-  must be on the allowlist (no allowlist: loopback peers only). Anything else gets a proper
-  A-ASSOCIATE-RJ (permanent, service user, "called/calling AE title not recognised") before a
-  single byte of data is accepted.
+- **Access at accept time, then at association time.** A host no allowlist rule names (no
+  allowlist: any non-loopback host) is closed the moment it is accepted, before a byte is read.
+  Every other connection must deliver its whole A-ASSOCIATE-RQ within ``request_timeout``
+  (``DICOMFLOW_SCP_REQUEST_TIMEOUT``; the whole request, not per read) or it is closed; at most
+  ``max_pending`` (``DICOMFLOW_SCP_MAX_PENDING``) may wait at once. Only complete requests reach
+  pynetdicom or the fast path, so a silent or trickling peer never holds an association slot. Then
+  the called AE title must be ours and the calling ``AET@host`` on the allowlist, else a proper
+  A-ASSOCIATE-RJ (permanent, service user, "called/calling AE title not recognised").
 - **Two receive paths, one outcome.** Plain storage associations (storage and verification
   contexts, no user identity / role selection / extended negotiation, no TLS) are served by
   :mod:`~dicomflow.intake.network.fastpath`: a blocking socket loop that streams each data set
@@ -19,9 +23,13 @@ Why it is built this way:
   store (``FileStore.adopt``: hard link, never overwrites). A re-sent instance whose data set
   equals the stored file's counts as a duplicate even if the stored file came with another File
   Meta (imported from disk); a different data set under a known SOP Instance UID is a conflict.
-- **Success means stored.** C-STORE answers 0x0000 only after the file is in the store; an
-  unreadable data set gets 0xC000 (cannot understand), a store failure 0xA700 (out of
-  resources), each with a log line that names no identifying value.
+- **Success means stored, and catalogued-to-be.** C-STORE answers 0x0000 only after the file is
+  in the store; an unreadable data set, or one whose UIDs / Patient ID the catalog cannot hold
+  (``core.dicom.catalogable``), gets 0xC000 (cannot understand), a store failure 0xA700 (out of
+  resources), each with a log line that names no identifying value. A batch the database refuses
+  is retried file by file (``ImportSession.record``).
+- **No leftovers.** Temporary files of stores aborted mid data set are swept (:meth:`StorageSCP.sweep`)
+  at start, after aborted associations and every ``sweep_interval`` seconds.
 - **Batched catalogue.** One writer thread owns a database connection and records files every
   ``batch_size`` files or ``flush_interval`` seconds, and whenever an association ends, with the
   same :class:`~dicomflow.intake.sessions.ImportSession` every other source uses (new /
