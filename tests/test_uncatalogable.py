@@ -170,3 +170,48 @@ def test_c_store_answers_failure_for_the_bad_files_and_success_for_the_good(corp
     assert sorted(i["reason"].split(" ")[0] for i in run.ignored) == sorted(
         reason.split(" ")[0] for reason in corpus.bad.values()
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_files_answered_success_during_a_database_outage_are_queued_and_catalogued_at_next_start(
+    corpus, monkeypatch, tmp_path, settings
+):
+    """Success was answered (the file is in the store) but the catalogue write failed: the store
+    path is queued durably and the next receiver start catalogues it."""
+    import pydicom
+    from django.db import OperationalError
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    from dicomflow.catalog.models import Instance
+    from dicomflow.intake import sessions
+    from dicomflow.intake.network.scp import StorageSCP
+
+    settings.WORK_DIR = str(tmp_path / "work")
+    original = sessions.ImportSession.record
+
+    def outage(self, batch):
+        if batch:
+            raise OperationalError("server closed the connection unexpectedly")
+        return original(self, batch)
+
+    monkeypatch.setattr(sessions.ImportSession, "record", outage)
+    scp = StorageSCP(AET, 0, [], host="127.0.0.1").start()
+    try:
+        ae = AE(ae_title="MOD")
+        ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title=AET)
+        assert assoc.is_established
+        statuses = [assoc.send_c_store(pydicom.dcmread(p)).Status for p in corpus.good[:3]]
+        assoc.release()
+    finally:
+        scp.stop()
+    assert statuses == [0, 0, 0]
+    assert Instance.objects.count() == 0
+    assert len(scp.batcher.journal.read_text().split()) == 3
+
+    monkeypatch.setattr(sessions.ImportSession, "record", original)
+    again = StorageSCP(AET, 0, [], host="127.0.0.1").start()
+    again.stop()
+    assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == _uids(corpus.good[:3])
+    assert not again.batcher.journal.exists()

@@ -119,6 +119,7 @@ class CatalogBatcher(threading.Thread):
         self._pending = 0
         self._first_pending_at: float | None = None
         self.batches = 0  # flushes that recorded something (tests, monitoring)
+        self._journal: Path | None = None
         self.totals = {"associations": 0, "files": 0, "new": 0, "duplicate": 0, "conflicts": 0, "refused": 0,
                        "not_catalogued": 0}
 
@@ -137,9 +138,50 @@ class CatalogBatcher(threading.Thread):
         self.join(timeout)
 
     # consumer side
+    @property
+    def journal(self) -> Path:
+        """Store paths answered with success but not catalogued (database outage): one per line."""
+        if self._journal is None:
+            from django.conf import settings
+
+            self._journal = Path(settings.WORK_DIR) / "scp-uncatalogued.txt"
+        return self._journal
+
+    def _queue_for_later(self, batch: list[StoredFile]) -> None:
+        try:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.journal, "a", encoding="utf-8") as fh:
+                fh.writelines(item.stored.relpath + "\n" for item in batch)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            log.error("receiver: could not queue uncatalogued files (%s)", exc.strerror or exc)
+
+    def _catalogue_queued(self) -> None:
+        """Files a database outage left uncatalogued last time: import them from the store now."""
+        if not self.journal.is_file():
+            return
+        from dicomflow.intake.models import SourceKind
+        from dicomflow.intake.services import import_paths
+
+        relpaths = sorted({line.strip() for line in self.journal.read_text(encoding="utf-8").splitlines() if line.strip()})
+        paths = [self.store.path_of(r) for r in relpaths if self.store.path_of(r).is_file()]
+        try:
+            if paths:
+                report = import_paths(paths, source_kind=SourceKind.DICOM, received_from="dicom:queued", workers=1)
+                log.info("receiver: catalogued %d queued file(s) from an earlier outage (%d new)",
+                         len(paths), report.instances_new)
+            self.journal.unlink()
+        except Exception as exc:
+            log.error("receiver: queued files could not be catalogued yet (%s)", exc.__class__.__name__)
+
     def run(self) -> None:
         from django.db import connection
 
+        try:
+            self._catalogue_queued()
+        except Exception:
+            log.exception("receiver: catalogue of queued files failed")
         try:
             while True:
                 timeout = None
@@ -219,14 +261,16 @@ class CatalogBatcher(threading.Thread):
                 self.totals["not_catalogued"] += len(report.ignored) - before[3]
         except Exception as exc:  # a database outage must not kill the receiver
             log.error(
-                "receiver: could not catalogue %d stored file(s) from %s (%s); they stay in the store "
-                "and are adopted by the next import of the same files",
+                "receiver: could not catalogue %d stored file(s) from %s (%s); they stay in the store, "
+                "queued in %s to be catalogued when the receiver next starts",
                 len(batch),
                 state.source,
                 exc.__class__.__name__,
+                self.journal,
             )
+            self._queue_for_later(batch)
             for item in batch:
-                state.session.ignore(item.display_name, "stored, catalogue write failed")
+                state.session.ignore(item.display_name, "stored, catalogue write failed (queued for the next start)")
             self.totals["not_catalogued"] += len(batch)
             return
         try:
