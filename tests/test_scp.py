@@ -215,9 +215,13 @@ def test_calling_aet_not_on_allowlist_is_rejected(series, receiver):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.dcmtk
 def test_host_not_on_allowlist_is_rejected(series, receiver):
+    """A host no rule names is closed when it connects: nothing it sends is read (issue 14)."""
     scp = receiver(allow=["GOODSCU@192.0.2.10"])  # right AE title, wrong host
     result = storescu(scp.port, series.paths[:1], calling="GOODSCU")
-    assert result.returncode != 0 and "Calling AE Title Not Recognized" in result.stderr
+    assert result.returncode != 0 and "Association Request Failed" in result.stderr
+    assert "Calling AE Title Not Recognized" not in result.stderr  # never got as far as a request
+    assert scp.connections_closed["host"] == 1
+    assert scp.associations_by_path == {"fast": 0, "pynetdicom": 0}
     assert catalogued() == {}
 
 
@@ -244,7 +248,8 @@ def test_without_allowlist_only_loopback_is_accepted(series):
     scp = StorageSCP(AET, 0, [], host="0.0.0.0").start()
     try:
         remote = storescu(scp.port, series.paths[:1], host=address)
-        assert remote.returncode != 0 and "Calling AE Title Not Recognized" in remote.stderr
+        assert remote.returncode != 0 and "Association Request Failed" in remote.stderr
+        assert scp.connections_closed["host"] == 1
         local = storescu(scp.port, series.paths[:1], host="127.0.0.1")
         assert local.returncode == 0, local.stderr
     finally:

@@ -241,6 +241,10 @@ DICOMFLOW_SCP_FASTPATH = ENV.boolean("DICOMFLOW_SCP_FASTPATH", True)
 DICOMFLOW_SCP_INTAKE_FILTER = ENV.text("DICOMFLOW_SCP_INTAKE_FILTER", "")
 if DICOMFLOW_SCP_INTAKE_FILTER and not re.fullmatch(r"[-a-zA-Z0-9_]{1,64}", DICOMFLOW_SCP_INTAKE_FILTER):
     raise ENV.invalid("DICOMFLOW_SCP_INTAKE_FILTER", "the name (slug) of a configured intake filter")
+# A connection must have sent its whole A-ASSOCIATE-RQ within this many seconds or it is closed; no
+# more than DICOMFLOW_SCP_MAX_PENDING connections may wait for theirs at once (intake/network/scp.py).
+DICOMFLOW_SCP_REQUEST_TIMEOUT = ENV.number("DICOMFLOW_SCP_REQUEST_TIMEOUT", 5.0, positive=True)
+DICOMFLOW_SCP_MAX_PENDING = ENV.integer("DICOMFLOW_SCP_MAX_PENDING", 64, minimum=1)
 DICOMFLOW_WEB_PORT = ENV.integer("DICOMFLOW_WEB_PORT", 8000, minimum=1, maximum=65535)
 # Rules are evaluated on the new series of every finished import (processing.signals); 0 turns it off.
 DICOMFLOW_EVALUATE_ON_IMPORT = ENV.boolean("DICOMFLOW_EVALUATE_ON_IMPORT", True)
@@ -256,6 +260,12 @@ DICOMFLOW_AUTO_PROCESS_QUIET_SECONDS = ENV.number("DICOMFLOW_AUTO_PROCESS_QUIET_
 DICOMFLOW_UPLOAD_MAX_BYTES = ENV.integer("DICOMFLOW_UPLOAD_MAX_BYTES", 20 * 1024**3, minimum=1)
 DICOMFLOW_UPLOAD_MAX_FILES = ENV.integer("DICOMFLOW_UPLOAD_MAX_FILES", 100_000, minimum=1)
 DICOMFLOW_UPLOAD_MAX_CHUNK = ENV.integer("DICOMFLOW_UPLOAD_MAX_CHUNK", 8 * 1024**2, minimum=1)
+# Quotas on uploads in progress (declared bytes of resumable sessions not yet imported, ZIP uploads not yet
+# imported), per user and for the whole server, and the free space every new upload must leave on the
+# upload (and store) file system (intake.resumable.check_room).
+DICOMFLOW_UPLOAD_QUOTA_USER = ENV.integer("DICOMFLOW_UPLOAD_QUOTA_USER", 50 * 1024**3, minimum=1)
+DICOMFLOW_UPLOAD_QUOTA_TOTAL = ENV.integer("DICOMFLOW_UPLOAD_QUOTA_TOTAL", 200 * 1024**3, minimum=1)
+DICOMFLOW_UPLOAD_RESERVE = ENV.integer("DICOMFLOW_UPLOAD_RESERVE", 2 * 1024**3, minimum=0)
 DICOMFLOW_UPLOAD_STALE_DAYS = ENV.number("DICOMFLOW_UPLOAD_STALE_DAYS", 7.0, positive=True)
 # E-mail (Django's mail framework): notifications of failed (and, per project, finished) long jobs.
 # The console backend by default (mails are printed to the log of the process that sends them);

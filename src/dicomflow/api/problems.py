@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE = "https://dicomflow.invalid/problems/"
 TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
           406: "Not acceptable", 409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
-          422: "Unprocessable content", 429: "Too many requests", 500: "Internal error", 502: "Bad gateway"}
+          422: "Unprocessable content", 429: "Too many requests", 500: "Internal error", 502: "Bad gateway",
+          507: "Insufficient storage"}
 
 
 def error_status(exc: DicomflowError) -> int:
@@ -47,6 +48,8 @@ def error_status(exc: DicomflowError) -> int:
         return status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
     if isinstance(exc, NotAcceptableError):
         return status.HTTP_406_NOT_ACCEPTABLE
+    if isinstance(exc, resumable.UploadSpaceError):
+        return status.HTTP_507_INSUFFICIENT_STORAGE
     if isinstance(exc, resumable.UploadLimitError | RequestTooLargeError):
         return status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     if isinstance(exc, resumable.UploadChecksumError):

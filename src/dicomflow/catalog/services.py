@@ -45,6 +45,19 @@ _IMAGE_DEFAULTS = tuple(
 )
 
 
+_WIDTHS: dict[type, dict[str, int]] = {}
+
+
+def _fit(model, values: dict) -> dict:
+    """``values`` with every string cut to its column's width (RT detail rows: labels, names)."""
+    widths = _WIDTHS.get(model)
+    if widths is None:
+        widths = _WIDTHS[model] = {
+            f.name: f.max_length for f in model._meta.concrete_fields if getattr(f, "max_length", None)
+        }
+    return {k: (v[: widths[k]] if type(v) is str and k in widths else v) for k, v in values.items()}
+
+
 def parse_da(value: str) -> dt.date | None:
     """DICOM DA (YYYYMMDD; old YYYY.MM.DD accepted) → date, None if empty or invalid."""
     digits = value.replace(".", "").strip()[:8]
@@ -88,6 +101,12 @@ class CatalogWriter:
         self._patients: dict[tuple[str, str], int] = {}
         self._studies: dict[str, int] = {}
         self._series: dict[str, int] = {}
+
+    def forget(self) -> None:
+        """Drop the UID → key caches: after a rolled-back batch they may name rows that never were."""
+        self._patients.clear()
+        self._studies.clear()
+        self._series.clear()
 
     # --- parents ---------------------------------------------------------------------------------
     def _ensure_patients(self, headers: list[InstanceHeader]) -> None:
@@ -316,22 +335,22 @@ class CatalogWriter:
                 info = dict(h.structure_set)
                 rois = info.pop("rois")
                 info["structure_set_date"] = parse_da(info["structure_set_date"])
-                ss = RTStructureSet(instance_id=instance_id, **{k: v[:64] if isinstance(v, str) else v for k, v in info.items()})
+                ss = RTStructureSet(instance_id=instance_id, **_fit(RTStructureSet, info))
                 structure_sets.append(ss)
                 rois_by_ss.append((ss, rois))
             if h.plan:
                 info = dict(h.plan)
                 info["review_date"] = parse_da(info["review_date"])
-                plans.append(RTPlan(instance_id=instance_id, **info))
+                plans.append(RTPlan(instance_id=instance_id, **_fit(RTPlan, info)))
             if h.dose:
-                doses.append(RTDose(instance_id=instance_id, **h.dose))
+                doses.append(RTDose(instance_id=instance_id, **_fit(RTDose, h.dose)))
             if h.rt_image:
-                rt_images.append(RTImage(instance_id=instance_id, **h.rt_image))
+                rt_images.append(RTImage(instance_id=instance_id, **_fit(RTImage, h.rt_image)))
         if images:
             insert_rows(ImageInformation, ("instance_id", *(k for k, _ in _IMAGE_DEFAULTS)), images)
         RTStructureSet.objects.bulk_create(structure_sets)
         ROI.objects.bulk_create(
-            [ROI(structure_set_id=ss.id, **{**r, "name": r["name"][:64]}) for ss, rois in rois_by_ss for r in rois]
+            [ROI(structure_set_id=ss.id, **_fit(ROI, r)) for ss, rois in rois_by_ss for r in rois]
         )
         RTPlan.objects.bulk_create(plans)
         RTDose.objects.bulk_create(doses)

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicomflow.core.dicom.catalogable import refusal
 from dicomflow.core.dicom.header import InstanceHeader, read_header, read_header_bytes
-from dicomflow.core.store import FileStore, StoreResult, relative_store_path
+from dicomflow.core.store import FileStore, StoreResult, relative_store_path, sha256_of, variant_path
 from dicomflow.core.store_capacity import StoreCapacity
 from dicomflow.core.writeback import BackgroundFlush
 from dicomflow.errors import InputError
@@ -42,6 +43,16 @@ def store_path_for(header: InstanceHeader) -> str:
     )
 
 
+def _occupied_by_other(store: FileStore, stored: StoreResult) -> bool:
+    """The instance's path holds different bytes (a conflicting copy, or a leftover of a crash):
+    ours then go beside it (``variant_path``), and the catalog decides — a conflict if the UID is
+    catalogued, else a new instance. Only read when the name was taken (re-imports, conflicts)."""
+    try:
+        return sha256_of(store.path_of(stored.relpath))[0] != stored.sha256
+    except OSError:
+        return False
+
+
 #: Files up to this size are read once into memory: header, hash and copy come from one read.
 READ_ONCE_LIMIT = 16 * 1024 * 1024
 
@@ -58,22 +69,33 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore,
             with open(path, "rb") as fh:
                 data = fh.read()
             header = read_header_bytes(data)
+            problem = refusal(header)
+            if problem is not None:
+                return IgnoredFile(display_name, problem)
             relpath = store_path_for(header)
-            refusal = _refusal(capacity, store, relpath, size)
-            if refusal:
-                return IgnoredFile(display_name, refusal)
-            return StoredFile(display_name, header, store.store_bytes(data, relpath))
+            over = _refusal(capacity, store, relpath, size)
+            if over:
+                return IgnoredFile(display_name, over)
+            stored = store.store_bytes(data, relpath)
+            if not stored.created and _occupied_by_other(store, stored):
+                stored = store.store_bytes(data, variant_path(stored.relpath, stored.sha256))
+            return StoredFile(display_name, header, stored)
         header = read_header(path)
     except InputError as exc:
         return IgnoredFile(display_name, str(exc))
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
+    problem = refusal(header)
+    if problem is not None:
+        return IgnoredFile(display_name, problem)
     relpath = store_path_for(header)
-    refusal = _refusal(capacity, store, relpath, size)
-    if refusal:
-        return IgnoredFile(display_name, refusal)
+    over = _refusal(capacity, store, relpath, size)
+    if over:
+        return IgnoredFile(display_name, over)
     try:  # a StorageError (the store cannot be written) is not the file's fault: it propagates
         stored = store.store_file(path, relpath)
+        if not stored.created and _occupied_by_other(store, stored):
+            stored = store.store_file(path, variant_path(stored.relpath, stored.sha256))
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
     return StoredFile(display_name, header, stored)

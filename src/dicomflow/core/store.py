@@ -2,7 +2,9 @@
 
 Layout: ``<store>/<patient>/<study>/<series>/<sop>.dcm`` with every component sanitised (only
 ``[A-Za-z0-9._-]``, never ``.``/``..``, at most 64 characters), so a hostile UID or patient ID
-cannot escape the store.
+cannot escape the store. The file name is injective in the SOP Instance UID (``instance_file_name``:
+non-conformant UIDs get a hash suffix); a file whose name is taken by different bytes goes beside it
+(``variant_path``), so nothing is ever refused for want of a name.
 
 Writes go to a temporary file in the target folder and are then *linked* into place:
 ``os.link`` fails if the name exists, which gives "create if absent" atomically — a catalogued
@@ -53,13 +55,38 @@ def sanitize_component(value: str, fallback: str = "_unknown") -> str:
     return cleaned
 
 
+#: A conformant UID (PS3.5 9.1: digits and dots, no empty component at either end) is its own file name.
+_PLAIN_UID = re.compile(r"[0-9](?:[0-9.]{0,62}[0-9])?")
+
+
+def instance_file_name(sop_uid: str) -> str:
+    """The file name of an instance: different SOP Instance UIDs never share one.
+
+    A conformant UID is used as it is (``1.2.3.dcm``). Anything else — a trailing dot, letters,
+    characters the sanitiser replaces, more than 64 characters — gets the sanitised form plus
+    ``_`` and 20 hex digits of the UID's sha256: ``X.`` and ``X`` no longer both become ``X.dcm``.
+    A plain name never contains ``_``, so it cannot meet a suffixed one either.
+    """
+    if _PLAIN_UID.fullmatch(sop_uid):
+        return sop_uid + ".dcm"
+    digest = hashlib.sha256(sop_uid.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return f"{sanitize_component(sop_uid, 'uid')[:40]}_{digest}.dcm"
+
+
+def variant_path(relpath: str, sha256: str) -> str:
+    """Where a file goes whose instance path holds *different* bytes (a leftover, or a conflicting
+    copy): beside it, named by its content (``_v`` + 16 hex digits; no UID-derived name ends so)."""
+    base = relpath[:-4] if relpath.endswith(".dcm") else relpath
+    return f"{base}_v{sha256[:16]}.dcm"
+
+
 def relative_store_path(patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> str:
     return "/".join(
         (
             sanitize_component(patient_id, "_no_patient_id"),
             sanitize_component(study_uid),
             sanitize_component(series_uid),
-            sanitize_component(sop_uid) + ".dcm",
+            instance_file_name(sop_uid),
         )
     )
 

@@ -77,6 +77,29 @@ class ZipUploadAdmin(ClinicalPoolAdmin):
             request, obj
         )
 
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None:
+            return form
+        user = request.user
+
+        class QuotaCheckedForm(form):  # the upload quotas and free-space check (intake.resumable.check_room)
+            def clean_file(self):
+                from django.core.exceptions import ValidationError
+
+                from dicomflow.errors import UploadError
+                from dicomflow.intake.resumable import check_room
+
+                f = self.cleaned_data.get("file")
+                if f is not None:
+                    try:
+                        check_room(int(getattr(f, "size", 0) or 0), user)
+                    except UploadError as exc:
+                        raise ValidationError(str(exc)) from None
+                return f
+
+        return QuotaCheckedForm
+
     def save_model(self, request, obj, form, change):
         if not change:
             f = form.cleaned_data["file"]

@@ -64,6 +64,14 @@ class UploadLimitError(UploadError):
     """The upload is larger (bytes, files, chunk) than this server accepts."""
 
 
+class UploadQuotaError(UploadLimitError):
+    """Accepting the upload would take the user's or the server's uploads in progress over quota."""
+
+
+class UploadSpaceError(UploadError):
+    """The file system has not room for the upload and the configured reserve (HTTP 507)."""
+
+
 class UploadStateError(UploadError):
     """The session is not in a state that allows this (e.g. chunks after finalize)."""
 
@@ -85,6 +93,90 @@ class UploadLimits:
         """The limits configured by ``DICOMFLOW_UPLOAD_*`` (parsed, strictly, in ``dicomflow.settings``)."""
         return cls(settings.DICOMFLOW_UPLOAD_MAX_BYTES, settings.DICOMFLOW_UPLOAD_MAX_FILES,
                    settings.DICOMFLOW_UPLOAD_MAX_CHUNK)
+
+
+@dataclass(frozen=True)
+class UploadQuota:
+    """``DICOMFLOW_UPLOAD_QUOTA_USER`` / ``_QUOTA_TOTAL`` (bytes held by uploads in progress) and
+    ``DICOMFLOW_UPLOAD_RESERVE`` (bytes every new upload must leave free)."""
+
+    per_user: int
+    total: int
+    reserve: int
+
+    @classmethod
+    def from_env(cls) -> UploadQuota:
+        return cls(settings.DICOMFLOW_UPLOAD_QUOTA_USER, settings.DICOMFLOW_UPLOAD_QUOTA_TOTAL,
+                   settings.DICOMFLOW_UPLOAD_RESERVE)
+
+
+_IN_PROGRESS = (UploadSessionStatus.WAITING, UploadSessionStatus.PENDING, UploadSessionStatus.RUNNING)
+
+
+def _held(owner) -> tuple[int, int, int]:
+    """Bytes held by uploads in progress: (the owner's, everyone's, still to arrive).
+
+    Resumable sessions hold their declared size until imported, cancelled or failed; ZIP uploads
+    hold their size until imported (a failed one keeps its ZIP on disk, so it still counts).
+    """
+    from django.db.models import Sum
+
+    from dicomflow.intake.models import ZipUpload
+    from dicomflow.progress import Status
+
+    sessions = UploadSession.objects.filter(status__in=_IN_PROGRESS)
+    zips = ZipUpload.objects.exclude(status__in=(Status.FINISHED, Status.CANCELLED))
+    total = (sessions.aggregate(n=Sum("total_size"))["n"] or 0) + (zips.aggregate(n=Sum("size"))["n"] or 0)
+    outstanding = sessions.aggregate(n=Sum(F("total_size") - F("received_size")))["n"] or 0
+    mine = 0
+    if owner is not None and getattr(owner, "pk", None) is not None:
+        mine = (sessions.filter(owner=owner).aggregate(n=Sum("total_size"))["n"] or 0) + (
+            zips.filter(uploaded_by=owner).aggregate(n=Sum("size"))["n"] or 0
+        )
+    return mine, total, outstanding
+
+
+def _free(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def check_room(size: int, owner=None, quota: UploadQuota | None = None) -> None:
+    """Refuse an upload of ``size`` bytes that would break a quota or fill the disk.
+
+    Per user and in total, uploads in progress may hold at most the configured quota; and the
+    upload folder's file system must keep ``reserve`` bytes free after this upload *and* what the
+    sessions already accepted still have to send. The import copies files into the store before
+    the upload is removed, so when the store shares that file system the upload counts twice.
+    """
+    quota = quota or UploadQuota.from_env()
+    owner = owner if getattr(owner, "is_authenticated", False) else None
+    mine, total, outstanding = _held(owner)
+    if owner is not None and mine + size > quota.per_user:
+        raise UploadQuotaError(
+            f"this upload of {size} bytes would bring your uploads in progress to {mine + size} bytes; "
+            f"each user may have at most {quota.per_user} bytes in progress (finish or cancel earlier uploads)"
+        )
+    if total + size > quota.total:
+        raise UploadQuotaError(
+            f"this upload of {size} bytes would bring the server's uploads in progress to {total + size} bytes; "
+            f"at most {quota.total} bytes are accepted at a time — try again once earlier uploads are imported"
+        )
+    upload_dir, store_dir = Path(settings.UPLOAD_DIR), Path(settings.STORE_DIR)
+    needed = outstanding + size + quota.reserve
+    same = os.stat(upload_dir).st_dev == os.stat(store_dir).st_dev
+    if same:
+        needed += size
+    free = _free(upload_dir)
+    if free < needed:
+        raise UploadSpaceError(
+            f"not enough free disk space for this upload of {size} bytes: {free} bytes free, {needed} needed "
+            f"(including {quota.reserve} bytes kept in reserve{' and room to import it' if same else ''})"
+        )
+    if not same and _free(store_dir) < size + quota.reserve:
+        raise UploadSpaceError(
+            f"not enough free space in the file store to import this upload of {size} bytes "
+            f"(keeping {quota.reserve} bytes in reserve)"
+        )
 
 
 def sessions_root() -> Path:
@@ -129,6 +221,9 @@ def create_session(files: list[dict], *, owner=None, source_kind: str = SourceKi
     if source_kind not in (SourceKind.API_UPLOAD, SourceKind.BROWSER_UPLOAD):
         raise UploadError("source must be the REST/SDK upload or the browser upload")
     with transaction.atomic():
+        if getattr(owner, "is_authenticated", False):  # one owner's sessions are admitted one at a time
+            type(owner).objects.select_for_update().filter(pk=owner.pk).first()
+        check_room(total, owner)
         session = UploadSession.objects.create(
             id=uuid.uuid4(), owner=owner if getattr(owner, "is_authenticated", False) else None,
             source_kind=source_kind, file_count=len(rows), total_size=total,

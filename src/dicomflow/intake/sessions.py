@@ -9,8 +9,10 @@ sends ``dicomflow.catalog.signals.import_finished`` exactly once with what the s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from dicomflow.catalog.services import CatalogWriter
@@ -18,6 +20,8 @@ from dicomflow.catalog.signals import FinishedImport, import_finished
 from dicomflow.core.ingest import StoredFile
 from dicomflow.core.store import FileStore
 from dicomflow.intake.models import ImportRun
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,7 +83,13 @@ class ImportSession:
         return self.run
 
     def record(self, batch: list[StoredFile]) -> None:
-        """Catalogue stored files (new / duplicate / conflict) and count them."""
+        """Catalogue stored files (new / duplicate / conflict) and count them.
+
+        A batch the database refuses (a value it will not hold) is retried file by file, so one bad
+        file never costs the others; a file refused on its own is ignored with the reason (its bytes
+        stay in the store, where a later import of the same file adopts them). A lost connection is
+        not the files' fault: it propagates.
+        """
         self.open()
         if self.intake_filter is not None and batch:
             from dicomflow.intake.filters import apply_filter
@@ -87,7 +97,34 @@ class ImportSession:
             batch = apply_filter(self, batch)
         if not batch:
             return
-        outcome = self.writer.record(batch)
+        try:
+            self._count(self.writer.record(batch))
+            return
+        except (OperationalError, InterfaceError):
+            self.writer.forget()
+            raise
+        except (DatabaseError, ValueError) as exc:  # psycopg refuses NUL with a ValueError
+            self.writer.forget()
+            if len(batch) == 1:
+                self._refused(batch[0], exc)
+                return
+        for item in batch:
+            try:
+                self._count(self.writer.record([item]))
+            except (OperationalError, InterfaceError):
+                self.writer.forget()
+                raise
+            except (DatabaseError, ValueError) as exc:
+                self.writer.forget()
+                self._refused(item, exc)
+
+    def _refused(self, item: StoredFile, exc: Exception) -> None:
+        log.warning(
+            "import %s: the catalog refused one file (%s)", self.report.import_run_id, exc.__class__.__name__
+        )
+        self.ignore(item.display_name, f"could not be catalogued (the database refused a value: {exc.__class__.__name__})")
+
+    def _count(self, outcome) -> None:
         report = self.report
         report.instances_new += len(outcome.new)
         report.instances_duplicate += len(outcome.duplicates)

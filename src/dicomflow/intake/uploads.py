@@ -185,7 +185,10 @@ def upload_zips(actor, files) -> list[ZipUpload]:
     bad = [f.name for f in files if not str(f.name).lower().endswith(".zip")]
     if bad:
         raise InputError(f"{len(bad)} of the files chosen are not ZIP files (.zip)")
+    from dicomflow.intake.resumable import check_room
+
     with transaction.atomic():
+        check_room(sum(int(getattr(f, "size", 0) or 0) for f in files), actor)
         return [create_upload(f, actor) for f in files]
 
 

@@ -430,3 +430,53 @@ def write_hostile_corpus(out_dir: Path | str, seed: int = 13) -> HostileCorpus:
 
     corpus.files = sorted(p for p in root.rglob("*") if p.is_file())
     return corpus
+
+
+# -- values the catalog cannot hold (issue 14) ----------------------------------------------------------
+
+@dataclass
+class UncatalogableSet:
+    """21 files: ``good`` catalogue, ``bad`` must be ignored with a reason (``reasons``: path -> word)."""
+
+    good: list[Path]
+    bad: dict[Path, str]
+
+
+def write_uncatalogable_set(out_dir: Path | str, seed: int = 21) -> UncatalogableSet:
+    """16 good slices (one with NUL in its description, which the catalog drops) and 5 whose UIDs or
+    Patient ID no catalog column can hold: 65+ characters, or a NUL inside."""
+    import pydicom
+    from pydicom import config
+
+    out_dir = Path(out_dir)
+    series = synth.write_image_series(out_dir / "src", n_slices=21, rows=16, cols=16, seed=seed)
+    long_uid = "1.2.826.0.1.3680043.8.498." + "1" * 40  # 66 characters
+    plans = [
+        ("SOPInstanceUID", long_uid, "SOP Instance UID"),
+        ("SOPInstanceUID", "1.2.3.4\x005.6", "SOP Instance UID"),
+        ("PatientID", "P" * 70, "Patient ID"),
+        ("PatientID", "PAT\x00001", "Patient ID"),
+        ("StudyInstanceUID", long_uid + "7", "Study Instance UID"),
+    ]
+    good: list[Path] = []
+    bad: dict[Path, str] = {}
+    previous = (config.settings.reading_validation_mode, config.settings.writing_validation_mode)
+    config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
+    try:
+        for index, path in enumerate(series.paths):
+            target = out_dir / "files" / f"{index:03d}.dcm"
+            ds = pydicom.dcmread(path)
+            if index < len(plans):
+                keyword, value, reason = plans[index]
+                setattr(ds, keyword, value)
+                bad[write_raw(ds, target)] = reason
+            else:
+                if index == len(plans):
+                    ds.SeriesDescription = "thorax\x00planning"
+                good.append(write_raw(ds, target))
+    finally:
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = previous
+    import shutil
+
+    shutil.rmtree(out_dir / "src")
+    return UncatalogableSet(good, bad)

@@ -72,6 +72,9 @@ class AllowRule:
     def matches(self, calling_aet: str, address: str) -> bool:
         if self.ae_title != "*" and calling_aet.strip() != self.ae_title:
             return False
+        return self.matches_host(address)
+
+    def matches_host(self, address: str) -> bool:
         if self.networks is None:
             return True
         ip = _ip(address)
@@ -127,6 +130,13 @@ class Allowlist:
             return is_loopback(address)
         return any(rule.matches(calling_aet, address) for rule in self.rules)
 
+    def allows_host(self, address: str) -> bool:
+        """Whether any AE title may associate from ``address``: checked when the connection is
+        accepted, before a byte is read (the AE title is checked once the request has arrived)."""
+        if not self.rules:
+            return is_loopback(address)
+        return any(rule.matches_host(address) for rule in self.rules)
+
     def describe(self) -> str:
         return ", ".join(r.text for r in self.rules) if self.rules else "loopback addresses only"
 
@@ -148,10 +158,19 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     """
 
     fast_path = None
+    #: ``admit(sock, address) -> bool``, when set, is asked on the accepting thread before anything is
+    #: read: False closes the connection at once (host not allowed, too many connections waiting).
+    admit = None
     # shutdown() must not wait for connection threads: a fast-path association runs on its own
     # thread until it ends, and the receiver's stop() gives those a grace period, then aborts them.
     block_on_close = False
     daemon_threads = True
+    # listen() backlog: socketserver's 5 makes a burst of connections (a flood, or many modalities at
+    # once) wait out 1 s SYN retransmissions while the accepting thread catches up.
+    request_queue_size = 128
+
+    def verify_request(self, request, client_address):  # type: ignore[override]
+        return self.admit is None or self.admit(request, client_address)
 
     def finish_request(self, request, client_address):  # type: ignore[override]
         if self.fast_path is not None and self.fast_path(request, client_address):

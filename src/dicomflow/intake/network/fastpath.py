@@ -11,12 +11,14 @@ file (no decode, no copy into Python objects), and each C-STORE-RSP is a few doz
 What it does not do is left to pynetdicom, which stays the fallback and the test oracle:
 
 - The decision is made on the *peeked* A-ASSOCIATE-RQ (``MSG_PEEK``: nothing is consumed), so an
-  association the fast path declines reaches pynetdicom byte for byte as the peer sent it.
+  association the fast path declines reaches pynetdicom byte for byte as the peer sent it. The
+  receiver peeks every connection's request this way (:func:`peek_request`, bounded in time and
+  size) before either path sees it, so pynetdicom is never handed a connection still waiting.
 - Declined: TLS, a called AE title that is not ours or a caller not on the allowlist (pynetdicom
   sends the A-ASSOCIATE-RJ, one implementation of rejection), any user-information item beyond
   maximum length / implementation UID / version name (user identity, role selection, extended
-  negotiation, asynchronous operations), an over-long or malformed request, and more concurrent
-  associations than allowed.
+  negotiation, asynchronous operations), a malformed request, and more concurrent associations
+  than allowed. (A request over ``MAX_ASSOCIATE_RQ`` or another PDU type is aborted by the receiver.)
 - Negotiation itself uses pynetdicom's ``negotiate_as_acceptor`` and its PDU classes (once per
   association, not on the hot path), and stored files get the File Meta pynetdicom writes
   (``create_file_meta``), so a file received either way is byte-identical — the tests compare them.
@@ -35,6 +37,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +67,7 @@ TAG_DATA_SET_TYPE = 0x0800
 TAG_STATUS = 0x0900
 TAG_AFFECTED_SOP_INSTANCE = 0x1000
 
-MAX_ASSOCIATE_RQ = 1024 * 1024  # a request larger than this goes to pynetdicom
+MAX_ASSOCIATE_RQ = 64 * 1024  # a longer request is refused before anyone decodes it (a real one is a few kB)
 MAX_PDU_ACCEPTED = 64 * 1024 * 1024  # a P-DATA-TF beyond this is refused (A-ABORT), not buffered
 MAX_COMMAND_SET = 64 * 1024  # a C-STORE-RQ command set is a few hundred bytes; beyond this: A-ABORT
 
@@ -167,28 +170,54 @@ class Negotiated:
     peer_max_pdu: int
 
 
-def peek_request(sock: socket.socket, timeout: float) -> bytes | None:
-    """The whole A-ASSOCIATE-RQ PDU, peeked (left in the socket), or None if it is not one / too long.
+class RequestRefused(Exception):
+    """The first bytes of a connection are not an acceptable A-ASSOCIATE-RQ (another PDU, too long)."""
 
-    Raises TimeoutError when no complete request arrived within ``timeout`` (the ARTIM timer).
+
+_REQUEST_FIXED = 68  # protocol version, reserved, called and calling AE titles, reserved (PS3.8 9.3.2)
+
+
+def peek_request(sock: socket.socket, timeout: float) -> bytes:
+    """The whole A-ASSOCIATE-RQ PDU, peeked (left in the socket for whoever serves it).
+
+    ``timeout`` bounds the whole wait, not each read: a peer trickling a byte now and then is cut
+    off as surely as one that sends nothing. Raises TimeoutError when no complete request arrived
+    in time (the ARTIM timer), RequestRefused when the bytes cannot be a request we serve (another
+    PDU type, shorter than its fixed fields, longer than MAX_ASSOCIATE_RQ), ConnectionError when
+    the peer closed or reset the connection first.
     """
+    deadline = time.monotonic() + timeout
     previous = sock.gettimeout()
-    sock.settimeout(timeout)
+    want, pause = 6, 0.002
     try:
-        head = sock.recv(6, socket.MSG_PEEK | socket.MSG_WAITALL)
-        if len(head) < 6 or head[0] != A_ASSOCIATE_RQ:
-            return None
-        total = 6 + int.from_bytes(head[2:6], "big")
-        if total > MAX_ASSOCIATE_RQ:
-            return None
-        data = sock.recv(total, socket.MSG_PEEK | socket.MSG_WAITALL)
-        return data if len(data) == total else None
-    except TimeoutError:
-        raise
-    except OSError:  # reset and the like: pynetdicom deals with it (its own logging)
-        return None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no complete association request in time")
+            sock.settimeout(remaining)
+            data = sock.recv(want, socket.MSG_PEEK)
+            if not data:
+                raise ConnectionError("peer closed the connection before its association request")
+            if want == 6 and len(data) >= 6:
+                if data[0] != A_ASSOCIATE_RQ:
+                    raise RequestRefused(f"PDU type 0x{data[0]:02X} where an A-ASSOCIATE-RQ was expected")
+                total = 6 + int.from_bytes(data[2:6], "big")
+                if total > MAX_ASSOCIATE_RQ:
+                    raise RequestRefused(f"A-ASSOCIATE-RQ of {total} bytes (at most {MAX_ASSOCIATE_RQ} accepted)")
+                if total < 6 + _REQUEST_FIXED:
+                    raise RequestRefused("A-ASSOCIATE-RQ shorter than its fixed fields")
+                want = total
+                continue
+            if len(data) >= want:
+                return data[:want]
+            # Part of it is here: wait for the rest without spinning (readiness would be immediate).
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.05)
     finally:
-        sock.settimeout(previous)
+        try:
+            sock.settimeout(previous)
+        except OSError:
+            pass
 
 
 def _user_item_types(raw: bytes) -> list[int] | None:

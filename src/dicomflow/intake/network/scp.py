@@ -2,10 +2,14 @@
 
 Why it is built this way:
 
-- **Access at association time.** The called AE title must be ours and the calling ``AET@host``
-  must be on the allowlist (no allowlist: loopback peers only). Anything else gets a proper
-  A-ASSOCIATE-RJ (permanent, service user, "called/calling AE title not recognised") before a
-  single byte of data is accepted.
+- **Access at accept time, then at association time.** A host no allowlist rule names (no
+  allowlist: any non-loopback host) is closed the moment it is accepted, before a byte is read.
+  Every other connection must deliver its whole A-ASSOCIATE-RQ within ``request_timeout``
+  (``DICOMFLOW_SCP_REQUEST_TIMEOUT``; the whole request, not per read) or it is closed; at most
+  ``max_pending`` (``DICOMFLOW_SCP_MAX_PENDING``) may wait at once. Only complete requests reach
+  pynetdicom or the fast path, so a silent or trickling peer never holds an association slot. Then
+  the called AE title must be ours and the calling ``AET@host`` on the allowlist, else a proper
+  A-ASSOCIATE-RJ (permanent, service user, "called/calling AE title not recognised").
 - **Two receive paths, one outcome.** Plain storage associations (storage and verification
   contexts, no user identity / role selection / extended negotiation, no TLS) are served by
   :mod:`~dicomflow.intake.network.fastpath`: a blocking socket loop that streams each data set
@@ -19,9 +23,13 @@ Why it is built this way:
   store (``FileStore.adopt``: hard link, never overwrites). A re-sent instance whose data set
   equals the stored file's counts as a duplicate even if the stored file came with another File
   Meta (imported from disk); a different data set under a known SOP Instance UID is a conflict.
-- **Success means stored.** C-STORE answers 0x0000 only after the file is in the store; an
-  unreadable data set gets 0xC000 (cannot understand), a store failure 0xA700 (out of
-  resources), each with a log line that names no identifying value.
+- **Success means stored, and catalogued-to-be.** C-STORE answers 0x0000 only after the file is
+  in the store; an unreadable data set, or one whose UIDs / Patient ID the catalog cannot hold
+  (``core.dicom.catalogable``), gets 0xC000 (cannot understand), a store failure 0xA700 (out of
+  resources), each with a log line that names no identifying value. A batch the database refuses
+  is retried file by file (``ImportSession.record``).
+- **No leftovers.** Temporary files of stores aborted mid data set are swept (:meth:`StorageSCP.sweep`)
+  at start, after aborted associations and every ``sweep_interval`` seconds.
 - **Batched catalogue.** One writer thread owns a database connection and records files every
   ``batch_size`` files or ``flush_interval`` seconds, and whenever an association ends, with the
   same :class:`~dicomflow.intake.sessions.ImportSession` every other source uses (new /
@@ -54,10 +62,11 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _c
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomflow.core.dicom.catalogable import refusal
 from dicomflow.core.dicom.fastheader import parse_plain_image_header
 from dicomflow.core.dicom.header import read_header
 from dicomflow.core.ingest import StoredFile, store_path_for
-from dicomflow.core.store import FileStore, StoreResult, sha256_of
+from dicomflow.core.store import FileStore, StoreResult, sha256_of, variant_path
 from dicomflow.errors import ConfigurationError, InputError, StorageError
 from dicomflow.intake.network import fastpath
 from dicomflow.intake.network.common import Allowlist, NoDelayAE, NoDelayAssociationServer, check_ae_title
@@ -110,6 +119,7 @@ class CatalogBatcher(threading.Thread):
         self._pending = 0
         self._first_pending_at: float | None = None
         self.batches = 0  # flushes that recorded something (tests, monitoring)
+        self._journal: Path | None = None
         self.totals = {"associations": 0, "files": 0, "new": 0, "duplicate": 0, "conflicts": 0, "refused": 0,
                        "not_catalogued": 0}
 
@@ -128,9 +138,50 @@ class CatalogBatcher(threading.Thread):
         self.join(timeout)
 
     # consumer side
+    @property
+    def journal(self) -> Path:
+        """Store paths answered with success but not catalogued (database outage): one per line."""
+        if self._journal is None:
+            from django.conf import settings
+
+            self._journal = Path(settings.WORK_DIR) / "scp-uncatalogued.txt"
+        return self._journal
+
+    def _queue_for_later(self, batch: list[StoredFile]) -> None:
+        try:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.journal, "a", encoding="utf-8") as fh:
+                fh.writelines(item.stored.relpath + "\n" for item in batch)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            log.error("receiver: could not queue uncatalogued files (%s)", exc.strerror or exc)
+
+    def _catalogue_queued(self) -> None:
+        """Files a database outage left uncatalogued last time: import them from the store now."""
+        if not self.journal.is_file():
+            return
+        from dicomflow.intake.models import SourceKind
+        from dicomflow.intake.services import import_paths
+
+        relpaths = sorted({line.strip() for line in self.journal.read_text(encoding="utf-8").splitlines() if line.strip()})
+        paths = [self.store.path_of(r) for r in relpaths if self.store.path_of(r).is_file()]
+        try:
+            if paths:
+                report = import_paths(paths, source_kind=SourceKind.DICOM, received_from="dicom:queued", workers=1)
+                log.info("receiver: catalogued %d queued file(s) from an earlier outage (%d new)",
+                         len(paths), report.instances_new)
+            self.journal.unlink()
+        except Exception as exc:
+            log.error("receiver: queued files could not be catalogued yet (%s)", exc.__class__.__name__)
+
     def run(self) -> None:
         from django.db import connection
 
+        try:
+            self._catalogue_queued()
+        except Exception:
+            log.exception("receiver: catalogue of queued files failed")
         try:
             while True:
                 timeout = None
@@ -201,26 +252,33 @@ class CatalogBatcher(threading.Thread):
         batch, state.pending = state.pending, []
         self._pending = max(0, self._pending - len(batch))
         report = state.session.report
-        before = (report.instances_new, report.instances_duplicate, len(report.conflicts))
+        before = (report.instances_new, report.instances_duplicate, len(report.conflicts), len(report.ignored))
         try:
-            state.session.record(batch)
+            state.session.record(batch)  # a file the database refuses is retried alone, then ignored
             if batch:
                 self.batches += 1
                 self.totals["new"] += report.instances_new - before[0]
                 self.totals["duplicate"] += report.instances_duplicate - before[1]
                 self.totals["conflicts"] += len(report.conflicts) - before[2]
-            state.session.save()
+                self.totals["not_catalogued"] += len(report.ignored) - before[3]
         except Exception as exc:  # a database outage must not kill the receiver
             log.error(
-                "receiver: could not catalogue %d stored file(s) from %s (%s); they stay in the store "
-                "and are adopted by the next import of the same files",
+                "receiver: could not catalogue %d stored file(s) from %s (%s); they stay in the store, "
+                "queued in %s to be catalogued when the receiver next starts",
                 len(batch),
                 state.source,
                 exc.__class__.__name__,
+                self.journal,
             )
+            self._queue_for_later(batch)
             for item in batch:
-                state.session.ignore(item.display_name, "stored, catalogue write failed")
+                state.session.ignore(item.display_name, "stored, catalogue write failed (queued for the next start)")
             self.totals["not_catalogued"] += len(batch)
+            return
+        try:
+            state.session.save()
+        except Exception as exc:
+            log.error("receiver: could not save the import record of %s (%s)", state.source, exc.__class__.__name__)
 
     def _finish(self, state: _Run) -> None:
         try:
@@ -267,6 +325,8 @@ class StorageSCP:
         max_pdu: int = MAX_PDU,
         fast_path: bool | None = None,
         query_retrieve=None,
+        request_timeout: float | None = None,
+        max_pending: int | None = None,
     ):
         """``query_retrieve``: also serve C-FIND/C-GET/C-MOVE with this provider (its ``contexts``,
         ``handlers()`` and ``wants(raw_request)``; see ``dicomflow.projects.qr_scp``), on the pynetdicom path."""
@@ -284,6 +344,16 @@ class StorageSCP:
         self.reserve = StoreCapacity(self.store.root, 0, settings.DICOMFLOW_STORE_MIN_FREE_BYTES)
         self.max_pdu = max_pdu
         self.fast_path = settings.DICOMFLOW_SCP_FASTPATH if fast_path is None else fast_path
+        self.request_timeout = float(request_timeout or settings.DICOMFLOW_SCP_REQUEST_TIMEOUT)
+        self.max_pending = int(max_pending or settings.DICOMFLOW_SCP_MAX_PENDING)
+        self._pending = 0  # connections accepted whose A-ASSOCIATE-RQ has not fully arrived yet
+        #: connections closed before any association: host not allowed, too many pending, no/bad request
+        self.connections_closed = {"host": 0, "pending": 0, "request": 0}
+        self._warned: dict[str, tuple[float, int]] = {}
+        self.sweep_interval = 60.0  # seconds between sweeps of the incoming folder
+        self.swept = 0  # temporary files of aborted stores removed (tests, monitoring)
+        self._sweep_wake = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self._fast_sessions: set = set()
         self._stopping = False  # set by stop(): no association starts after it, on either path
         self._awaiting_request: set = set()  # fast-path candidates whose A-ASSOCIATE-RQ is awaited
@@ -347,7 +417,8 @@ class StorageSCP:
                 evt_handlers=handlers,
                 server_class=NoDelayAssociationServer,
             )
-            self._server.fast_path = self._serve_fast
+            self._server.admit = self._admit
+            self._server.fast_path = self._serve
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {self.host}:{self.requested_port} ({exc.strerror or exc}); "
@@ -356,6 +427,10 @@ class StorageSCP:
         self.ae._servers.append(self._server)
         self._bound_port = int(self._server.server_address[1])
         self.batcher.start()
+        self._sweep_stale_folders()
+        self.sweep()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="dicomflow-scp-sweep", daemon=True)
+        self._sweeper.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicomflow-scp", daemon=True
         )
@@ -399,6 +474,9 @@ class StorageSCP:
             time.sleep(0.05)
         if self._thread is not None:
             self._thread.join(5)
+        self._sweep_wake.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
         self.batcher.stop()
         if self.temp_dir is not None:
             tempfile.tempdir = self._previous_tempdir
@@ -463,6 +541,8 @@ class StorageSCP:
             known = self._assoc_keys.pop(event.assoc, None)
         if known is not None:
             self.batcher.close_run(known[0])
+        if event.event in (evt.EVT_ABORTED, evt.EVT_CONN_CLOSE):
+            self._sweep_wake.set()  # an aborted store may have left its temporary file
 
     def _on_store(self, event) -> int:
         """pynetdicom's C-STORE event: the data set was streamed to ``event.dataset_path``."""
@@ -492,6 +572,11 @@ class StorageSCP:
             log.warning("receiver: refused a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, str(exc))
             return STATUS_CANNOT_UNDERSTAND
+        problem = refusal(header)  # answered before storing: success only for what can be catalogued
+        if problem is not None:
+            log.warning("receiver: refused a C-STORE data set from %s: %s", source, problem)
+            self.batcher.ignored(key, source, display, problem)
+            return STATUS_CANNOT_UNDERSTAND
         relpath = store_path_for(header)
         refusal = self._over_reserve(path, relpath, digest)
         if refusal:  # the store's disk keeps its reserve (intake.diskcap): refused before it is stored
@@ -499,8 +584,13 @@ class StorageSCP:
             self.batcher.ignored(key, source, display, refusal)
             return STATUS_OUT_OF_RESOURCES
         try:
-            stored = self._same_as_stored(path, relpath) or self.store.adopt(path, relpath, digest=digest)
-        except StorageError as exc:
+            stored = self._same_as_stored(path, relpath)
+            if stored is None:
+                if self.store.path_of(relpath).exists():  # different bytes hold the name: ours go beside them
+                    sha, size = digest or sha256_of(path)
+                    digest, relpath = (sha, size), variant_path(relpath, sha)
+                stored = self.store.adopt(path, relpath, digest=digest)
+        except (StorageError, OSError) as exc:
             log.error("receiver: could not store a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, "could not be stored (out of resources)")
             return STATUS_OUT_OF_RESOURCES
@@ -519,31 +609,83 @@ class StorageSCP:
         return self.reserve.refusal(size)
 
     # --- the fast path (fastpath.py): plain storage associations, served without pynetdicom's reactor ----
-    def _serve_fast(self, sock, address) -> bool:
-        """Serve this connection on the fast path if it qualifies; False leaves it to pynetdicom."""
-        if not (self.fast_path and fastpath.is_plain_socket(sock)):
-            return False
+    # --- admission: before anything reaches pynetdicom or the fast path ------------------------------------
+    def _admit(self, sock, address) -> bool:
+        """On the accepting thread, before a byte is read: is the host allowed, is there room to wait?
+
+        A host no allowlist rule names is closed at once (whatever AE title it would claim); so is
+        any connection beyond ``max_pending`` still owing its association request. Nothing here
+        counts against the association limit.
+        """
         host = str(address[0])
-        timeout = self.ae.acse_timeout or 30
+        if not self.allowlist.allows_host(host):
+            self._closed("host", "receiver: closed a connection from %s: host not on the allowlist", host)
+            return False
         with self._lock:
-            if self._stopping:
-                return False  # pynetdicom rejects it ("temporary congestion")
-            self._awaiting_request.add(sock)
+            full = self._pending >= self.max_pending
+            if not full:
+                self._pending += 1
+        if full:
+            self._closed("pending", "receiver: closed a connection from %s: %d connections already wait for "
+                         "their association request", host, self.max_pending)
+            return False
+        return True
+
+    def _closed(self, kind: str, message: str, *args) -> None:
+        """Count a connection closed before association; log it, at most once a second per kind."""
+        now = time.monotonic()
+        with self._lock:
+            self.connections_closed[kind] += 1
+            last, suppressed = self._warned.get(kind, (0.0, 0))
+            if now - last < 1.0:
+                self._warned[kind] = (last, suppressed + 1)
+                return
+            self._warned[kind] = (now, 0)
+        if suppressed:
+            message += f" (and {suppressed} more like it)"
+        log.warning(message, *args)
+
+    def _serve(self, sock, address) -> bool:
+        """Each admitted connection, on its own thread: wait (bounded) for a complete association
+        request, then serve it on the fast path if it qualifies; False leaves it to pynetdicom,
+        which then finds the whole request waiting and never holds a slot for a silent peer."""
+        host = str(address[0])
+        timeout = min(self.request_timeout, self.ae.acse_timeout or self.request_timeout)
         try:
-            raw = fastpath.peek_request(sock, timeout)
-        except TimeoutError:
-            # No association request in time: close, as ARTIM expiry does (PS3.8 AA-2) — once,
-            # rather than handing the idle connection to pynetdicom to wait out its timer again.
-            log.warning("receiver: closed a connection from %s that sent no association request in %g s", host, timeout)
-            sock.close()
-            return True
+            with self._lock:
+                stopping = self._stopping
+                if not stopping:
+                    self._awaiting_request.add(sock)
+            if stopping:
+                _close(sock)
+                return True
+            try:
+                raw = fastpath.peek_request(sock, timeout)
+            except TimeoutError:
+                # No complete association request in time: close, as ARTIM expiry does (PS3.8 AA-2).
+                self._closed("request", "receiver: closed a connection from %s that sent no complete association "
+                             "request in %g s", host, timeout)
+                _close(sock)
+                return True
+            except fastpath.RequestRefused as exc:
+                self._closed("request", "receiver: aborted a connection from %s: %s", host, exc)
+                try:
+                    sock.sendall(fastpath.abort_pdu(2, 0))
+                except OSError:
+                    pass
+                _close(sock)
+                return True
+            except OSError:  # closed or reset before its request: nothing to answer
+                _close(sock)
+                return True
         finally:
             with self._lock:
                 self._awaiting_request.discard(sock)
-        if raw is None and self._stopping:  # stop() closed it while it waited
-            sock.close()
+                self._pending -= 1
+        if self._stopping:  # stop() began while it waited
+            _close(sock)
             return True
-        if raw is None:
+        if not (self.fast_path and fastpath.is_plain_socket(sock)):
             return False
         if self.query_retrieve is not None and self.query_retrieve.wants(raw):
             return False  # a Query/Retrieve association: pynetdicom serves it
@@ -577,11 +719,79 @@ class StorageSCP:
             with self._lock:
                 self._fast_sessions.discard(session)
             self.batcher.close_run(key)
+            _close(sock)
+        return True
+
+    # --- the incoming folder: temporary files of aborted stores --------------------------------------
+    def _incoming_dirs(self) -> list[Path]:
+        from django.conf import settings
+
+        dirs = [self.temp_dir] if self.temp_dir is not None else []
+        dirs.append(Path(settings.WORK_DIR) / "scp-incoming")
+        return dirs
+
+    def sweep(self) -> int:
+        """Remove temporary files no store is writing any more; returns how many.
+
+        pynetdicom leaves the file of a data set whose association was aborted mid-transfer. In the
+        receiver's own folder (``temp_dir``) every file older than this call goes when no association
+        is running; otherwise, and in the shared folder, files untouched for longer than the network
+        timeout (a live transfer writes more often than that, or is cut off) go.
+        """
+        with self._lock:
+            idle = not self._fast_sessions and not self.ae.active_associations
+        now = time.time()
+        stale = now - (self.ae.network_timeout or 60) - 5
+        removed = 0
+        for folder in self._incoming_dirs():
+            cutoff = now - 0.5 if (idle and folder == self.temp_dir) else stale
             try:
-                sock.close()
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:
+                    pass
+        if removed:
+            self.swept += removed
+            log.info("receiver: removed %d temporary file(s) of aborted stores", removed)
+        return removed
+
+    def _sweep_loop(self) -> None:
+        while not self._stopping:
+            woken = self._sweep_wake.wait(self.sweep_interval)
+            self._sweep_wake.clear()
+            if self._stopping:
+                return
+            if woken:  # let the association that just ended leave the active list
+                for _ in range(10):
+                    if self._stopping:
+                        return
+                    time.sleep(0.1)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("receiver: sweeping the incoming folder failed")
+
+    def _sweep_stale_folders(self) -> None:
+        """Incoming folders of receiver processes that no longer run (killed before their cleanup)."""
+        from django.conf import settings
+
+        for folder in Path(settings.WORK_DIR).glob("scp-incoming-*"):
+            pid_text = folder.name.removeprefix("scp-incoming-")
+            if not pid_text.isdigit() or (self.temp_dir is not None and folder == self.temp_dir):
+                continue
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("receiver: removed the incoming folder of a receiver that no longer runs")
             except OSError:
                 pass
-        return True
 
     def _incoming_dir(self) -> Path:
         """Where the fast path streams data sets: the receiver's temp dir, else ``$DICOMFLOW_HOME/work``."""
@@ -611,6 +821,13 @@ class StorageSCP:
         except (OSError, ValueError, EOFError):
             return None
         return StoreResult(relpath, sha, size, created=False)
+
+
+def _close(sock) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def _data_set_digest(path: Path) -> str:
