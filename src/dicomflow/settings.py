@@ -24,6 +24,10 @@ from dicomflow.core.env import Environment
 
 ENV = Environment(os.environ)
 
+# Everything dicomflow writes (catalog database and its WAL, logs, store, keys, uploads, options) is
+# for the account that runs it only: files 0600, folders 0700. Set before the first file is made.
+os.umask(0o077)
+
 BASE_DIR = Path(__file__).resolve().parent
 HOME = Path(ENV.text("DICOMFLOW_HOME", "var")).resolve()
 STORE_DIR = HOME / "store"
@@ -38,6 +42,13 @@ try:
 except OSError as _exc:
     raise ENV.invalid("DICOMFLOW_HOME", f"a folder dicomflow can create and write ({_d}: "
                       f"{_exc.strerror or _exc.__class__.__name__})") from None
+try:  # a home made before (umask 022) is closed too: nothing inside is reachable by other users
+    if HOME.stat().st_uid == os.getuid() and HOME.stat().st_mode & 0o077:
+        HOME.chmod(0o700)
+except OSError:
+    pass
+RUN_DIR = HOME / "run"  # control files of `dicomflow serve` (pid, heartbeats): one set per home
+RUN_DIR.mkdir(exist_ok=True)
 
 
 def _secret_key() -> str:
@@ -204,6 +215,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 600.0,
         "kwargs": {"older_than_seconds": ENV.number("DICOMFLOW_STAGE_MAX_SECONDS", 6 * 3600.0, positive=True)},
     },
+    "recover-abandoned-jobs": {  # jobs whose worker died (lease run out) are sent to a worker again
+        "task": "dicomflow.intake.tasks.recover_abandoned_jobs", "schedule": 60.0,
+    },
     "purge-stale-upload-sessions": {"task": "dicomflow.intake.tasks.purge_stale_upload_sessions", "schedule": 3600.0},
 }
 
@@ -229,6 +243,16 @@ if not all(re.fullmatch(rf"(\*|{_AE_TITLE})@[^\s@]+", rule) for rule in DICOMFLO
 # 0 hands every association to pynetdicom (the fallback that serves everything else anyway).
 DICOMFLOW_SCP_FASTPATH = ENV.boolean("DICOMFLOW_SCP_FASTPATH", True)
 DICOMFLOW_WEB_PORT = ENV.integer("DICOMFLOW_WEB_PORT", 8000, minimum=1, maximum=65535)
+# The web server (waitress, `dicomflow web`): an event loop reads every request whole before one of
+# the threads runs it, so slow clients hold no thread; a connection that sends nothing for
+# READ_TIMEOUT seconds while its request is incomplete (or while idle) is closed.
+DICOMFLOW_WEB_THREADS = ENV.integer("DICOMFLOW_WEB_THREADS", 8, minimum=1, maximum=256)
+DICOMFLOW_WEB_READ_TIMEOUT = ENV.integer("DICOMFLOW_WEB_READ_TIMEOUT", 30, minimum=1, maximum=3600)
+# A worker renews the lease of the job it runs; a job whose lease ran out (its worker died) is taken over.
+DICOMFLOW_LEASE_SECONDS = ENV.integer("DICOMFLOW_LEASE_SECONDS", 120, minimum=2, maximum=86400)
+# `dicomflow serve` restarts a Celery worker whose heartbeat file is older than this (hung, stopped).
+DICOMFLOW_WORKER_HEARTBEAT_TIMEOUT = ENV.integer("DICOMFLOW_WORKER_HEARTBEAT_TIMEOUT", 60, minimum=2, maximum=86400)
+DICOMFLOW_WEB_CONNECTION_LIMIT = ENV.integer("DICOMFLOW_WEB_CONNECTION_LIMIT", 500, minimum=1, maximum=100_000)
 # Rules are evaluated on the new series of every finished import (processing.signals); 0 turns it off.
 DICOMFLOW_EVALUATE_ON_IMPORT = ENV.boolean("DICOMFLOW_EVALUATE_ON_IMPORT", True)
 # A project key: series the rules give a template are processed automatically into that project.

@@ -55,6 +55,7 @@ class ZipUpload(LongJob):
     """
 
     what = "ZIP upload"
+    resume_task = "dicomflow.intake.tasks.process_zip_upload"  # sent again when its worker died (progress.recover_abandoned)
     stage_spans = {  # one bar over the stages (see ``dicomflow.intake.uploads``)
         UploadStage.INITIALISE: (0, 5),
         UploadStage.EXTRACT: (5, 10),
@@ -152,6 +153,7 @@ class FolderIntake(LongJob):
     """
 
     what = "watched-folder intake"
+    resume_task = "dicomflow.intake.tasks.import_watched_folder"  # sent again when its worker died (progress.recover_abandoned)
 
     watched_folder = models.ForeignKey(WatchedFolder, on_delete=models.CASCADE, related_name="intakes")
     folder_name = models.CharField(max_length=255)
@@ -200,6 +202,7 @@ class UploadSession(LongJob):
     """
 
     what = "upload"
+    resume_task = "dicomflow.intake.tasks.import_upload_session"  # sent again when its worker died (progress.recover_abandoned)
 
     id = models.UUIDField(primary_key=True)
     owner = models.ForeignKey(
