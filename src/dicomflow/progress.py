@@ -306,11 +306,20 @@ def owner_alive(owner: str) -> bool | None:
     if pid == os.getpid():
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        import psutil
+
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped
+            return False
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    except Exception:  # psutil.NoSuchProcess: gone
         return False
-    except PermissionError:
-        pass
     return _start_time(pid) == started if started else True
 
 
