@@ -72,8 +72,10 @@ def _workers(serve: subprocess.Popen) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture
-def served(tmp_path):
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One `dicomflow serve` for the module (its start, with the schema made, takes a while)."""
+    tmp_path = tmp_path_factory.mktemp("serve")
     home = tmp_path / "home"
     port = free_port()
     log = tmp_path / "serve.log"

@@ -11,6 +11,7 @@ lists them all), strictly: a value that does not parse stops start-up with one
 code is handed them (e.g. ``ARCHIVE_LIMITS``).
 """
 
+import datetime
 import os
 import re
 import secrets
@@ -80,6 +81,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / Redoc served locally, no CDN
     "django_celery_results",
+    "axes",  # login throttling (dicomflow.accounts.throttle)
     "dicomflow.accounts",
     "dicomflow.catalog",
     "dicomflow.intake",
@@ -100,6 +102,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "dicomflow.accounts.middleware.PasswordChangeRequiredMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out attempt into the lockout answer
 ]
 
 ROOT_URLCONF = "dicomflow.urls"
@@ -148,9 +152,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(HOME / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Passwords: not like the user's name, long enough, not one of the 20 000 most common, not digits only.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": ENV.integer("DICOMFLOW_PASSWORD_MIN_LENGTH", 10, minimum=8, maximum=128)}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes, dicomflow.accounts.throttle): after LOGIN_FAILURE_LIMIT failed
+# attempts a user name, and separately an address, is locked for LOGIN_LOCKOUT_MINUTES; the web
+# login, the admin login, the token endpoint and X-Api-Key alike.
+AUTHENTICATION_BACKENDS = [
+    "dicomflow.accounts.throttle.ThrottledBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+DICOMFLOW_LOGIN_FAILURE_LIMIT = ENV.integer("DICOMFLOW_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+DICOMFLOW_LOGIN_LOCKOUT_MINUTES = ENV.number("DICOMFLOW_LOGIN_LOCKOUT_MINUTES", 15.0, positive=True)
+AXES_ENABLED = True
+AXES_FAILURE_LIMIT = DICOMFLOW_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=DICOMFLOW_LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are in our audit log already
+AXES_LOCKOUT_CALLABLE = "dicomflow.accounts.throttle.lockout_response"
+AXES_SENSITIVE_PARAMETERS = ["password", "key", "token"]
+AXES_VERBOSE = False
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = ENV.text("DICOMFLOW_TIME_ZONE", "UTC")
 try:
@@ -167,12 +194,13 @@ MEDIA_URL = "media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = str(WORK_DIR)
-# The web app's own login for every user (the admin keeps its login for staff). A session lasts a
-# working day; an expired one sends the user to /login/?next=<where they were>.
+# The web app's own login for every user (the admin keeps its login for staff). A session ends after
+# DICOMFLOW_SESSION_IDLE_HOURS without a request; an expired one sends the user to /login/?next=<where they were>.
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
-SESSION_COOKIE_AGE = 10 * 3600
+SESSION_COOKIE_AGE = int(ENV.number("DICOMFLOW_SESSION_IDLE_HOURS", 8.0, positive=True) * 3600)
+SESSION_SAVE_EVERY_REQUEST = True  # the age counts from the last request: logged out after 8 h idle
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
