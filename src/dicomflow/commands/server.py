@@ -212,7 +212,7 @@ def web(
     import waitress
     from django.conf import settings
 
-    from dicomflow.web import access_log
+    from dicomflow.core import access_log
     from dicomflow.wsgi import application
 
     access_log.configure(settings.LOG_DIR / "web-access.log")
