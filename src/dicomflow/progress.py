@@ -96,6 +96,10 @@ class LongJob(models.Model):
     #: the Celery task (called with the job's pk) that runs a job of this kind: sent again for a
     #: running job whose worker died (:func:`recover_abandoned`); "" for kinds not recovered that way
     resume_task: ClassVar[str] = ""
+    def resume_args(self) -> tuple:
+        """The arguments of ``resume_task`` for this job."""
+        return (self.pk if isinstance(self.pk, int) else str(self.pk),)
+
     #: for kinds that show one bar over all stages: the share of 0-100 % each stage covers
     stage_spans: ClassVar[dict[str, tuple[int, int]]] = {}
 
@@ -380,9 +384,12 @@ class Lease:
 
 def abandoned(model: type[LongJob]) -> list:
     """The pks of ``model``'s running jobs whose worker is dead."""
+    return [job.pk for job in _abandoned_jobs(model)]
+
+
+def _abandoned_jobs(model: type[LongJob]) -> list:
     now = timezone.now()
-    return [job.pk for job in model.objects.filter(status=Status.RUNNING).exclude(lease_owner="").only(
-        "pk", "status", "lease_owner", "lease_until") if lease_dead(job, now)]
+    return [job for job in model.objects.filter(status=Status.RUNNING).exclude(lease_owner="") if lease_dead(job, now)]
 
 
 def recover_abandoned() -> dict[str, list]:
@@ -395,8 +402,8 @@ def recover_abandoned() -> dict[str, list]:
     for model in apps.get_models():
         if not issubclass(model, LongJob) or not model.resume_task:
             continue
-        for pk in abandoned(model):
-            current_app.send_task(model.resume_task, args=(str(pk) if not isinstance(pk, int) else pk,))
-            sent.setdefault(model._meta.label, []).append(str(pk))
-            log.warning("%s %s: its worker died; sent to a worker again", model.what, pk)
+        for job in _abandoned_jobs(model):
+            current_app.send_task(model.resume_task, args=job.resume_args())
+            sent.setdefault(model._meta.label, []).append(str(job.pk))
+            log.warning("%s %s: its worker died; sent to a worker again", model.what, job.pk)
     return sent
