@@ -154,6 +154,8 @@ def test_the_first_admin_must_change_the_generated_password_which_then_leaves_th
     password = bootstrap.ensure_admin_account("admin")
     path = bootstrap.initial_password_path()
     assert path.read_text().strip() == password and path.stat().st_mode & 0o077 == 0
+    token = APIClient().post("/api/auth/token/", {"username": "admin", "password": password}, format="json")
+    assert token.status_code == 403 and "generated first password" in token.json()["detail"]
     assert client.post("/login/", {"username": "admin", "password": password}).status_code == 302
     for url in ("/", "/patients/", "/admin/"):
         response = client.get(url)
