@@ -187,3 +187,11 @@ def test_serve_restarts_a_worker_that_was_killed_or_stopped_answering(served):
     text = log.read_text()
     assert "exited with status" in text and "sent no heartbeat" in text
     assert _answers(f"http://127.0.0.1:{port}/login/")
+    # and the replaced worker takes tasks (the former prefork pool on the filesystem broker wedged
+    # for good once its pool processes were killed: they held the shared job queue's lock)
+    probe = subprocess.run([sys.executable, "-c", (
+        "import django; django.setup()\n"
+        "from dicomflow.intake.tasks import recover_abandoned_jobs\n"
+        "print('result', recover_abandoned_jobs.delay().get(timeout=60))\n")],
+        env=_env(home) | {"DJANGO_SETTINGS_MODULE": "dicomflow.settings"}, capture_output=True, text=True, timeout=120)
+    assert "result {}" in probe.stdout, probe.stderr[-2000:]
