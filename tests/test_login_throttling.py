@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.db.models import F
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from dicomflow.accounts import bootstrap
@@ -140,9 +142,21 @@ def test_cli_user_create_refuses_common_and_numeric_passwords():
 
 
 def test_sessions_end_after_eight_idle_hours_by_default_and_the_age_is_configurable(client, alice, settings):
-    assert settings.SESSION_COOKIE_AGE == 8 * 3600 and settings.SESSION_SAVE_EVERY_REQUEST
+    from django.contrib.sessions.models import Session
+
+    assert settings.SESSION_COOKIE_AGE == 8 * 3600
     response = client.post("/login/", {"username": "alice", "password": PASSWORD})
     assert response.cookies["sessionid"]["max-age"] == 8 * 3600
+    # idle: the expiry is pushed back by a request once the last push is over 5 minutes old
+    row = Session.objects.get()
+    Session.objects.filter(pk=row.pk).update(expire_date=timezone.now() + timedelta(hours=1))
+    assert "sessionid" not in client.get("/token/").cookies  # pushed a moment ago: nothing written
+    session = client.session
+    session["dicomflow_refreshed"] = int(time.time()) - 301
+    session.save()
+    Session.objects.filter(pk=row.pk).update(expire_date=timezone.now() + timedelta(hours=1))
+    assert client.get("/token/").cookies["sessionid"]["max-age"] == 8 * 3600
+    assert Session.objects.get().expire_date > timezone.now() + timedelta(hours=7, minutes=59)
     env = dict(os.environ, DICOMFLOW_SESSION_IDLE_HOURS="1.5")
     out = subprocess.run([sys.executable, "-c", "from django.conf import settings; print(settings.SESSION_COOKIE_AGE)"],
                          env=env | {"DJANGO_SETTINGS_MODULE": "dicomflow.settings"}, capture_output=True, text=True,

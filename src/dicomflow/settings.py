@@ -103,6 +103,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "dicomflow.accounts.middleware.PasswordChangeRequiredMiddleware",
+    "dicomflow.accounts.middleware.IdleSessionMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out attempt into the lockout answer
 ]
 
@@ -200,7 +201,7 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 SESSION_COOKIE_AGE = int(ENV.number("DICOMFLOW_SESSION_IDLE_HOURS", 8.0, positive=True) * 3600)
-SESSION_SAVE_EVERY_REQUEST = True  # the age counts from the last request: logged out after 8 h idle
+# the age counts from the last request (to within 5 minutes: accounts.middleware.IdleSessionMiddleware)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
