@@ -69,7 +69,8 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0, interval: f
 
 
 def start_worker(database_url: str, concurrency: int = 2, pool: str = "prefork",
-                 log_name: str = "celery-test-worker.log", timeout: float = 90.0) -> CeleryWorker:
+                 log_name: str = "celery-test-worker.log", timeout: float = 90.0,
+                 queues: str | None = None, name: str | None = None) -> CeleryWorker:
     """Start a worker on ``database_url`` (the tests' database) and wait until it reports ready."""
     from django.conf import settings
 
@@ -88,8 +89,8 @@ def start_worker(database_url: str, concurrency: int = 2, pool: str = "prefork",
         sys.executable, "-m", "celery", "-A", "dicomflow.celery_app", "worker",
         f"--pool={pool}", f"--concurrency={concurrency}",
         "--without-mingle", "--without-gossip", "--without-heartbeat",
-        "--loglevel=INFO", "-n", f"test-{os.getpid()}@%h",
-    ]
+        "--loglevel=INFO", "-n", name or f"test-{os.getpid()}@%h",
+    ] + ([f"--queues={queues}"] if queues else [])
     log_file = open(log_path, "w")
     process = subprocess.Popen(
         command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -60,8 +60,8 @@ def log_in(page, live_server, user) -> None:
 def trial(django_user_model, tmp_path):
     """Project TRIAL with an enrolled female subject whose Planning CT slot is empty; ursula uploads."""
     project = services.create_project("TRIAL", "Lung trial")
-    ursula = django_user_model.objects.create_user("ursula", password="ursula-pw")
-    bob = django_user_model.objects.create_user("bob", password="bob-pw")
+    ursula = django_user_model.objects.create_user("ursula", password="ursula long passphrase 3")
+    bob = django_user_model.objects.create_user("bob", password="bob long passphrase 3")
     other = services.create_project("OTHER", "Another trial")
     services.add_member(OP, project, ursula, Role.UPLOADER)
     services.add_member(OP, other, bob, Role.DATA_MANAGER)
@@ -161,7 +161,7 @@ def test_upload_carries_on_after_the_session_expired(page, live_server, trial, c
     page.wait_for_selector("#df-reauth-dialog", state="visible", timeout=60_000)
     uploaded_before = int(page.inner_text("#df-uploaded"))
     assert 0 < uploaded_before < n_files
-    page.fill("#df-reauth-password", "ursula-pw")
+    page.fill("#df-reauth-password", "ursula long passphrase 3")
     shot(page, "uploader-session-expired", full=False)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_selector("#df-reauth-dialog", state="hidden")
@@ -181,7 +181,7 @@ def test_data_manager_looks_up_and_stages_and_outsider_finds_nothing(page, live_
     report = import_paths([tmp_path], workers=1, analyse=False)
     analyse_studies(report.study_ids, workers=1)  # the RT edges the lookup's tree shows (a worker's job)
     project = services.create_project("LOOK", "Lookup trial")
-    alice = django_user_model.objects.create_user("alice", password="alice-pw")
+    alice = django_user_model.objects.create_user("alice", password="alice long passphrase 3")
     alice.user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     services.add_member(OP, project, alice, Role.DATA_MANAGER)
     log_in(page, live_server, alice)
@@ -215,7 +215,7 @@ def test_data_manager_looks_up_and_stages_and_outsider_finds_nothing(page, live_
     assert page.console_problems == []
 
     # a user of another project finds none of it
-    bob = django_user_model.objects.create_user("bob", password="bob-pw")
+    bob = django_user_model.objects.create_user("bob", password="bob long passphrase 3")
     services.add_member(OP, services.create_project("ELSE", "Elsewhere"), bob, Role.DATA_MANAGER)
     page.context.clear_cookies()
     log_in(page, live_server, bob)

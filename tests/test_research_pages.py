@@ -27,7 +27,7 @@ def world(tmp_path, django_user_model):
                                       n_slices=2, rows=8, cols=8, seed=f"lookup-{i}") for i in range(12)]
     import_paths([tmp_path], workers=1, analyse=False)
     a, b = services.create_project("RP-A", "Trial A"), services.create_project("RP-B", "Trial B")
-    users = {n: django_user_model.objects.create_user(n, password="pw") for n in ("alice", "ursula", "victor", "bob", "charlie")}
+    users = {n: django_user_model.objects.create_user(n, password="a long research passphrase 7") for n in ("alice", "ursula", "victor", "bob", "charlie")}
     users["alice"].user_permissions.add(Permission.objects.get(codename="view_clinical_pool"))
     for name, project, role in (("alice", a, Role.DATA_MANAGER), ("ursula", a, Role.UPLOADER),
                                 ("victor", a, Role.VIEWER), ("bob", b, Role.VIEWER)):
@@ -215,7 +215,7 @@ def test_reauthentication_is_for_the_right_password_only(client, world):
     r = post_json(client, "/projects/reauth/", {"username": "ursula", "password": "wrong"})
     assert r.status_code == 401 and not client.get("/projects/session.json").json()["authenticated"]
     assert AuditEntry.objects.filter(action="login_failed", outcome="denied").count() == 1
-    r = post_json(client, "/projects/reauth/", {"username": "ursula", "password": "pw"})
+    r = post_json(client, "/projects/reauth/", {"username": "ursula", "password": "a long research passphrase 7"})
     assert r.status_code == 200 and r.json()["csrf"]
     assert client.get("/projects/session.json").json() == {"authenticated": True, "username": "ursula"}
 

@@ -57,6 +57,9 @@ def __getattr__(name: str):
 
 
 def main() -> None:
+    import os
+
+    os.umask(0o077)  # what the product writes is private to its account (settings sets it too)
     from dicomflow.commands import early
 
     plain = early.start_from_argv(sys.argv[1:])  # `dicomflow import ...`: workers run from here on

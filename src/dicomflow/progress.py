@@ -9,15 +9,26 @@ jobs and processing jobs are all a :class:`LongJob`.
   reporter (:class:`ProgressReporter`) and read as one JSON document (:meth:`LongJob.progress_dict`)
   by the API, the web pages and the CLI;
 - one **failure policy** (:func:`run_long_job`, :class:`failure_policy`): a worker claims a pending
-  job with a conditional update (a re-delivered task does nothing), a :class:`DicomflowError` ends it
+  job with a conditional update (a re-delivered task for a job someone alive runs does nothing), a :class:`DicomflowError` ends it
   with its message, anything else with "<what> failed unexpectedly (ClassName)" — never the
   exception's text, which may hold identifying values — and the traceback goes to the log only.
   Nothing is raised into the worker.
+- one **lease**: the worker running a job writes who it is (``lease_owner``: host/pid/start time)
+  and renews ``lease_until`` while it works (:class:`Lease`). When that worker dies (kill -9, power
+  cut, out of memory), the job's lease runs out, or at once when its process is seen gone on this
+  host; a re-delivered task then takes the job over and runs it again from the start, and every
+  worker that starts, and beat every minute, sends the task again for such jobs
+  (:func:`recover_abandoned`). Bodies are idempotent: an import run again makes the files already
+  catalogued duplicates, counters are set from the final report, never added to.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -82,9 +93,19 @@ class LongJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="", help_text="Why it failed (no identifying values).")
+    lease_owner = models.CharField(max_length=255, blank=True, default="",
+                                   help_text="The worker process running it (host/pid/start time).")
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="Renewed while its worker lives.")
 
     #: what failure messages call this kind of job ("ZIP upload failed unexpectedly (KeyError)")
     what: ClassVar[str] = "job"
+    #: the Celery task (called with the job's pk) that runs a job of this kind: sent again for a
+    #: running job whose worker died (:func:`recover_abandoned`); "" for kinds not recovered that way
+    resume_task: ClassVar[str] = ""
+    def resume_args(self) -> tuple:
+        """The arguments of ``resume_task`` for this job."""
+        return (self.pk if isinstance(self.pk, int) else str(self.pk),)
+
     #: for kinds that show one bar over all stages: the share of 0-100 % each stage covers
     stage_spans: ClassVar[dict[str, tuple[int, int]]] = {}
 
@@ -127,7 +148,9 @@ class LongJob(models.Model):
 
 # --- the transitions every kind makes the same way --------------------------------------------------
 def claim(rows: QuerySet, stage: str = "", from_status: str = Status.PENDING, **fields) -> bool:
-    """``from_status`` → running for these rows (one row: True for exactly one of concurrent callers)."""
+    """``from_status`` → running for these rows (one row: True for exactly one of concurrent callers).
+    ``lease_owner``/``lease_until`` in ``fields`` give the job a lease (:func:`run_long_job` does)."""
+    fields.setdefault("lease_owner", "")
     return bool(rows.filter(status=from_status).update(
         status=Status.RUNNING, stage=stage, done=0, total=0, started_at=timezone.now(), finished_at=None, error="",
         **fields,
@@ -255,18 +278,161 @@ def run_long_job(model: type[LongJob], pk, body: Callable[[Any, ProgressReporter
     """Claim job ``pk`` (pending → running), run ``body(job, report)``, record how it ended. Never raises.
 
     ``body`` returns the fields to store with the ending (counters; ``status`` to end other than
-    finished, e.g. pending for a next step). Returns the row as it ended, or None when the job was not
-    ``from_status`` (another worker has it, it is over, or it is gone): a re-delivered task does nothing.
+    finished, e.g. pending for a next step). The job is held by a :class:`Lease` while ``body`` runs;
+    a job running under the lease of a dead worker is taken over (run again from the start). Returns
+    the row as it ended, or None when the job was not ``from_status`` and not abandoned (another
+    live worker has it, it is over, or it is gone): such a re-delivered task does nothing.
     """
     rows = model.objects.filter(pk=pk)
-    if not claim(rows, stage=stage, from_status=from_status):
-        log.info("%s %s is not %s (taken, over or gone); nothing to do", model.what, pk, from_status)
-        return None
+    owner = lease_owner()
+    lease = {"lease_owner": owner, "lease_until": timezone.now() + lease_duration()}
+    if not claim(rows, stage=stage, from_status=from_status, **lease):
+        if not take_over(rows, owner, stage=stage):
+            log.info("%s %s is not %s (taken, over or gone); nothing to do", model.what, pk, from_status)
+            return None
+        log.warning("%s %s: its worker died; taken over and run again", model.what, pk)
     report = ProgressReporter(rows, start=(stage, 0, 0))
     ending: dict | None = None
-    with failure_policy(model.what, lambda message: fail(rows, message), ref=pk) as outcome:
+    with Lease(rows, owner), failure_policy(model.what, lambda message: fail(rows, message), ref=pk) as outcome:
         ending = body(rows.get(), report) or {}
     report.flush()
     if not outcome.failed:
         finish(rows, **ending)
     return rows.first()
+
+
+# --- leases: who runs a job, and taking over the jobs of dead workers -------------------------------
+_OWNER: tuple[int, str] | None = None
+
+
+def lease_owner() -> str:
+    """This process as a lease owner: ``host/pid/start time`` (the start time tells a reused pid)."""
+    global _OWNER
+    pid = os.getpid()
+    if _OWNER is None or _OWNER[0] != pid:  # a forked pool process is another owner
+        _OWNER = (pid, f"{socket.gethostname()}/{pid}/{_start_time(pid)}")
+    return _OWNER[1]
+
+
+def _start_time(pid: int) -> str:
+    try:
+        import psutil
+
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except Exception:  # gone (or no psutil): no start time
+        return ""
+
+
+def lease_duration() -> datetime.timedelta:
+    from django.conf import settings
+
+    return datetime.timedelta(seconds=getattr(settings, "DICOMFLOW_LEASE_SECONDS", 120))
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the lease owner's process lives: None when it runs on another host (not knowable here)."""
+    host, _, rest = owner.partition("/")
+    pid_text, _, started = rest.partition("/")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        import psutil
+
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped
+            return False
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    except Exception:  # psutil.NoSuchProcess: gone
+        return False
+    return _start_time(pid) == started if started else True
+
+
+def lease_dead(job: LongJob, now=None) -> bool:
+    """A running job whose worker is gone: its lease ran out, or its process is gone from this host.
+    Jobs running without a lease (claimed by code that keeps none) are never called dead."""
+    if job.status != Status.RUNNING or not job.lease_owner:
+        return False
+    if job.lease_until is None or job.lease_until < (now or timezone.now()):
+        return True
+    return owner_alive(job.lease_owner) is False
+
+
+def take_over(rows: QuerySet, owner: str, stage: str = "") -> bool:
+    """Running → running under ``owner`` from the start of ``stage``, if the job's worker is dead;
+    True for exactly one of concurrent callers."""
+    job = rows.filter(status=Status.RUNNING).first()
+    if job is None or not lease_dead(job):
+        return False
+    return bool(rows.filter(status=Status.RUNNING, lease_owner=job.lease_owner, lease_until=job.lease_until).update(
+        lease_owner=owner, lease_until=timezone.now() + lease_duration(), stage=stage, done=0, total=0, error="",
+    ))
+
+
+class Lease:
+    """Renew ``rows``' lease for ``owner`` every quarter lease from a thread while the block runs."""
+
+    def __init__(self, rows: QuerySet, owner: str):
+        self.rows, self.owner = rows, owner
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Lease:
+        self.thread = threading.Thread(target=self._renew, name="dicomflow-lease", daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        return False
+
+    def _renew(self) -> None:
+        from django.db import connection
+
+        duration = lease_duration()
+        try:
+            while not self.stopped.wait(max(0.5, duration.total_seconds() / 4)):
+                try:
+                    self.rows.filter(status=Status.RUNNING, lease_owner=self.owner).update(
+                        lease_until=timezone.now() + duration)
+                except Exception:  # a busy database: the next renewal tries again
+                    log.warning("renewing a lease failed", exc_info=True)
+        finally:
+            connection.close()
+
+
+def abandoned(model: type[LongJob]) -> list:
+    """The pks of ``model``'s running jobs whose worker is dead."""
+    return [job.pk for job in _abandoned_jobs(model)]
+
+
+def _abandoned_jobs(model: type[LongJob]) -> list:
+    now = timezone.now()
+    return [job for job in model.objects.filter(status=Status.RUNNING).exclude(lease_owner="") if lease_dead(job, now)]
+
+
+def recover_abandoned() -> dict[str, list]:
+    """Send the task again for every running job whose worker died (each kind's ``resume_task``);
+    the task takes the job over (:func:`take_over`). Run when a worker starts and every minute."""
+    from celery import current_app
+    from django.apps import apps
+
+    sent: dict[str, list] = {}
+    for model in apps.get_models():
+        if not issubclass(model, LongJob) or not model.resume_task:
+            continue
+        for job in _abandoned_jobs(model):
+            current_app.send_task(model.resume_task, args=job.resume_args())
+            sent.setdefault(model._meta.label, []).append(str(job.pk))
+            log.warning("%s %s: its worker died; sent to a worker again", model.what, job.pk)
+    return sent

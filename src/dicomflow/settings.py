@@ -11,6 +11,7 @@ lists them all), strictly: a value that does not parse stops start-up with one
 code is handed them (e.g. ``ARCHIVE_LIMITS``).
 """
 
+import datetime
 import os
 import re
 import secrets
@@ -23,6 +24,10 @@ from dicomflow.core.archive import ArchiveLimits
 from dicomflow.core.env import Environment
 
 ENV = Environment(os.environ)
+
+# Everything dicomflow writes (catalog database and its WAL, logs, store, keys, uploads, options) is
+# for the account that runs it only: files 0600, folders 0700. Set before the first file is made.
+os.umask(0o077)
 
 BASE_DIR = Path(__file__).resolve().parent
 HOME = Path(ENV.text("DICOMFLOW_HOME", "var")).resolve()
@@ -38,6 +43,13 @@ try:
 except OSError as _exc:
     raise ENV.invalid("DICOMFLOW_HOME", f"a folder dicomflow can create and write ({_d}: "
                       f"{_exc.strerror or _exc.__class__.__name__})") from None
+try:  # a home made before (umask 022) is closed too: nothing inside is reachable by other users
+    if HOME.stat().st_uid == os.getuid() and HOME.stat().st_mode & 0o077:
+        HOME.chmod(0o700)
+except OSError:
+    pass
+RUN_DIR = HOME / "run"  # control files of `dicomflow serve` (pid, heartbeats): one set per home
+RUN_DIR.mkdir(exist_ok=True)
 
 
 def _secret_key() -> str:
@@ -69,6 +81,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / Redoc served locally, no CDN
     "django_celery_results",
+    "axes",  # login throttling (dicomflow.accounts.throttle)
     "dicomflow.accounts",
     "dicomflow.catalog",
     "dicomflow.intake",
@@ -90,6 +103,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "dicomflow.accounts.middleware.PasswordChangeRequiredMiddleware",
+    "dicomflow.accounts.middleware.IdleSessionMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out attempt into the lockout answer
 ]
 
 ROOT_URLCONF = "dicomflow.urls"
@@ -138,9 +154,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(HOME / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Passwords: not like the user's name, long enough, not one of the 20 000 most common, not digits only.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+     "OPTIONS": {"min_length": ENV.integer("DICOMFLOW_PASSWORD_MIN_LENGTH", 10, minimum=8, maximum=128)}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes, dicomflow.accounts.throttle): after LOGIN_FAILURE_LIMIT failed
+# attempts a user name, and separately an address, is locked for LOGIN_LOCKOUT_MINUTES; the web
+# login, the admin login, the token endpoint and X-Api-Key alike.
+AUTHENTICATION_BACKENDS = [
+    "dicomflow.accounts.throttle.ThrottledBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+DICOMFLOW_LOGIN_FAILURE_LIMIT = ENV.integer("DICOMFLOW_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+DICOMFLOW_LOGIN_LOCKOUT_MINUTES = ENV.number("DICOMFLOW_LOGIN_LOCKOUT_MINUTES", 15.0, positive=True)
+AXES_ENABLED = True
+AXES_FAILURE_LIMIT = DICOMFLOW_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=DICOMFLOW_LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are in our audit log already
+AXES_LOCKOUT_CALLABLE = "dicomflow.accounts.throttle.lockout_response"
+AXES_SENSITIVE_PARAMETERS = ["password", "key", "token"]
+AXES_VERBOSE = False
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = ENV.text("DICOMFLOW_TIME_ZONE", "UTC")
 try:
@@ -157,12 +196,13 @@ MEDIA_URL = "media/"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = str(WORK_DIR)
-# The web app's own login for every user (the admin keeps its login for staff). A session lasts a
-# working day; an expired one sends the user to /login/?next=<where they were>.
+# The web app's own login for every user (the admin keeps its login for staff). A session ends after
+# DICOMFLOW_SESSION_IDLE_HOURS without a request; an expired one sends the user to /login/?next=<where they were>.
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
-SESSION_COOKIE_AGE = 10 * 3600
+SESSION_COOKIE_AGE = int(ENV.number("DICOMFLOW_SESSION_IDLE_HOURS", 8.0, positive=True) * 3600)
+# the age counts from the last request (to within 5 minutes: accounts.middleware.IdleSessionMiddleware)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
@@ -205,6 +245,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 600.0,
         "kwargs": {"older_than_seconds": ENV.number("DICOMFLOW_STAGE_MAX_SECONDS", 6 * 3600.0, positive=True)},
     },
+    "recover-abandoned-jobs": {  # jobs whose worker died (lease run out) are sent to a worker again
+        "task": "dicomflow.intake.tasks.recover_abandoned_jobs", "schedule": 60.0,
+    },
     "purge-stale-upload-sessions": {"task": "dicomflow.intake.tasks.purge_stale_upload_sessions", "schedule": 3600.0},
     "retention": {  # working copies older than DICOMFLOW_RETAIN_*_DAYS are deleted (processing.retention)
         "task": "dicomflow.processing.tasks.apply_retention",
@@ -246,6 +289,16 @@ if DICOMFLOW_SCP_INTAKE_FILTER and not re.fullmatch(r"[-a-zA-Z0-9_]{1,64}", DICO
 DICOMFLOW_SCP_REQUEST_TIMEOUT = ENV.number("DICOMFLOW_SCP_REQUEST_TIMEOUT", 5.0, positive=True)
 DICOMFLOW_SCP_MAX_PENDING = ENV.integer("DICOMFLOW_SCP_MAX_PENDING", 64, minimum=1)
 DICOMFLOW_WEB_PORT = ENV.integer("DICOMFLOW_WEB_PORT", 8000, minimum=1, maximum=65535)
+# The web server (waitress, `dicomflow web`): an event loop reads every request whole before one of
+# the threads runs it, so slow clients hold no thread; a connection that sends nothing for
+# READ_TIMEOUT seconds while its request is incomplete (or while idle) is closed.
+DICOMFLOW_WEB_THREADS = ENV.integer("DICOMFLOW_WEB_THREADS", 8, minimum=1, maximum=256)
+DICOMFLOW_WEB_READ_TIMEOUT = ENV.integer("DICOMFLOW_WEB_READ_TIMEOUT", 30, minimum=1, maximum=3600)
+# A worker renews the lease of the job it runs; a job whose lease ran out (its worker died) is taken over.
+DICOMFLOW_LEASE_SECONDS = ENV.integer("DICOMFLOW_LEASE_SECONDS", 120, minimum=2, maximum=86400)
+# `dicomflow serve` restarts a Celery worker whose heartbeat file is older than this (hung, stopped).
+DICOMFLOW_WORKER_HEARTBEAT_TIMEOUT = ENV.integer("DICOMFLOW_WORKER_HEARTBEAT_TIMEOUT", 60, minimum=2, maximum=86400)
+DICOMFLOW_WEB_CONNECTION_LIMIT = ENV.integer("DICOMFLOW_WEB_CONNECTION_LIMIT", 500, minimum=1, maximum=100_000)
 # Rules are evaluated on the new series of every finished import (processing.signals); 0 turns it off.
 DICOMFLOW_EVALUATE_ON_IMPORT = ENV.boolean("DICOMFLOW_EVALUATE_ON_IMPORT", True)
 # The automatic path is switched on per template (Template.auto_process / auto_project); this key is

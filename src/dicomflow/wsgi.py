@@ -1,4 +1,4 @@
-"""WSGI entry point (gunicorn in ``dicomflow serve``)."""
+"""WSGI entry point (waitress in ``dicomflow web`` / ``dicomflow serve``; any WSGI server works)."""
 
 import os
 

@@ -31,6 +31,14 @@ def create_user(actor, username: str, *, email: str = "", password: str | None =
     if not username or len(username) > 150:
         raise InputError("a user name has 1-150 characters")
     User = get_user_model()
+    if password is not None:
+        from django.contrib.auth.password_validation import validate_password
+        from django.core.exceptions import ValidationError
+
+        try:
+            validate_password(password, User(username=username, email=email or ""))
+        except ValidationError as exc:
+            raise InputError("the password is too weak: " + " ".join(exc.messages)) from None
     try:
         with transaction.atomic():
             user = User.objects.create_user(username, email=email or "", password=password)

@@ -325,6 +325,10 @@ class ApiKeyLoginView(APIView):
                             password=data.validated_data["password"])
         if user is None or not user.is_active:
             raise AuthenticationFailed("wrong user name or password")
+        from dicomflow.accounts import bootstrap
+
+        if user.is_superuser and bootstrap.initial_password() == data.validated_data["password"]:
+            raise PermissionDenied("this is the generated first password: log in at /login/ and choose your own first")
         row, key = create_api_key(user, user, name="SDK login", expires_in_days=data.validated_data.get("expires_in_days"))
         return Response({"key": key, "token": key, "prefix": row.prefix,
                          "expires": row.expiry_date.isoformat() if row.expiry_date else None},

@@ -57,6 +57,7 @@ class ZipUpload(LongJob):
     """
 
     what = "ZIP upload"
+    resume_task = "dicomflow.intake.tasks.process_zip_upload"  # sent again when its worker died (progress.recover_abandoned)
     stage_spans = {  # one bar over the stages (see ``dicomflow.intake.uploads``)
         UploadStage.INITIALISE: (0, 5),
         UploadStage.EXTRACT: (5, 10),
@@ -158,6 +159,7 @@ class FolderIntake(LongJob):
     """
 
     what = "watched-folder intake"
+    resume_task = "dicomflow.intake.tasks.import_watched_folder"  # sent again when its worker died (progress.recover_abandoned)
 
     watched_folder = models.ForeignKey(WatchedFolder, on_delete=models.CASCADE, related_name="intakes")
     folder_name = models.CharField(max_length=255)
@@ -206,6 +208,7 @@ class UploadSession(LongJob):
     """
 
     what = "upload"
+    resume_task = "dicomflow.intake.tasks.import_upload_session"  # sent again when its worker died (progress.recover_abandoned)
 
     id = models.UUIDField(primary_key=True)
     owner = models.ForeignKey(

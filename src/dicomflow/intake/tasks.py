@@ -43,3 +43,11 @@ def purge_stale_upload_sessions() -> dict:
     from dicomflow.intake import resumable
 
     return {"cancelled": resumable.purge_stale()}
+
+
+@app.task(name="dicomflow.intake.tasks.recover_abandoned_jobs")
+def recover_abandoned_jobs() -> dict:
+    """Periodic (beat) and at every worker's start: send again the jobs whose worker died."""
+    from dicomflow import progress
+
+    return progress.recover_abandoned()

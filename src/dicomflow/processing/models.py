@@ -170,6 +170,10 @@ class Job(LongJob):
     """
 
     what = "processing job"
+    resume_task = "dicomflow.processing.tasks.run_stage"  # (pk, stage): its worker died mid-stage
+
+    def resume_args(self) -> tuple:
+        return (self.pk, self.stage)
 
     series = models.ForeignKey("catalog.Series", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="processing_jobs")

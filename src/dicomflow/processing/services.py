@@ -40,7 +40,7 @@ from dicomflow.processing.models import (
     Template,
 )
 from dicomflow.projects.models import Capability
-from dicomflow.progress import ProgressReporter, failure_policy
+from dicomflow.progress import Lease, ProgressReporter, failure_policy, lease_dead, lease_duration, lease_owner
 from dicomflow.progress import fail as fail_rows
 from dicomflow.progress import finish as finish_rows
 
@@ -353,8 +353,10 @@ def next_stage(job_id: int) -> str | None:
 
 
 def _claim(job_id: int, name: str) -> bool:
-    """pending → running for this stage of a live job; False when someone else has it or it is over."""
+    """pending → running for this stage of a live job, under this process's lease; a stage running
+    under the lease of a dead worker is taken over. False when someone alive has it or it is over."""
     now = timezone.now()
+    lease = {"lease_owner": lease_owner(), "lease_until": now + lease_duration()}
     with transaction.atomic():
         job = Job.objects.filter(pk=job_id).first()
         if job is None or job.is_over:
@@ -367,8 +369,18 @@ def _claim(job_id: int, name: str) -> bool:
             status=StageStatus.RUNNING, started_at=now, finished_at=None, error="", done=0, total=0,
             attempts=F("attempts") + 1)
         if not taken:
-            return False
-        Job.objects.filter(pk=job_id).update(status=JobStatus.RUNNING, stage=name, done=0, total=0, updated_at=now)
+            if job.stage != name or not lease_dead(job):
+                return False
+            # its worker died mid-stage: run the stage again from the start under our lease
+            if not Job.objects.filter(pk=job_id, lease_owner=job.lease_owner, lease_until=job.lease_until).update(
+                    done=0, total=0, updated_at=now, **lease):
+                return False
+            JobStage.objects.filter(job_id=job_id, name=name, status=StageStatus.RUNNING).update(
+                started_at=now, error="", done=0, total=0, attempts=F("attempts") + 1)
+            log.warning("processing job %s: the worker of stage %s died; taken over", job_id, name)
+            return True
+        Job.objects.filter(pk=job_id).update(status=JobStatus.RUNNING, stage=name, done=0, total=0, updated_at=now,
+                                             **lease)
         Job.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
     return True
 
@@ -403,8 +415,8 @@ def run_stage(job_id: int, name: str) -> str | None:
     write_log(f"{Stage(name).label}: started", job=job, series_id=job.series_id, stage=name)
     report = _reporters[(job_id, name)] = _stage_reporter(job_id, name)
     try:  # the shared failure policy: a DicomflowError's message, else the class name only
-        with failure_policy(Stage(name).label, lambda reason: fail_stage(job_id, name, reason),
-                            ref=f"of job {job_id}") as outcome:
+        with Lease(Job.objects.filter(pk=job_id), lease_owner()), failure_policy(
+                Stage(name).label, lambda reason: fail_stage(job_id, name, reason), ref=f"of job {job_id}") as outcome:
             pipeline.STAGES[name](job)
     finally:
         _reporters.pop((job_id, name), None)

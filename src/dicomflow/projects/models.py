@@ -210,6 +210,7 @@ class StagingJob(LongJob):
     """One staging of clinical series into a project; progress is (stage, done, total)."""
 
     what = "staging"
+    resume_task = "dicomflow.projects.tasks.run_staging"  # sent again when its worker died (progress.recover_abandoned)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="staging_jobs")
     source_study = models.ForeignKey("catalog.Study", on_delete=models.CASCADE, related_name="staging_jobs")
