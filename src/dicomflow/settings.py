@@ -184,6 +184,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     # The filesystem transport has no broadcast exchange: no remote control, no events.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+# One queue name for every task. Workers and senders sharing a Redis database or RabbitMQ vhost with
+# another dicomflow (a second site, a concurrent test session) take a name of their own.
+CELERY_TASK_DEFAULT_QUEUE = ENV.text("DICOMFLOW_CELERY_QUEUE", "celery")
+if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", CELERY_TASK_DEFAULT_QUEUE):
+    raise ENV.invalid("DICOMFLOW_CELERY_QUEUE", "a queue name: 1 to 200 letters, digits, '_', '.', ':' or '-'")
 CELERY_RESULT_BACKEND = ENV.text("CELERY_RESULT_BACKEND", "django-db")
 if CELERY_RESULT_BACKEND != "django-db" and not _URL.match(CELERY_RESULT_BACKEND):
     raise ENV.invalid("CELERY_RESULT_BACKEND", "django-db or a result backend URL such as redis://HOST:6379/1",
