@@ -8,7 +8,7 @@
 2. Fills it in bulk with ``COPY`` (no files are imported): about ``instances / 500`` patients, each
    with studies of one CT (100-300 slices, with image information) plus RTSTRUCT (10 ROIs), RTPLAN
    and RTDOSE, their RT reference edges and check rows, a processing state per series and jobs
-   for a fifth of the series; a tenth of the patients are de-identified copies in 4 research projects.
+   for a fifth of the CT series; a tenth of the patients are de-identified copies in 4 research projects.
 3. Serves the app with gunicorn (``_bench_wsgi``: the real app, with query counts in a header) and
    measures through real HTTP, as an administrator and as a non-staff project member (a data
    manager of one project, without sight of the clinical pool): patient search by ID prefix and by
@@ -392,6 +392,7 @@ def scenarios(world: dict, rnd: random.Random) -> list[tuple[str, str, str, obje
     for persona, ids, study_uids in (("admin", clinical, studies), ("member", project_ids, project_studies)):
         p = prefix(ids)
         out += [
+            ("floor: api projects", persona, "api", lambda: "/api/projects/"),
             ("api patients ?q=ID prefix", persona, "api", lambda p=p: f"/api/patients/?q={p()}"),
             ("api patients ?name=", persona, "api", lambda: f"/api/patients/?name={name_part()}"),
             ("page patients ?q=ID prefix", persona, "page", lambda p=p: f"/patients/?q={p()}"),

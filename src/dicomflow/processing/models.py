@@ -178,6 +178,12 @@ class Job(LongJob):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # the jobs lists (newest first, LIMIT n) read this index instead of sorting every job
+            models.Index(fields=["-created_at", "-id"], name="job_newest_first"),
+            # a series' latest job (the processing page, per row) is one probe
+            models.Index(fields=["series", "-created_at", "-id"], name="job_series_latest"),
+        ]
 
     def __str__(self) -> str:
         return f"job #{self.pk} ({self.get_status_display()})"
