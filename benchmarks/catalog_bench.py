@@ -484,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="catalog-bench-"))
     env = dict(os.environ, DATABASE_URL=url, DICOMFLOW_HOME=str(home), DJANGO_SETTINGS_MODULE="dicomflow.settings",
                BENCH_EXPLAIN_DIR=str(home / "explain"), DICOMFLOW_LOG_LEVEL="WARNING",
+               DICOMFLOW_DB_CONN_MAX_AGE=os.environ.get("DICOMFLOW_DB_CONN_MAX_AGE", "60"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])))
     env.pop("CELERY_BROKER_URL", None)
     (home / "explain").mkdir()
