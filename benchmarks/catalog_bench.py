@@ -476,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--seed", type=int, default=15)
     args = parser.parse_args(argv)
+    # Stopped from outside (SIGTERM, or SIGINT even when started in the background): clean up all the same.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server = os.environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432/postgres"
     if not server.startswith(("postgres://", "postgresql://")):
         parser.error("PG_URL must be a postgres:// URL (the benchmark creates its own database on that server)")
