@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export DICOMFLOW_HOME ?= $(CURDIR)/var
 
-.PHONY: install run test test-postgres sysdeps bench clean bytecode js
+.PHONY: install run test test-postgres sysdeps bench bench-catalog clean bytecode js
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,17 @@ run: install
 test: install sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The same suite with the catalog on PostgreSQL (pytest-django creates and drops test_<name>).
+# The same suite with the catalog on PostgreSQL (pytest-django creates and drops test_<name>) and
+# Redis as the Celery broker (each session uses a queue of its own, so runs may share one database).
 PG_URL ?= postgres://postgres@127.0.0.1:5432/dicomflow
+REDIS_URL ?= redis://127.0.0.1:6379/15
 test-postgres: install sysdeps
-	DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A million-instance catalog on PostgreSQL (created and dropped on the server of PG_URL), p50/p95 of
+# the API and the pages; BENCH_ARGS e.g. --instances 100000 for a smaller one.
+bench-catalog: install
+	PG_URL=$(PG_URL) $(BIN)/python benchmarks/catalog_bench.py $(BENCH_ARGS)
 
 bench: install sysdeps
 	$(BIN)/python benchmarks/import_bench.py

@@ -1,6 +1,8 @@
 """A REAL Celery worker for tests: ``celery -A dicomflow.celery_app worker`` as a subprocess.
 
-It uses the Celery filesystem broker in the session's ``$DICOMFLOW_HOME/broker`` and the SAME test
+It uses the session's broker (the Celery filesystem broker in ``$DICOMFLOW_HOME/broker`` by default;
+``CELERY_BROKER_URL=redis://...`` or ``amqp://...`` with a queue of the session's own, see
+``dicomflow.testing.pytest_home``, purged when the worker starts) and the SAME test
 database as the tests (pytest-django's ``$DICOMFLOW_HOME/test.sqlite3``, or its ``test_<name>``
 database on PostgreSQL when the suite runs with ``DATABASE_URL=postgres://...``), passed as
 ``DATABASE_URL``. Tests that use it must see committed rows from another process, so they take
@@ -68,9 +70,39 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0, interval: f
         time.sleep(interval)
 
 
+def purge_queue(delete: bool = False) -> int:
+    """Drop the messages left in this session's task queue (delete it too if asked); 0 when absent.
+
+    Only the session's own queue (``settings.CELERY_TASK_DEFAULT_QUEUE``), never the whole Redis
+    database or vhost: another session may be using it at the same time.
+    """
+    from django.conf import settings
+
+    from dicomflow.celery_app import app
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return 0  # the session's own folder in $DICOMFLOW_HOME, new and empty
+    name = settings.CELERY_TASK_DEFAULT_QUEUE
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        try:
+            count = channel.queue_purge(name) or 0
+            if delete:
+                channel.queue_delete(name)
+            return count
+        except Exception:  # noqa: BLE001  RabbitMQ: no such queue yet (404 closes the channel)
+            return 0
+        finally:
+            try:
+                channel.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
 def start_worker(database_url: str, concurrency: int = 2, pool: str = "prefork",
                  log_name: str = "celery-test-worker.log", timeout: float = 90.0,
-                 queues: str | None = None, name: str | None = None) -> CeleryWorker:
+                 queues: str | None = None, name: str | None = None, node: str | None = None,
+                 env_extra: dict[str, str] | None = None) -> CeleryWorker:
     """Start a worker on ``database_url`` (the tests' database) and wait until it reports ready."""
     from django.conf import settings
 
@@ -85,11 +117,12 @@ def start_worker(database_url: str, concurrency: int = 2, pool: str = "prefork",
     env["DICOMFLOW_HOME"] = str(settings.HOME)
     env.pop("DICOMFLOW_CELERY_EAGER", None)
     env.setdefault("DICOMFLOW_FSYNC", "never")
+    env.update(env_extra or {})
     command = [
         sys.executable, "-m", "celery", "-A", "dicomflow.celery_app", "worker",
         f"--pool={pool}", f"--concurrency={concurrency}",
         "--without-mingle", "--without-gossip", "--without-heartbeat",
-        "--loglevel=INFO", "-n", name or f"test-{os.getpid()}@%h",
+        "--loglevel=INFO", "-n", name or node or f"test-{os.getpid()}@%h",
     ] + ([f"--queues={queues}"] if queues else [])
     log_file = open(log_path, "w")
     process = subprocess.Popen(
@@ -124,9 +157,8 @@ def stop_worker(worker: CeleryWorker, timeout: float = 3.0) -> None:
         process.wait(10)
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker):
-    """One real Celery worker (prefork, 2 processes) for the session, on the test database."""
+def worker_database_url(django_db_blocker) -> str:
+    """The URL of the test database for processes the tests start (workers); skips on in-memory SQLite."""
     with django_db_blocker.unblock():
         from django.db import connection
 
@@ -135,11 +167,18 @@ def celery_worker_process(django_db_setup, django_db_blocker):
         conf = connection.settings_dict
     if vendor == "postgresql":
         auth = conf["USER"] + (f":{quote(conf['PASSWORD'], safe='')}" if conf["PASSWORD"] else "")
-        url = f"postgres://{auth}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{database}"
-    elif not database or database == ":memory:" or "mode=memory" in str(database):
+        return f"postgres://{auth}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{database}"
+    if not database or database == ":memory:" or "mode=memory" in str(database):
         pytest.skip("the real Celery worker needs a file-based test database")
-    else:
-        url = f"sqlite:///{database}"
+    return f"sqlite:///{database}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker):
+    """One real Celery worker (prefork, 2 processes) for the session, on the test database."""
+    url = worker_database_url(django_db_blocker)
+    purge_queue()
     worker = start_worker(url)
     yield worker
     stop_worker(worker)
+    purge_queue(delete=True)

@@ -7,6 +7,7 @@ JSON document complete, every process it started gone — not the numbers.
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -77,3 +78,59 @@ def test_profile_import_runs(tmp_path):
     assert any(name.startswith("import_paths, 1 worker") for name in stages)
     assert all(row["wall_ms_per_file"] >= 0 and row["cpu_ms_per_file"] >= 0 for row in doc["stages"])
     assert list(tmp_path.iterdir()) == [out]  # its work folder is gone
+
+
+def _postgres_server() -> str | None:
+    """A PostgreSQL server to create the benchmark's own database on: the suite's, else the local one."""
+    import os
+
+    import psycopg
+
+    url = os.environ.get("DATABASE_URL", "")
+    url = url if url.startswith(("postgres://", "postgresql://")) else "postgres://postgres@127.0.0.1:5432/postgres"
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error:
+        return None
+    return url
+
+
+@pytest.mark.slow
+def test_catalog_bench_tiny_run(tmp_path):
+    """The catalog benchmark end to end at a tiny scale: its own database created and dropped, every
+    scenario measured through HTTP with a query count, the EXPLAIN of the slowest written."""
+    import os
+    import uuid
+
+    import psycopg
+
+    server = _postgres_server()
+    if server is None:
+        if os.environ.get("DICOMFLOW_REQUIRE_TOOLS") == "1":
+            pytest.fail("the catalog benchmark needs a PostgreSQL server (127.0.0.1:5432 or DATABASE_URL)")
+        pytest.skip("no PostgreSQL server answers (127.0.0.1:5432 or DATABASE_URL)")
+    database = f"catbench_smoke_{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "catalog.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env["PG_URL"] = server
+    before = _descendants_now()
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "catalog_bench.py"), "--instances", "1500",
+                          "--requests", "3", "--database", database, "--json", str(out)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["shape"]["instances"] == 1500 and doc["shape"]["studies"] >= 1
+    names = {(r["name"], r["persona"]) for r in doc["results"]}
+    for persona in ("admin", "member"):
+        for name in ("page series ?status=", "api study rt-tree", "page jobs", "lookup autocomplete",
+                     "api patients ?q=ID prefix"):
+            assert (name, persona) in names
+    for r in doc["results"]:
+        assert r["requests"] == 3 and 0 < r["p50_ms"] <= r["p95_ms"]
+        assert r["queries"] and min(r["queries"]) > 0  # counted by the wrapped app, per request
+    assert doc["explain"] and all("Execution Time" in plan for plan in doc["explain"].values())
+    assert "PASS" in res.stdout or "MISS" in res.stdout
+    with psycopg.connect(server, autocommit=True) as conn:  # dropped again
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone() is None
+    time.sleep(0.5)
+    assert _descendants_now() - before == set()  # gunicorn and its workers are gone

@@ -202,6 +202,12 @@ class Job(LongJob):
             models.UniqueConstraint(fields=["series"], condition=models.Q(automatic=True),
                                     name="uniq_automatic_job_per_series"),
         ]
+        indexes = [
+            # the jobs lists (newest first, LIMIT n) read this index instead of sorting every job
+            models.Index(fields=["-created_at", "-id"], name="job_newest_first"),
+            # a series' latest job (the processing page, per row) is one probe
+            models.Index(fields=["series", "-created_at", "-id"], name="job_series_latest"),
+        ]
 
     def __str__(self) -> str:
         return f"job #{self.pk} ({self.get_status_display()})"

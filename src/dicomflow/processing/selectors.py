@@ -112,29 +112,72 @@ DESK_SORTS = {
 }
 
 
-def _desk_status_expression():
-    from django.db.models import Case, CharField, Value, When
+def _desk_status_expression(latest_jobs):
+    """The desk status of each series: its latest (non-cancelled) job's, else its rules' outcome.
 
-    whens = [When(latest_job_status=job, then=Value(desk)) for job, desk in _JOB_TO_DESK.items()]
-    whens += [When(processing_state__status=rule, then=Value(desk)) for rule, desk in _RULE_TO_DESK.items()]
-    return Case(*whens, default=Value("not_evaluated"), output_field=CharField())
+    ONE correlated subquery gives the latest job's desk status (a CASE inside it), so the
+    expression does not repeat the subquery for every WHEN. Rows of a page only: filtering by
+    status goes through :func:`_desk_status_filter` (set-based), not through this expression.
+    """
+    from django.db.models import Case, CharField, Subquery, Value, When
+    from django.db.models.functions import Coalesce
+
+    job_desk = Case(*[When(status=job, then=Value(desk)) for job, desk in _JOB_TO_DESK.items()],
+                    default=Value(None), output_field=CharField())
+    rules = Case(*[When(processing_state__status=rule, then=Value(desk)) for rule, desk in _RULE_TO_DESK.items()],
+                 default=Value("not_evaluated"), output_field=CharField())
+    return Coalesce(Subquery(latest_jobs.annotate(desk=job_desk).values("desk")[:1], output_field=CharField()),
+                    rules, output_field=CharField())
+
+
+def _desk_status_filter(status: str, jobs):
+    """``Q`` of the series whose desk status is ``status``, as EXISTS / NOT EXISTS conditions that
+    PostgreSQL (and SQLite) run as semi- and anti-joins over the whole catalog at once, instead of
+    computing every series' status row by row."""
+    from django.db.models import Exists, OuterRef, Q
+
+    live = jobs.exclude(status="cancelled")
+    newer = live.filter(series=OuterRef("series")).filter(
+        Q(created_at__gt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), pk__gt=OuterRef("pk")))
+    job_states = [job for job, desk in _JOB_TO_DESK.items() if desk == status]
+    latest_in = live.filter(series=OuterRef("pk"), status__in=job_states).filter(~Exists(newer))
+    no_job = ~Exists(live.filter(series=OuterRef("pk")))
+    rule_states = [rule for rule, desk in _RULE_TO_DESK.items() if desk == status]
+    if status == "not_evaluated":
+        by_rules = ~Q(processing_state__status__in=list(_RULE_TO_DESK)) | Q(processing_state__isnull=True)
+    else:
+        by_rules = Q(processing_state__status__in=rule_states)
+    q = no_job & by_rules if (rule_states or status == "not_evaluated") else Q(pk__in=[])
+    return (Exists(latest_in) | q) if job_states else q
 
 
 def series_for_processing(user, *, status: str = "", search: str = "", sort: str = "-date"):
     """Catalogued series ``user`` may see, with patient, instance count, the rules' template, the
-    latest visible job and ``desk_status`` (a key of :data:`DESK_STATUSES`); filtered and sorted."""
-    from django.db.models import Count, OuterRef, Q, Subquery
+    latest visible job and ``desk_status`` (a key of :data:`DESK_STATUSES`); filtered and sorted.
 
+    Shaped for a million-instance catalog: the instance count and the latest job are correlated
+    subqueries that the database evaluates for the rows of the page only (PostgreSQL postpones
+    them past ORDER BY/LIMIT, and the paginator's COUNT drops them), and the status filter is
+    set-based (:func:`_desk_status_filter`). No GROUP BY over the instances.
+    """
+    from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+
+    from django.db.models.functions import Coalesce
+
+    from dicomflow.catalog.models import Instance
     from dicomflow.projects.selectors import visible_series
 
-    latest = visible_jobs(user).filter(series=OuterRef("pk")).exclude(status="cancelled").order_by("-created_at", "-id")
+    jobs = visible_jobs(user)
+    latest = jobs.filter(series=OuterRef("pk")).exclude(status="cancelled").order_by("-created_at", "-id")
+    n_instances = (Instance.objects.filter(series=OuterRef("pk")).order_by().values("series")
+                   .annotate(n=Count("pk")).values("n"))
     qs = (visible_series(user).select_related("study", "study__patient", "processing_state",
                                               "processing_state__template", "project")
-          .annotate(n_instances=Count("instances"), latest_job_id=Subquery(latest.values("pk")[:1]),
-                    latest_job_status=Subquery(latest.values("status")[:1]))
-          .annotate(desk_status=_desk_status_expression()))
+          .annotate(n_instances=Coalesce(Subquery(n_instances, output_field=IntegerField()), 0),
+                    latest_job_id=Subquery(latest.values("pk")[:1]),
+                    desk_status=_desk_status_expression(latest)))
     if status in DESK_STATUSES:
-        qs = qs.filter(desk_status=status)
+        qs = qs.filter(_desk_status_filter(status, jobs))
     if search := (search or "").strip():
         qs = qs.filter(Q(study__patient__patient_id__icontains=search)
                        | Q(study__patient__patient_name__icontains=search.replace(" ", "^"))

@@ -13,6 +13,7 @@ The operator's registry (``DICOMFLOW_PROCESSORS``) is pinned to ``$DICOMFLOW_HOM
 
 import os
 import tempfile
+import uuid
 
 os.environ["DICOMFLOW_HOME"] = tempfile.mkdtemp(prefix="dicomflow-test-")
 os.environ["DICOMFLOW_TEST_SESSION_HOME"] = os.environ["DICOMFLOW_HOME"]
@@ -21,3 +22,7 @@ os.environ["DICOMFLOW_PROCESSORS"] = os.path.join(os.environ["DICOMFLOW_HOME"], 
 # A secret-looking canary every test process and the session's worker carry: tests check that it never
 # reaches a command's environment or leaves the machine (the operator's real tokens have this prefix).
 os.environ.setdefault("DICOMFLOW_TOKEN_TEST_CANARY", "canary-" + os.urandom(8).hex())
+# On a shared broker (Redis, RabbitMQ) every session sends to and consumes from a queue of its own,
+# so two concurrent sessions on one broker never take each other's tasks.
+if not os.environ.get("CELERY_BROKER_URL", "filesystem://").startswith("filesystem://"):
+    os.environ.setdefault("DICOMFLOW_CELERY_QUEUE", f"dicomflow-test-{uuid.uuid4().hex[:12]}")
