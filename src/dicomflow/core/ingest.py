@@ -57,6 +57,15 @@ def _occupied_by_other(store: FileStore, stored: StoreResult) -> bool:
 READ_ONCE_LIMIT = 16 * 1024 * 1024
 
 
+def _placement(header, capacity: StoreCapacity | None, store: FileStore, size: int) -> tuple[str | None, str]:
+    """(why the file is refused — values the catalog cannot hold, or no room — or None; its store path)."""
+    problem = refusal(header)
+    if problem is not None:
+        return problem, ""
+    relpath = store_path_for(header)
+    return _refusal(capacity, store, relpath, size) or None, relpath
+
+
 def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore,
                 capacity: StoreCapacity | None = None) -> StoredFile | IgnoredFile:
     """Read ``path``'s header and copy it into the store (unless that name is taken).
@@ -69,13 +78,9 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore,
             with open(path, "rb") as fh:
                 data = fh.read()
             header = read_header_bytes(data)
-            problem = refusal(header)
-            if problem is not None:
-                return IgnoredFile(display_name, problem)
-            relpath = store_path_for(header)
-            over = _refusal(capacity, store, relpath, size)
-            if over:
-                return IgnoredFile(display_name, over)
+            reason, relpath = _placement(header, capacity, store, size)
+            if reason:
+                return IgnoredFile(display_name, reason)
             stored = store.store_bytes(data, relpath)
             if not stored.created and _occupied_by_other(store, stored):
                 stored = store.store_bytes(data, variant_path(stored.relpath, stored.sha256))
@@ -85,13 +90,9 @@ def ingest_file(path: str | os.PathLike, display_name: str, store: FileStore,
         return IgnoredFile(display_name, str(exc))
     except OSError as exc:
         return IgnoredFile(display_name, f"unreadable ({exc.strerror or exc})")
-    problem = refusal(header)
-    if problem is not None:
-        return IgnoredFile(display_name, problem)
-    relpath = store_path_for(header)
-    over = _refusal(capacity, store, relpath, size)
-    if over:
-        return IgnoredFile(display_name, over)
+    reason, relpath = _placement(header, capacity, store, size)
+    if reason:
+        return IgnoredFile(display_name, reason)
     try:  # a StorageError (the store cannot be written) is not the file's fault: it propagates
         stored = store.store_file(path, relpath)
         if not stored.created and _occupied_by_other(store, stored):

@@ -98,7 +98,7 @@ class ImportSession:
         if not batch:
             return
         try:
-            self._count(self.writer.record(batch))
+            self._count(self.writer.record(batch), batch)
             return
         except (OperationalError, InterfaceError):
             self.writer.forget()
@@ -110,7 +110,7 @@ class ImportSession:
                 return
         for item in batch:
             try:
-                self._count(self.writer.record([item]))
+                self._count(self.writer.record([item]), [item])
             except (OperationalError, InterfaceError):
                 self.writer.forget()
                 raise
@@ -124,7 +124,7 @@ class ImportSession:
         )
         self.ignore(item.display_name, f"could not be catalogued (the database refused a value: {exc.__class__.__name__})")
 
-    def _count(self, outcome) -> None:
+    def _count(self, outcome, batch: list[StoredFile]) -> None:
         report = self.report
         report.instances_new += len(outcome.new)
         report.instances_duplicate += len(outcome.duplicates)

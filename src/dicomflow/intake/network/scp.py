@@ -578,10 +578,10 @@ class StorageSCP:
             self.batcher.ignored(key, source, display, problem)
             return STATUS_CANNOT_UNDERSTAND
         relpath = store_path_for(header)
-        refusal = self._over_reserve(path, relpath, digest)
-        if refusal:  # the store's disk keeps its reserve (intake.diskcap): refused before it is stored
-            log.error("receiver: refused a C-STORE data set from %s: %s", source, refusal)
-            self.batcher.ignored(key, source, display, refusal)
+        no_room = self._over_reserve(path, relpath, digest)
+        if no_room:  # the store's disk keeps its reserve (intake.diskcap): refused before it is stored
+            log.error("receiver: refused a C-STORE data set from %s: %s", source, no_room)
+            self.batcher.ignored(key, source, display, no_room)
             return STATUS_OUT_OF_RESOURCES
         try:
             stored = self._same_as_stored(path, relpath)
