@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from fixtures_registry import processors_registry  # noqa: F401  (pytest fixture)
 from django.core import mail
 
 from dicomflow import progress
@@ -55,8 +57,15 @@ def _identifying(text: str) -> list[str]:
     return [v for v in values if v in text]
 
 
-def test_a_failed_job_sends_one_mail_to_the_data_managers_with_the_log(tmp_path, people):
-    Template.objects.create(name="broken", definition={"processor": "remote.http", "parameters": {"endpoint": "none"}})
+def _broken_template(name: str, processors_registry) -> None:
+    """A remote.http template whose endpoint the operator has since removed: its job fails at processing."""
+    processors_registry(http_endpoints={"gone": {"url": "http://127.0.0.1:9"}})
+    Template.objects.create(name=name, definition={"processor": "remote.http", "parameters": {"endpoint": "gone"}})
+    processors_registry()  # the endpoint is unregistered again
+
+
+def test_a_failed_job_sends_one_mail_to_the_data_managers_with_the_log(tmp_path, people, processors_registry):
+    _broken_template("broken", processors_registry)
     job = _job(tmp_path, "broken")
     assert job.status == JobStatus.FAILED
     [message] = mail.outbox
@@ -82,9 +91,9 @@ def test_success_mails_only_for_projects_that_opted_in(tmp_path, people):
     assert _identifying(message.body + message.attachments[0][1]) == []
 
 
-def test_notifications_can_be_turned_off(tmp_path, people, settings):
+def test_notifications_can_be_turned_off(tmp_path, people, settings, processors_registry):
     settings.DICOMFLOW_NOTIFY = False
-    Template.objects.create(name="broken2", definition={"processor": "remote.http", "parameters": {"endpoint": "x"}})
+    _broken_template("broken2", processors_registry)
     assert _job(tmp_path, "broken2").status == JobStatus.FAILED
     assert mail.outbox == []
 
