@@ -242,10 +242,12 @@ FAST = {"poll_seconds": 0.05, "max_poll_seconds": 0.2, "retry_seconds": 0.02, "t
 
 
 def _run(tmp_path, name: str, parameters: dict):
-    Template.objects.create(name=name, definition={
+    # Stored without the save-time check (bulk_create skips it), as a row written before that check
+    # existed or straight into the database would be: the processor itself must refuse it at run time.
+    Template.objects.bulk_create([Template(name=name, definition={
         "processor": "remote.http", "parameters": parameters,
         "requires": {"modalities": ["CT"], "min_images": 10},
-    })
+    })])
     info = write_image_series(tmp_path / f"ct-{name}", patient=PATIENT, n_slices=12, rows=32, cols=32, seed=name)
     import_paths([tmp_path / f"ct-{name}"], workers=1)
     series = Series.objects.get(series_instance_uid=info.series_uid)
@@ -369,7 +371,7 @@ def test_a_slow_server_is_polled_with_back_off_until_the_time_limit(tmp_path, se
     polls = [r["at"] for r in server.seen("GET", "/tasks/t1")]
     gaps = [b - a for a, b in zip(polls, polls[1:])]
     assert 4 <= len(polls) <= 14, len(polls)  # 30 at a fixed 0.05 s
-    assert gaps[-1] > 2 * gaps[0]  # back-off
+    assert max(gaps) >= 0.3  # backed off towards max_poll_seconds (a fixed 0.05 s poll never waits that long)
     assert server.seen("DELETE", "/tasks/t1")
 
 
