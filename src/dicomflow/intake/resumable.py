@@ -222,7 +222,9 @@ def create_session(files: list[dict], *, owner=None, source_kind: str = SourceKi
         raise UploadError("source must be the REST/SDK upload or the browser upload")
     with transaction.atomic():
         if getattr(owner, "is_authenticated", False):  # one owner's sessions are admitted one at a time
-            type(owner).objects.select_for_update().filter(pk=owner.pk).first()
+            from django.contrib.auth import get_user_model  # owner may be request.user, a lazy object
+
+            get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
         check_room(total, owner)
         session = UploadSession.objects.create(
             id=uuid.uuid4(), owner=owner if getattr(owner, "is_authenticated", False) else None,
