@@ -62,7 +62,7 @@ def test_listeners_queue_analysis_and_rules_from_the_one_signal(tmp_path, monkey
 
     analysed, evaluated = [], []
     monkeypatch.setattr(catalog_tasks.analyse_studies, "delay", lambda ids: analysed.append(ids))
-    monkeypatch.setattr(processing_tasks.evaluate_series, "apply_async", lambda **kw: evaluated.append(kw))
+    monkeypatch.setattr(processing_tasks.evaluate_imported, "apply_async", lambda **kw: evaluated.append(kw))
     synth.write_image_series(tmp_path / "ct", n_slices=3, rows=8, cols=8, seed=43)
 
     with django_capture_on_commit_callbacks(execute=True):
