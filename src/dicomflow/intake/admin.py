@@ -90,7 +90,7 @@ class ZipUploadAdmin(ClinicalPoolAdmin):
                 from dicomflow.errors import UploadError
                 from dicomflow.intake.resumable import check_room
 
-                f = self.cleaned_data.get("file")
+                f = super().clean_file()  # a ZIP archive first
                 if f is not None:
                     try:
                         check_room(int(getattr(f, "size", 0) or 0), user)
