@@ -37,6 +37,32 @@ def dicomflow_home():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _flush_survives_a_deadlock():
+    """On PostgreSQL the TRUNCATE that ends a transactional test can meet a lock held by the
+    session's Celery worker or a live server thread finishing up, and be chosen as a deadlock's
+    victim. The victim was rolled back whole, so the flush is simply tried again."""
+    import time
+
+    from django.db.backends.base.operations import BaseDatabaseOperations
+    from django.db.utils import OperationalError
+
+    original = BaseDatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        for attempt in range(6):
+            try:
+                return original(self, sql_list)
+            except OperationalError as exc:
+                if "deadlock" not in str(exc).lower() or attempt == 5:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+    BaseDatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    BaseDatabaseOperations.execute_sql_flush = original
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _postgres_test_database_released(django_db_setup, django_db_blocker):
     """On PostgreSQL, end every other session on the test database before pytest-django drops it.
 

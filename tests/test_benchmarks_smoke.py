@@ -86,8 +86,13 @@ def _postgres_server() -> str | None:
 
     import psycopg
 
+    from urllib.parse import urlsplit, urlunsplit
+
     url = os.environ.get("DATABASE_URL", "")
     url = url if url.startswith(("postgres://", "postgresql://")) else "postgres://postgres@127.0.0.1:5432/postgres"
+    # the suite's own database (DATABASE_URL names it; pytest-django uses test_<name>) need not exist:
+    # the server's maintenance database is where the benchmark creates its own
+    url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
     try:
         psycopg.connect(url, connect_timeout=3).close()
     except psycopg.Error:

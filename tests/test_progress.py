@@ -155,7 +155,7 @@ def test_migrations_map_the_old_statuses_of_existing_rows():
     before = [("intake", "0004_uploadsession_uploadfile"), ("projects", "0002_alter_projectmembership_role"),
               ("processing", "0002_builtin_templates")]
     executor = MigrationExecutor(connection)
-    latest = [key for key in executor.loader.graph.leaf_nodes() if key[0] in {"intake", "projects", "processing"}]
+    latest = executor.loader.graph.leaf_nodes()  # every app: going back unapplied what depends on these too
     executor.migrate(before)
     old = MigrationExecutor(connection).loader.project_state(before).apps
     OldZip, OldSession = old.get_model("intake", "ZipUpload"), old.get_model("intake", "UploadSession")

@@ -9,16 +9,23 @@ import io
 import pytest
 
 from dicomflow.processing import services
+from dicomflow.processing.models import Job
+from fixtures_celery import wait_for
 from fixtures_processing import world  # noqa: F401  (pytest fixture)
 from test_desk_browser import Watch, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_data_manager_rates_contours_and_reads_statistics(browser_page, live_server, world):
+def test_data_manager_rates_contours_and_reads_statistics(browser_page, live_server, world, celery_worker_process):
     page, base = browser_page, live_server.url
+    # the session's real worker runs the job (an inline run here would race it for the dispatched stages)
     [job] = services.send_for_processing(world["alice"], project_key="proc-a", template_name="ct-body-lungs",
-                                         inline=True, series_uids=[world["series"]["copy"].series_instance_uid])
+                                         series_uids=[world["series"]["copy"].series_instance_uid])
+    wait_for(lambda: Job.objects.get(pk=job.pk).is_over, timeout=300, worker=celery_worker_process,
+             what="the job to end")
+    job.refresh_from_db()
+    assert job.status == "finished", job.error
     watch = Watch(page)
     log_in(page, base, "alice", "pw-alice-123")
     page.goto(f"{base}/jobs/{job.pk}/")
