@@ -36,7 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomflow.core.dicom.header import read_header
 from dicomflow.core.ingest import StoredFile, store_path_for
-from dicomflow.core.store import FileStore, StoreResult, sha256_of
+from dicomflow.core.store import FileStore
 from dicomflow.errors import InputError, NetworkError, StorageError
 from dicomflow.export.scu import _associate, _make_ae, as_remote_node
 from dicomflow.intake.network.common import RemoteNode, check_ae_title
@@ -289,22 +289,6 @@ class Received:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _same_data_set(store: FileStore, path: Path, relpath: str) -> StoreResult | None:
-    """A re-sent instance whose data set equals the stored one, whatever their File Meta (see the receiver)."""
-    from dicomflow.intake.network.scp import _data_set_digest
-
-    existing = store.path_of(relpath)
-    if not existing.is_file():
-        return None
-    try:
-        if _data_set_digest(path) != _data_set_digest(existing):
-            return None
-        sha, size = sha256_of(existing)
-    except (OSError, ValueError, EOFError):
-        return None
-    return StoreResult(relpath, sha, size, created=False)
-
-
 def _store_handler(store: FileStore, received: Received):
     """EVT_C_STORE on our C-GET association: header, then the file moved into the store unchanged."""
 
@@ -322,10 +306,17 @@ def _store_handler(store: FileStore, received: Received):
             with received.lock:
                 received.ignored.append((display, str(exc)))
             return 0xC000
-        relpath = store_path_for(header)
+        from dicomflow.core.dicom.catalogable import refusal
+        from dicomflow.intake.network.scp import adopt_received
+
+        problem = refusal(header)  # a value the catalog cannot hold: refused before it is stored
+        if problem is not None:
+            with received.lock:
+                received.ignored.append((display, problem))
+            return 0xC000
         try:
-            stored = _same_data_set(store, path, relpath) or store.adopt(path, relpath)
-        except StorageError:
+            stored = adopt_received(store, path, store_path_for(header))
+        except (StorageError, OSError):
             with received.lock:
                 received.ignored.append((display, "could not be stored (out of resources)"))
             return 0xA700

@@ -584,12 +584,7 @@ class StorageSCP:
             self.batcher.ignored(key, source, display, no_room)
             return STATUS_OUT_OF_RESOURCES
         try:
-            stored = self._same_as_stored(path, relpath)
-            if stored is None:
-                if self.store.path_of(relpath).exists():  # different bytes hold the name: ours go beside them
-                    sha, size = digest or sha256_of(path)
-                    digest, relpath = (sha, size), variant_path(relpath, sha)
-                stored = self.store.adopt(path, relpath, digest=digest)
+            stored = adopt_received(self.store, path, relpath, digest)
         except (StorageError, OSError) as exc:
             log.error("receiver: could not store a C-STORE data set from %s: %s", source, exc)
             self.batcher.ignored(key, source, display, "could not be stored (out of resources)")
@@ -803,24 +798,36 @@ class StorageSCP:
         incoming.mkdir(parents=True, exist_ok=True)
         return incoming
 
-    def _same_as_stored(self, path: Path, relpath: str) -> StoreResult | None:
-        """A re-sent instance whose data set equals the stored file's, whatever their File Meta.
+def adopt_received(store, path: Path, relpath: str, digest: tuple[str, int] | None = None) -> StoreResult:
+    """Move a file received over the network into the store at ``relpath``: a duplicate of the
+    stored data set when it is one, else beside a different file that already holds the name."""
+    stored = same_data_set_as_stored(store, path, relpath)
+    if stored is not None:
+        return stored
+    if store.path_of(relpath).exists():  # different bytes hold the name: ours go beside them
+        sha, size = digest or sha256_of(path)
+        digest, relpath = (sha, size), variant_path(relpath, sha)
+    return store.adopt(path, relpath, digest=digest)
 
-        Our File Meta is built from the association, so a file imported from disk earlier and
-        received now differs in its meta (and whole-file sha256) even when every data set byte is
-        the same. Such a file counts as a duplicate of the stored one (same sha256 reported), not
-        as a conflict. Only costs a read when the store path is already taken.
-        """
-        existing = self.store.path_of(relpath)
-        if not existing.is_file():
+
+def same_data_set_as_stored(store, path: Path, relpath: str) -> StoreResult | None:
+    """A re-sent instance whose data set equals the stored file's, whatever their File Meta.
+
+    Our File Meta is built from the association, so a file imported from disk earlier and received
+    now (C-STORE, C-GET) differs in its meta (and whole-file sha256) even when every data set byte
+    is the same. Such a file counts as a duplicate of the stored one (same sha256 reported), not as
+    a conflict. Only costs a read when the store path is already taken.
+    """
+    existing = store.path_of(relpath)
+    if not existing.is_file():
+        return None
+    try:
+        if _data_set_digest(path) != _data_set_digest(existing):
             return None
-        try:
-            if _data_set_digest(path) != _data_set_digest(existing):
-                return None
-            sha, size = sha256_of(existing)
-        except (OSError, ValueError, EOFError):
-            return None
-        return StoreResult(relpath, sha, size, created=False)
+        sha, size = sha256_of(existing)
+    except (OSError, ValueError, EOFError):
+        return None
+    return StoreResult(relpath, sha, size, created=False)
 
 
 def _close(sock) -> None:
