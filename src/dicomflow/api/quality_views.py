@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dicomflow.api.serializers import ErrorSerializer
-from dicomflow.errors import InputError, NotFoundError
+from dicomflow.errors import InputError
 from dicomflow.quality import selectors, services
 from dicomflow.quality.models import Rating
 
@@ -66,12 +66,7 @@ class StructureImportSerializer(serializers.Serializer):
 
 
 def _job(request, job_id: int):
-    from dicomflow.processing.selectors import visible_jobs
-
-    job = visible_jobs(request.user).filter(pk=job_id).first()
-    if job is None:
-        raise NotFoundError(f"no job #{job_id}")
-    return job
+    return services.job_for(request.user, job_id)
 
 
 def _ratings_document(job) -> dict:

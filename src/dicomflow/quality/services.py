@@ -11,7 +11,7 @@ from pathlib import Path
 from django.db import transaction
 
 from dicomflow.errors import InputError, NotFoundError
-from dicomflow.processing.models import Job, JobStatus, Result
+from dicomflow.processing.models import Job, JobStatus, Result, ResultKind
 from dicomflow.projects.models import Capability
 from dicomflow.quality.models import JobRating, Rating, RoiRating, StructureComparison
 
@@ -21,29 +21,19 @@ MAX_MINUTES = 24 * 60
 MAX_COMMENT = 2000
 
 
-def _job(actor, job_id: int, capability: str) -> Job:
-    from dicomflow.processing.selectors import visible_jobs
-    from dicomflow.processing.services import require_project
+def job_for(actor, job_id: int, capability: str = Capability.VIEW) -> Job:
+    """The job if ``actor`` may do ``capability`` in its project (NotFoundError / PermissionDeniedError)."""
+    from dicomflow.processing.services import _visible_job
 
-    job = visible_jobs(actor).filter(pk=job_id).first()
-    if job is None:
-        raise NotFoundError(f"no job #{job_id}")
-    require_project(actor, job.project_key, capability)
-    return job
+    return _visible_job(actor, job_id, capability)
 
 
 def result_structure_set(job: Job) -> Path | None:
     """The job's RTSTRUCT result as it went out (re-identified when it was), or None."""
-    import pydicom
-
-    from dicomflow.core.dicom.sop import RT_STRUCTURE_SET
-
-    for result in Result.objects.filter(job=job).order_by("pk"):
+    for result in Result.objects.filter(job=job, kind=ResultKind.RTSTRUCT).order_by("pk"):
         for candidate in (result.path, result.deidentified_path):
             if candidate and Path(candidate).is_file():
-                header = pydicom.dcmread(candidate, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-                if str(header.get("SOPClassUID", "")) == RT_STRUCTURE_SET:
-                    return Path(candidate)
+                return Path(candidate)
     return None
 
 
@@ -81,7 +71,7 @@ def rate_job(actor, job_id: int, *, overall_score, comment: str = "", rois: list
     """Record (or replace) the actor's rating of a job's returned contours: per ROI a rating, the
     minutes spent editing and a comment, and an overall score 0-10. Needs Manage in the project;
     only jobs whose result came back (finished, or waiting for quality control) can be rated."""
-    job = _job(actor, job_id, Capability.MANAGE)
+    job = job_for(actor, job_id, Capability.MANAGE)
     if job.status not in (JobStatus.FINISHED, JobStatus.WAITING):
         raise InputError(f"job #{job.pk} has no result to rate yet (it is {job.get_status_display().lower()})")
     names = result_roi_names(job)
